@@ -1,0 +1,301 @@
+"""The ``modality-synth`` command.
+
+Every user mistake ends with exit status 2 and one line on stderr naming the problem
+and the fix; a traceback only with ``--debug``. Nothing is written on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from synth_core import __version__
+from synth_core.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as for every user mistake
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="modality-synth",
+                description="Synthesize a missing imaging modality from one you have.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ph = sub.add_parser("phantom", help="write a phantom cohort with known ground truth")
+    ph.add_argument("out_dir", type=Path)
+    ph.add_argument("--subjects", type=int, default=12)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--preset", choices=["small", "full"], default="small")
+    ph.add_argument("--clean", action="store_true", help="also write the noise-free twin of each modality")
+    ph.add_argument("--lesion-fraction", type=float, default=0.0, help="fraction of subjects with a tumour")
+    ph.add_argument("--wmh-fraction", type=float, default=0.0,
+                    help="fraction of subjects with white-matter hyperintensities")
+    ph.add_argument("--overwrite", action="store_true")
+
+    tr = sub.add_parser("translate", help="synthesize a modality from a scan")
+    tr.add_argument("input", type=Path)
+    tr.add_argument("-o", "--output", type=Path, required=True)
+    tr.add_argument("--method", required=True)
+    tr.add_argument("--to", required=True, dest="to")
+    tr.add_argument("--from", dest="source", default=None)
+    tr.add_argument("--checkpoint", default=None, help="name (see `models`), folder or model.safetensors")
+    tr.add_argument("--age", type=float, default=None, help="years, for age-conditioned methods")
+    tr.add_argument("--steps", type=int, default=None, help="ODE steps, for flow methods")
+    tr.add_argument("--samples", type=int, default=1)
+    tr.add_argument("--temperature", type=float, default=None)
+    tr.add_argument("--reverse", action="store_true", help="run a bidirectional model backwards")
+    tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--memory-budget-mb", type=float, default=2048)
+    tr.add_argument("--overwrite", action="store_true")
+
+    ev = sub.add_parser("evaluate", help="MAE, PSNR, SSIM and correlation of a prediction")
+    ev.add_argument("pred", type=Path)
+    ev.add_argument("target", type=Path)
+    ev.add_argument("--mask", type=Path, default=None)
+    ev.add_argument("--data-range", type=float, default=None,
+                    help="PSNR/SSIM data range (default: the target's range inside the mask)")
+    ev.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("train", help="train a method on paired or unpaired data")
+    t.add_argument("--method", required=True)
+    t.add_argument("--data", type=Path, required=True, help="phantom-style folder or manifest TSV")
+    t.add_argument("--from", dest="source", required=True)
+    t.add_argument("--to", dest="target", required=True)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--preset", default="cpu")
+    t.add_argument("--max-steps", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--val-every", type=int, default=None)
+    t.add_argument("--checkpoint-every", type=int, default=None)
+    t.add_argument("--mode", choices=["paired", "unpaired", "partial"], default=None)
+    t.add_argument("--paired-fraction", type=float, default=1.0)
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--devices", type=int, default=1)
+    t.add_argument("--num-nodes", type=int, default=1)
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--name", default=None, help="name of the registered checkpoint")
+    t.add_argument("--no-register", action="store_true", help="do not add the model to the user zoo")
+    t.add_argument("--record-shards", action="store_true", help=argparse.SUPPRESS)
+
+    m = sub.add_parser("models", help="list bundled and user checkpoints")
+    m.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("benchmark", help="measure speed and memory; write a report")
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--quick", action="store_true")
+
+    sub.add_parser("methods", help="list the methods and their capabilities")
+    return p
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    from synth_core.phantom import write_cohort
+
+    if args.subjects < 1:
+        raise UserError(f"--subjects must be at least 1, got {args.subjects}")
+    for name in ("lesion_fraction", "wmh_fraction"):
+        value = getattr(args, name)
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
+    bar = _bar(args.subjects, "subjects")
+    out = write_cohort(args.out_dir, args.subjects, seed=args.seed, preset=args.preset,
+                       clean=args.clean, lesion_fraction=args.lesion_fraction,
+                       wmh_fraction=args.wmh_fraction, overwrite=args.overwrite,
+                       progress=lambda i, n: bar(i + 1))
+    bar(None)
+    print(f"wrote {args.subjects} {args.preset} phantom subjects to {out}")
+    return 0
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from synth_core.inference import translate
+    from synth_core.io import load_volume, save_volume, sidecar_path
+
+    _check_output(args.input, args.output, args.overwrite)
+    std_path = _std_path(args.output) if args.samples > 1 else None
+    if std_path is not None:
+        _check_output(args.input, std_path, args.overwrite)
+    volume = load_volume(args.input, modality=args.source)
+    bar = _bar(100, "translate")
+    result = translate(volume, args.method, args.to, source=args.source, checkpoint=args.checkpoint,
+                       age=args.age, steps=args.steps, samples=args.samples,
+                       temperature=args.temperature, reverse=args.reverse, device=args.device,
+                       memory_budget_mb=args.memory_budget_mb, seed=args.seed,
+                       progress=lambda f, msg: bar(int(f * 100)))
+    bar(None)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    save_volume(result.volume, args.output, overwrite=args.overwrite, provenance=result.provenance)
+    print(f"wrote {args.output} (sidecar {sidecar_path(args.output)})")
+    if result.std is not None and std_path is not None:
+        save_volume(result.std, std_path, overwrite=args.overwrite,
+                    provenance=result.std.metadata["provenance"])
+        print(f"wrote {std_path} (voxel-wise standard deviation over {args.samples} samples)")
+    return 0
+
+
+def _std_path(output: Path) -> Path:
+    name = output.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return output.with_name(name[: -len(suffix)] + "_std" + suffix)
+    return output.with_name(output.stem + "_std" + output.suffix)
+
+
+def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
+    """Refuse before any work: an output that is the input, or exists without --overwrite."""
+    if output.exists() and input_path.exists() and output.resolve() == input_path.resolve():
+        raise UserError(f"output {output} is the input file; choose another -o")
+    if output.exists() and not overwrite:
+        raise UserError(f"output {output} exists; pass --overwrite or choose another -o")
+    if not output.parent.exists():
+        raise UserError(f"output folder {output.parent} does not exist; create it first")
+    if not output.name.endswith((".nii", ".nii.gz")):
+        raise UserError(f"output {output} must end in .nii.gz or .nii")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from synth_core.io import load_volume
+    from synth_core.metrics import evaluate
+
+    pred = load_volume(args.pred)
+    target = load_volume(args.target)
+    mask = None
+    if args.mask is not None:
+        mask = load_volume(args.mask).data > 0
+    scores = evaluate(pred, target, mask=mask, data_range=args.data_range)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+    else:
+        for key in ("mae", "psnr", "ssim", "corrcoef"):
+            print(f"{key:>9}  {scores[key]:.4f}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from synth_core.training import ProgressEvent, TrainRequest, train
+
+    overrides: dict[str, Any] = {
+        "max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
+        "seed": args.seed, "val_every": args.val_every, "checkpoint_every": args.checkpoint_every,
+    }
+    request = TrainRequest(
+        method=args.method, data=args.data, source=args.source, target=args.target, out=args.out,
+        preset=args.preset, overrides=overrides, resume=args.resume, devices=args.devices,
+        num_nodes=args.num_nodes, accelerator=args.device, mode=args.mode,
+        paired_fraction=args.paired_fraction, register=not args.no_register, name=args.name,
+        record_shards=args.record_shards,
+    )
+    if not args.data.exists():
+        raise UserError(f"data {args.data} does not exist; pass a phantom-style folder or a manifest TSV")
+    state: dict[str, Any] = {"bar": None}
+
+    def sink(event: ProgressEvent) -> None:
+        if event.kind == "start":
+            state["bar"] = _bar(event.max_steps, "train", initial=event.step)
+        elif event.kind == "step" and state["bar"] is not None:
+            state["bar"](event.step, {k: round(v, 4) for k, v in list(event.losses.items())[:3]})
+        elif event.kind == "validation":
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in event.metrics.items())
+            print(f"step {event.step}: {shown}", file=sys.stderr)
+        elif event.kind in ("done", "stopped"):
+            if state["bar"] is not None:
+                state["bar"](None)
+
+    result = train(request, sink=sink)
+    print(f"run folder: {result.run_dir} ({result.steps} steps)")
+    if result.registered is not None:
+        print(f"registered checkpoint {result.registered.name!r} (see `modality-synth models`)")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from synth_core.zoo import list_checkpoints
+
+    rows = [c.summary() for c in list_checkpoints()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no checkpoints; train one with `modality-synth train`")
+        return 0
+    print(f"{'name':<34} {'method':<12} {'source->target':<16} {'preset':<7} {'origin':<8} "
+          f"{'val_psnr':>8} {'val_ssim':>8}  sha256")
+    for r in rows:
+        val = r["validation"] or {}
+        print(f"{r['name']:<34} {r['method']:<12} {r['source'] + '->' + r['target']:<16} "
+              f"{str(r['preset']):<7} {r['origin']:<8} {val.get('val_psnr', float('nan')):>8.2f} "
+              f"{val.get('val_ssim', float('nan')):>8.3f}  {r['sha256'][:12]}")
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    from synth_core import list_methods
+
+    print(json.dumps(list_methods(), indent=2))
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from synth_core.benchmark import run_benchmarks
+
+    run_benchmarks(args.out, quick=args.quick)
+    return 0
+
+
+def _bar(total: int, desc: str, initial: int = 0) -> Any:
+    """A tqdm bar on a terminal; silent in logs and pipes."""
+    if not sys.stderr.isatty():
+        return lambda value, postfix=None: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, initial=initial, file=sys.stderr, leave=False)
+
+    def update(value: int | None, postfix: dict[str, Any] | None = None) -> None:
+        if value is None:
+            bar.close()
+            return
+        bar.n = value
+        if postfix:
+            bar.set_postfix(postfix, refresh=False)
+        bar.refresh()
+
+    return update
+
+
+COMMANDS = {"phantom": _phantom, "translate": _translate, "evaluate": _evaluate, "train": _train,
+            "models": _models, "methods": _methods, "benchmark": _benchmark}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"modality-synth {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"modality-synth {args.command}: interrupted after {time.perf_counter() - started:.0f} s",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Training data: subject discovery, subject-wise splits, the volume store, and the
+paired / unpaired / partially paired datasets of 3D volumes, 3D patches or 2D slices."""
+
+from synth_core.data.datasets import TranslationDataset, ValidationVolumes
+from synth_core.data.discover import SubjectRecord, discover_subjects
+from synth_core.data.split import Split, split_subjects, summarise
+from synth_core.data.store import VolumeStore, target_norm_reference
+
+__all__ = [
+    "Split",
+    "SubjectRecord",
+    "TranslationDataset",
+    "ValidationVolumes",
+    "VolumeStore",
+    "discover_subjects",
+    "split_subjects",
+    "summarise",
+    "target_norm_reference",
+]

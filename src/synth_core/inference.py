@@ -1,0 +1,297 @@
+"""``translate()``: a Volume in, a synthetic Volume out on the input's own grid.
+
+The one place that maps a Volume onto a model's grid and back: reorient to RAS+,
+resample to the model's spacing, normalise, pad to the network's multiple, run the
+model (whole, in sliding windows, or slice by slice for 2D methods), then undo
+every step in reverse order.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from synth_core import __version__, zoo
+from synth_core.errors import UserError
+from synth_core.methods import Method, SynthesisRequest, get_method_class
+from synth_core.nn.sliding_window import sliding_window
+from synth_core.preprocess import (
+    NormParams,
+    denormalise,
+    fit_normalisation,
+    foreground_mask,
+    normalise,
+    pad_to_multiple,
+    reorient_to_ras,
+    resample,
+    resample_to_grid,
+    restore_orientation,
+    unpad,
+)
+from synth_core.volume import ALL_MODALITIES, Volume
+
+DEFAULT_MEMORY_BUDGET_MB = 2048
+MAX_SAMPLES = 64
+
+
+@dataclass
+class TranslationResult:
+    """What ``translate`` returns.
+
+    Attributes:
+        volume: the synthetic volume (mean of the samples), on the input's grid.
+        std: voxel-wise standard deviation over samples (None for one sample).
+        provenance: the BIDS-style sidecar content (``Synthetic``: true, method, checkpoint...).
+        warnings: e.g. an input far outside the training distribution.
+    """
+
+    volume: Volume
+    std: Volume | None
+    provenance: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_method(directory: str, sha256: str, device: str) -> Method:
+    info = zoo.resolve(directory, method=zoo._read_card(zoo.Path(directory))["method"])  # type: ignore[index]
+    return zoo.load_method(info, device)
+
+
+def check_request(info: zoo.CheckpointInfo, *, to: str, age: float | None, steps: int | None,
+                  samples: int, temperature: float | None, reverse: bool) -> bool:
+    """Validate the options against the method's capabilities and the model card.
+
+    Returns whether the model runs in reverse (target -> source).
+    """
+    caps = get_method_class(info.method).capabilities
+    if to not in ALL_MODALITIES:
+        raise UserError(f"unknown target modality {to!r}; choose one of: {', '.join(ALL_MODALITIES)}")
+    if reverse and not caps.bidirectional:
+        raise UserError(f"method {info.method!r} runs one way only; drop --reverse")
+    runs_reverse = reverse or (caps.bidirectional and to == info.source and to != info.target)
+    if runs_reverse and to != info.source:
+        raise UserError(
+            f"--reverse maps {info.target} back to {info.source}, not to {to!r}; use --to {info.source}"
+        )
+    if age is not None:
+        if "age" not in caps.conditions:
+            raise UserError(f"method {info.method!r} takes no age; drop --age")
+        lo, hi = info.card.get("age_range") or (0.0, 120.0)
+        if not (lo <= age <= hi) or not math.isfinite(age):
+            raise UserError(
+                f"age {age:g} is outside the range the model was trained on ({lo:g} to {hi:g} years); "
+                "pick an age inside it"
+            )
+    if steps is not None:
+        if caps.steps is None:
+            raise UserError(f"method {info.method!r} integrates no ODE; drop --steps")
+        lo_s, hi_s = caps.steps
+        if not lo_s <= steps <= hi_s:
+            raise UserError(f"--steps {steps} is outside {lo_s} to {hi_s} for {info.method!r}")
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise UserError(f"--samples must be between 1 and {MAX_SAMPLES}, got {samples}")
+    if samples > 1 and not caps.stochastic:
+        raise UserError(f"method {info.method!r} is deterministic; drop --samples (or use 1)")
+    if temperature is not None:
+        if not caps.stochastic:
+            raise UserError(f"method {info.method!r} is deterministic; drop --temperature")
+        if not 0.0 <= temperature <= 2.0:
+            raise UserError(f"--temperature must be between 0 and 2, got {temperature:g}")
+    return runs_reverse
+
+
+def translate(volume: Volume, method: str, to: str, *, source: str | None = None,
+              checkpoint: str | None = None, age: float | None = None, steps: int | None = None,
+              samples: int = 1, temperature: float | None = None, reverse: bool = False,
+              device: str = "auto", memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+              window: tuple[int, int, int] | None = None, seed: int = 0,
+              progress: Callable[[float, str], None] | None = None) -> TranslationResult:
+    """Synthesize modality ``to`` from ``volume`` with a trained ``method``.
+
+    Args:
+        volume: the input scan (any orientation and spacing).
+        method: registry key (see ``list_methods``).
+        to: target modality key.
+        source: the input's modality; defaults to the checkpoint's source.
+        checkpoint: name, folder or model.safetensors; default: the best fitting one.
+        age: years, for methods conditioned on age.
+        steps: ODE steps, for methods that integrate one.
+        samples, temperature: for stochastic methods; the result is the mean, ``std`` the spread.
+        reverse: run a bidirectional model from its target back to its source.
+        device: "auto", "cpu" or "cuda".
+        memory_budget_mb: above this estimate, run in overlapping windows.
+        window: force sliding windows of this size (voxels at the model's spacing).
+        seed: for stochastic sampling.
+        progress: called with (fraction, message).
+    """
+    report = progress or (lambda fraction, message: None)
+    get_method_class(method)
+    info = zoo.resolve(checkpoint, method=method, source=source, target=to)
+    runs_reverse = check_request(info, to=to, age=age, steps=steps, samples=samples,
+                                 temperature=temperature, reverse=reverse)
+    in_modality = info.target if runs_reverse else info.source
+    if source is not None and source != in_modality and not info.card.get("any_to_any"):
+        raise UserError(
+            f"checkpoint {info.name!r} expects {in_modality} input here, not {source!r}; "
+            "pick a checkpoint for your input (see `modality-synth models`)"
+        )
+    dev = resolve_device(device)
+    report(0.05, "loading model")
+    model = _cached_method(str(info.directory), info.sha256, str(dev))
+    caps = model.capabilities
+    card = info.card
+
+    report(0.1, "preparing volume")
+    ras, orientation = reorient_to_ras(volume)
+    spacing = tuple(card.get("spacing") or ras.spacing)
+    work = ras if np.allclose(ras.spacing, spacing, rtol=1e-3) else resample(ras, spacing, order=1)
+    mask = foreground_mask(work.data, in_modality)
+    params = fit_normalisation(work.data, in_modality, mask=mask)
+    x = normalise(work.data, params).astype(np.float32)
+    background = float(normalise(np.zeros(1, dtype=np.float32), params)[0])
+    padded, pad_info = pad_to_multiple(x, int(card.get("multiple", 16)), value=background)
+
+    request = SynthesisRequest(reverse=runs_reverse, age=age, steps=steps, samples=samples,
+                               temperature=temperature,
+                               generator=torch.Generator(device=dev).manual_seed(seed))
+    tensor = torch.from_numpy(np.ascontiguousarray(padded))[None, None].to(dev)
+    warnings: list[str] = []
+    ood = model.out_of_distribution(tensor)
+    if ood is not None and ood.get("warning"):
+        warnings.append(str(ood["warning"]))
+
+    report(0.2, "synthesizing")
+    out = _run(model, tensor, request, memory_budget_mb, window,
+               lambda f: report(0.2 + 0.7 * f, "synthesizing"))
+    out = out[:, 0, 0].float().cpu().numpy()  # (K, X, Y, Z)
+    target_params = NormParams.from_dict(card["normalisation"]["target_reference"]) if not runs_reverse \
+        else params
+    out_modality = to
+    mean_n = out.mean(0)
+    mean = denormalise(unpad(mean_n, pad_info), target_params)
+    std = None
+    if out.shape[0] > 1:
+        # The denormalisation is linear: a spread of s in normalised units is s * slope.
+        slope = float(denormalise(np.ones(1, np.float32), target_params)[0]
+                      - denormalise(np.zeros(1, np.float32), target_params)[0])
+        std = unpad(out.std(0), pad_info) * abs(slope)
+
+    report(0.92, "restoring the input's grid")
+    provenance = _provenance(volume, info, to=to, source=in_modality, age=age, steps=steps,
+                             samples=samples, temperature=temperature, reverse=runs_reverse,
+                             device=str(dev), seed=seed, ood=ood)
+    result = _back_to_input(mean, work, ras, orientation, out_modality, provenance)
+    std_volume = None
+    if std is not None:
+        std_volume = _back_to_input(std, work, ras, orientation, out_modality,
+                                    provenance | {"Description": "voxel-wise standard deviation over samples"})
+    report(1.0, "done")
+    return TranslationResult(result, std_volume, provenance, warnings)
+
+
+def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: float,
+         window: tuple[int, int, int] | None, progress: Callable[[float], None]) -> torch.Tensor:
+    caps = model.capabilities
+    spatial_mode = model.config.train.spatial
+    if spatial_mode == "2d":
+        return _run_slices(model, x, request, progress)
+    voxels = int(np.prod(x.shape[2:]))
+    needed_mb = voxels * model_bytes_per_voxel(model) * max(1, request.samples) / 2**20
+    if window is None and needed_mb > budget_mb:
+        if not caps.sliding_window:
+            raise UserError(
+                f"the volume needs about {needed_mb:.0f} MB for {model.key} without patches, over the "
+                f"{budget_mb:.0f} MB budget; crop it, raise the budget, or use a method with sliding windows"
+            )
+        side = int((budget_mb * 2**20 / model_bytes_per_voxel(model)) ** (1 / 3))
+        multiple = int(getattr(model.config.train, "multiple", 16))
+        side = max(multiple, side // multiple * multiple)
+        window = (side, side, side)
+    if window is None:
+        with torch.no_grad():
+            out = model.synthesize(x, request)
+        progress(1.0)
+        return out
+    with torch.no_grad():
+        return sliding_window(lambda w: model.synthesize(w, request), x, window, 0.25, progress)
+
+
+def _run_slices(model: Method, x: torch.Tensor, request: SynthesisRequest,
+                progress: Callable[[float], None]) -> torch.Tensor:
+    """2D methods: axial slices (last axis) in small batches."""
+    depth = x.shape[-1]
+    outs = []
+    batch = 8
+    with torch.no_grad():
+        for start in range(0, depth, batch):
+            chunk = x[0, :, :, :, start:start + batch].permute(3, 0, 1, 2)  # (b, C, X, Y)
+            y = model.synthesize(chunk, request)  # (K, b, C, X, Y)
+            outs.append(y.permute(0, 2, 3, 4, 1))  # (K, C, X, Y, b)
+            progress(min(1.0, (start + batch) / depth))
+    return torch.cat(outs, dim=-1).unsqueeze(1)  # (K, 1, C, X, Y, Z)
+
+
+def model_bytes_per_voxel(model: Method) -> float:
+    """A rough activation-memory estimate for whole-volume inference (bytes per voxel).
+
+    About 4 bytes times the widest layer times the number of full-resolution feature
+    maps alive at once; methods may override ``bytes_per_voxel`` with a measured figure.
+    """
+    measured = getattr(model, "bytes_per_voxel", None)
+    if measured:
+        return float(measured)
+    width = getattr(model.config, "features", None) or getattr(model.config, "hidden_channels", 64)
+    return 4.0 * float(width) * 8.0
+
+
+def _back_to_input(data: np.ndarray, work: Volume, ras: Volume, orientation: Any, modality: str,
+                   provenance: dict[str, Any]) -> Volume:
+    out = Volume(data.astype(np.float32), work.affine, modality, {"provenance": provenance})
+    if out.shape != ras.shape or not np.allclose(out.affine, ras.affine):
+        out = resample_to_grid(out, ras.shape, ras.affine, order=1)
+    out = restore_orientation(out, orientation)
+    out.modality = modality
+    out.metadata = {"provenance": provenance, "synthetic": True}
+    return out
+
+
+def _provenance(volume: Volume, info: zoo.CheckpointInfo, **params: Any) -> dict[str, Any]:
+    ood = params.pop("ood", None)
+    prov: dict[str, Any] = {
+        "Synthetic": True,
+        "Description": f"SYNTHETIC {params['to']} generated from {params['source']} by "
+                       f"{info.method}; not an acquired scan",
+        "GeneratedBy": [{"Name": "napari-modality-synth", "Version": __version__,
+                         "Method": info.method, "Checkpoint": info.name,
+                         "CheckpointSHA256": info.sha256}],
+        "Method": info.method,
+        "Checkpoint": info.name,
+        "CheckpointSHA256": info.sha256,
+        "SourceModality": params["source"],
+        "TargetModality": params["to"],
+        "Parameters": {k: v for k, v in params.items() if k not in ("to", "source")},
+        "Sources": [str(volume.metadata.get("source_path", "<in memory>"))],
+        "Created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if ood:
+        prov["InputLikelihood"] = {k: v for k, v in ood.items() if k != "warning"}
+    return prov

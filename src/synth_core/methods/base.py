@@ -1,0 +1,245 @@
+"""The Method contract: what every synthesis method gives the engine, the CLI and the plugin.
+
+A method is one ``torch.nn.Module`` subclass registered under one key. It declares
+its :class:`Capabilities` (read by the CLI and the widgets, which never know the
+method itself), a typed configuration dataclass with named presets (``cpu`` and
+``paper``), and two behaviours:
+
+* training: ``losses(batch)`` for methods with a single optimiser (Lightning's
+  automatic optimisation), or ``adversarial_step(batch, ctx)`` for methods that
+  alternate several optimisers (manual optimisation; ``ctx`` performs each
+  optimiser step with the NaN guard and gradient clipping of the engine);
+* inference: ``synthesize(x, request)`` maps a normalised source tensor to a
+  normalised target tensor (or several samples).
+
+Tensors are (B, C, X, Y, Z) for 3D methods and (B, C, X, Y) for 2D ones, with
+intensities normalised by :mod:`synth_core.preprocess` (about [-1, 1]).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from synth_core.errors import UserError
+from synth_core.volume import ALL_MODALITIES
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method can do, as the user interface needs to know it.
+
+    Attributes:
+        spatial: spatial modes it trains and runs in, among ``"2d"`` (axial slices)
+            and ``"3d"``; the first is the default.
+        data: kinds of training data, among ``"paired"``, ``"unpaired"``,
+            ``"partial"`` (partially paired) and ``"labelled"``.
+        conditions: side information it takes, e.g. ``("age",)`` or ``("target",)``
+            for a target-modality code.
+        steps: ``(min, max)`` number of ODE steps when the method integrates one, else None.
+        default_steps: the step count used when the user gives none.
+        bidirectional: one model runs both ways (``--reverse``).
+        any_to_any: one model maps any of its modalities to any other.
+        stochastic: sampling with ``samples`` and ``temperature`` is meaningful.
+        adversarial: trains several optimisers in turn (manual optimisation).
+        sliding_window: inference may tile a large volume into overlapping windows.
+    """
+
+    spatial: tuple[str, ...] = ("3d",)
+    data: tuple[str, ...] = ("paired",)
+    conditions: tuple[str, ...] = ()
+    steps: tuple[int, int] | None = None
+    default_steps: int | None = None
+    bidirectional: bool = False
+    any_to_any: bool = False
+    stochastic: bool = False
+    adversarial: bool = False
+    sliding_window: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings every method config carries (the engine reads them).
+
+    Attributes:
+        max_steps: optimiser steps (one step = one batch for every optimiser).
+        batch_size: volumes, patches or slices per step.
+        lr: learning rate.
+        patch_size: 3D patch (or None for whole volumes); ignored in 2D.
+        spatial: "3d" or "2d".
+        val_every: validate on held-out subjects every N steps.
+        checkpoint_every: write the resumable ``last.ckpt`` every N steps.
+        grad_clip: gradient-norm clipping (0 = off).
+        ema_decay: exponential moving average of weights (0 = off), where a paper uses it.
+        warmup_steps: linear learning-rate warm-up.
+        multiple: input sizes are padded to a multiple of this (2**depth of the net).
+        seed: global seed.
+    """
+
+    max_steps: int = 2000
+    batch_size: int = 1
+    lr: float = 2e-4
+    patch_size: tuple[int, int, int] | None = None
+    spatial: str = "3d"
+    val_every: int = 200
+    checkpoint_every: int = 100
+    grad_clip: float = 0.0
+    ema_decay: float = 0.0
+    warmup_steps: int = 0
+    multiple: int = 16
+    seed: int = 0
+
+
+@dataclass
+class SynthesisRequest:
+    """What the user asked for at inference time (already validated by the engine)."""
+
+    reverse: bool = False
+    age: float | None = None
+    steps: int | None = None
+    samples: int = 1
+    temperature: float | None = None
+    target_code: int | None = None
+    generator: torch.Generator | None = None
+
+
+class StepContext(Protocol):
+    """Handed to ``adversarial_step``: performs one guarded optimiser step."""
+
+    def optimize(self, index: int, loss: torch.Tensor) -> bool:
+        """Zero grads, backward, clip, step optimiser ``index``; False if loss was not finite."""
+        ...
+
+    @property
+    def global_step(self) -> int: ...
+
+
+class Method(nn.Module):
+    """Base class of every synthesis method. Subclass, set the class attributes, register."""
+
+    key: ClassVar[str]
+    title: ClassVar[str]
+    paper: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities]
+    config_class: ClassVar[type]
+    presets: ClassVar[dict[str, Callable[[], Any]]]
+
+    def __init__(self, config: Any, source: str, target: str) -> None:
+        super().__init__()
+        self.config = config
+        self.source = source
+        self.target = target
+
+    # -- training ---------------------------------------------------------------
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """One optimiser per network group, in the order ``adversarial_step`` uses them."""
+        raise NotImplementedError
+
+    def lr_lambda(self, step: int) -> float:
+        """Multiplier of the base learning rate at a step (warm-up, linear decay...)."""
+        warm = self.config.train.warmup_steps
+        return min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+
+    def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Single-optimiser methods: the losses of one batch, with the total under ``"loss"``."""
+        raise NotImplementedError
+
+    def adversarial_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Multi-optimiser methods: run every optimiser once through ``ctx``; return losses."""
+        raise NotImplementedError
+
+    def inference_modules(self) -> Iterable[str]:
+        """Names of the sub-modules whose weights are exported (the rest is training-only)."""
+        return [name for name, _ in self.named_children()]
+
+    # -- inference --------------------------------------------------------------
+    def synthesize(self, x: torch.Tensor, request: SynthesisRequest) -> torch.Tensor:
+        """Normalised source (B, C, *S) -> normalised target samples (K, B, C, *S)."""
+        raise NotImplementedError
+
+    def out_of_distribution(self, x: torch.Tensor) -> dict[str, float] | None:
+        """Optional: a score of how unlike the training data an input is (e.g. bits per voxel)."""
+        return None
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available under ``cls.key``."""
+    if cls.key in _REGISTRY and _REGISTRY[cls.key] is not cls:
+        raise ValueError(f"method key {cls.key!r} registered twice")
+    _REGISTRY[cls.key] = cls
+    return cls
+
+
+def get_method_class(key: str) -> type[Method]:
+    try:
+        return _REGISTRY[key]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UserError(f"unknown method {key!r}; choose one of: {known}") from None
+
+
+def method_keys() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_config(key: str, preset: str = "cpu", overrides: dict[str, Any] | None = None) -> Any:
+    """The method's config from a named preset, with ``train.<field>`` or field overrides."""
+    cls = get_method_class(key)
+    if preset not in cls.presets:
+        raise UserError(
+            f"method {key!r} has no preset {preset!r}; choose one of: {', '.join(cls.presets)}"
+        )
+    config = cls.presets[preset]()
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        target = config.train if hasattr(config.train, name) else config
+        if not hasattr(target, name):
+            raise UserError(f"method {key!r} has no setting {name!r}")
+        setattr(target, name, value)
+    return config
+
+
+def config_from_dict(key: str, data: dict[str, Any]) -> Any:
+    """Rebuild a method's config dataclass (with nested dataclasses) from its JSON form."""
+    cls = get_method_class(key)
+    return _from_dict(cls.config_class, data)
+
+
+def _from_dict(kind: type, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(kind)
+    names = {f.name for f in dataclasses.fields(kind)}
+    kwargs = {}
+    for name, value in data.items():
+        if name not in names:
+            continue  # a setting removed in a later version: ignore it rather than fail
+        hint = hints.get(name)
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _from_dict(hint, value)
+        elif isinstance(value, list):
+            value = tuple(value)  # JSON has no tuples; configs use them for sizes
+        kwargs[name] = value
+    return kind(**kwargs)
+
+
+def check_modalities(cls: type[Method], source: str, target: str) -> None:
+    for mod in (source, target):
+        if mod not in ALL_MODALITIES:
+            raise UserError(
+                f"unknown modality {mod!r}; choose one of: {', '.join(ALL_MODALITIES)}"
+            )
+    if source == target:
+        raise UserError(f"source and target are both {source!r}; pick a different --to")
+

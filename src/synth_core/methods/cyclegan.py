@@ -1,0 +1,165 @@
+"""CycleGAN in 3D (Zhu et al., 2017): two ResNet generators, two PatchGANs, unpaired data.
+
+Losses (CycleGAN eq. 3 and section 4): least-squares GAN for both directions,
+cycle consistency lambda = 10, identity 0.5 * lambda; discriminators see a history
+of 50 generated images; Adam 2e-4 with beta1 0.5, constant then linear decay.
+Runs both ways: ``--reverse`` maps target to source with the second generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from synth_core.methods.base import (
+    Capabilities,
+    Method,
+    StepContext,
+    SynthesisRequest,
+    TrainSettings,
+    register,
+)
+from synth_core.nn import GANLoss, ImagePool, PatchDiscriminator, ResnetGenerator, init_weights
+
+
+@dataclass
+class CycleGANConfig:
+    """CycleGAN settings; defaults are the paper's (``paper`` preset).
+
+    Attributes:
+        features: generator width (paper: 64); n_blocks: residual blocks (paper: 9
+            for 256x256 images); n_downsampling: stride-2 steps (paper: 2).
+        disc_features, disc_layers: PatchGAN (paper: 64, 3).
+        lambda_cycle: cycle weight (paper: 10); lambda_identity: identity weight as a
+            fraction of lambda_cycle (paper: 0.5; only meaningful when both domains
+            share intensity conventions, as normalised MR contrasts do).
+        pool_size: history of generated images shown to D (paper: 50).
+    """
+
+    features: int = 64
+    n_blocks: int = 9
+    n_downsampling: int = 2
+    disc_features: int = 64
+    disc_layers: int = 3
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5
+    pool_size: int = 50
+    beta1: float = 0.5
+    beta2: float = 0.999
+    decay_start: float = 0.5
+    norm: str = "instance"
+    train: TrainSettings = field(
+        default_factory=lambda: TrainSettings(max_steps=200_000, lr=2e-4, batch_size=1, multiple=4)
+    )
+
+
+def _cpu() -> CycleGANConfig:
+    # Two generators and two discriminators on the `small` phantom: a narrow, shallow
+    # pair keeps a step near one second on 2 cores.
+    return CycleGANConfig(
+        features=12, n_blocks=4, disc_features=12,
+        train=TrainSettings(max_steps=2500, lr=2e-4, batch_size=1, val_every=250,
+                            checkpoint_every=100, multiple=4),
+    )
+
+
+def _paper() -> CycleGANConfig:
+    return CycleGANConfig()
+
+
+def _tiny() -> CycleGANConfig:
+    return CycleGANConfig(
+        features=4, n_blocks=1, disc_features=4, disc_layers=1, pool_size=2,
+        train=TrainSettings(max_steps=4, val_every=2, checkpoint_every=2, multiple=4),
+    )
+
+
+@register
+class CycleGAN(Method):
+    key = "cyclegan"
+    title = "CycleGAN (3D ResNet generators, LSGAN, cycle consistency)"
+    paper = "Zhu et al., Unpaired image-to-image translation using cycle-consistent adversarial networks, ICCV 2017"
+    capabilities = Capabilities(spatial=("3d", "2d"), data=("unpaired", "paired"),
+                                bidirectional=True, adversarial=True)
+    config_class = CycleGANConfig
+    presets = {"cpu": _cpu, "paper": _paper, "tiny": _tiny}
+
+    def __init__(self, config: CycleGANConfig, source: str, target: str) -> None:
+        super().__init__(config, source, target)
+        dims = 3 if config.train.spatial == "3d" else 2
+
+        def generator() -> ResnetGenerator:
+            return ResnetGenerator(dims, 1, 1, features=config.features,
+                                   n_downsampling=config.n_downsampling,
+                                   n_blocks=config.n_blocks, norm=config.norm)
+
+        def discriminator() -> PatchDiscriminator:
+            return PatchDiscriminator(dims, 1, features=config.disc_features,
+                                      n_layers=config.disc_layers, norm=config.norm)
+
+        self.generator_ab, self.generator_ba = generator(), generator()
+        self.discriminator_a, self.discriminator_b = discriminator(), discriminator()
+        for net in (self.generator_ab, self.generator_ba, self.discriminator_a, self.discriminator_b):
+            init_weights(net)
+        self.gan_loss = GANLoss("lsgan")
+        self.pool_a = ImagePool(config.pool_size)
+        self.pool_b = ImagePool(config.pool_size)
+
+    def inference_modules(self) -> list[str]:
+        return ["generator_ab", "generator_ba"]
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        c = self.config
+        betas = (c.beta1, c.beta2)
+        gens = list(self.generator_ab.parameters()) + list(self.generator_ba.parameters())
+        discs = list(self.discriminator_a.parameters()) + list(self.discriminator_b.parameters())
+        return [torch.optim.Adam(gens, lr=c.train.lr, betas=betas),
+                torch.optim.Adam(discs, lr=c.train.lr, betas=betas)]
+
+    def lr_lambda(self, step: int) -> float:
+        total = self.config.train.max_steps
+        start = self.config.decay_start * total
+        if step < start:
+            return 1.0
+        return max(0.0, 1.0 - (step - start) / max(1.0, total - start))
+
+    def adversarial_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        c = self.config
+        real_a, real_b = batch["source"], batch["target"]
+        discs = (self.discriminator_a, self.discriminator_b)
+
+        for d in discs:
+            d.requires_grad_(False)
+        fake_b = self.generator_ab(real_a)
+        fake_a = self.generator_ba(real_b)
+        loss_gan = (self.gan_loss(self.discriminator_b(fake_b), True)
+                    + self.gan_loss(self.discriminator_a(fake_a), True))
+        loss_cycle = (F.l1_loss(self.generator_ba(fake_b), real_a)
+                      + F.l1_loss(self.generator_ab(fake_a), real_b))
+        loss = loss_gan + c.lambda_cycle * loss_cycle
+        loss_idt = torch.zeros((), device=real_a.device)
+        if c.lambda_identity > 0:
+            loss_idt = (F.l1_loss(self.generator_ab(real_b), real_b)
+                        + F.l1_loss(self.generator_ba(real_a), real_a))
+            loss = loss + c.lambda_cycle * c.lambda_identity * loss_idt
+        ctx.optimize(0, loss)
+
+        for d in discs:
+            d.requires_grad_(True)
+        old_b = self.pool_b.query(fake_b.detach())
+        old_a = self.pool_a.query(fake_a.detach())
+        loss_d = 0.5 * (self.gan_loss(self.discriminator_b(real_b), True)
+                        + self.gan_loss(self.discriminator_b(old_b), False)
+                        + self.gan_loss(self.discriminator_a(real_a), True)
+                        + self.gan_loss(self.discriminator_a(old_a), False))
+        ctx.optimize(1, loss_d)
+        return {"loss": loss.detach(), "g_gan": loss_gan.detach(), "cycle": loss_cycle.detach(),
+                "identity": loss_idt.detach(), "d": loss_d.detach()}
+
+    @torch.no_grad()
+    def synthesize(self, x: torch.Tensor, request: SynthesisRequest) -> torch.Tensor:
+        net = self.generator_ba if request.reverse else self.generator_ab
+        return net(x).unsqueeze(0)

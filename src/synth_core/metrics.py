@@ -1,0 +1,182 @@
+"""Image similarity between a synthesized volume and its target, and ROI statistics.
+
+Every metric takes ``pred`` and ``target`` of one shape (X, Y, Z) in the same units and an
+optional boolean ``mask`` of that shape restricting the voxels compared. Computation is in
+float64.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from skimage.metrics import structural_similarity
+
+from synth_core.errors import UserError
+from synth_core.volume import Volume
+
+SSIM_WINDOW = 7  # voxels per side, scikit-image's default
+
+
+def mae(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean absolute error, in the data's units: mean |pred - target| over the mask."""
+    p, t = _select(pred, target, mask)
+    return float(np.mean(np.abs(p - t)))
+
+
+def psnr(
+    pred: np.ndarray, target: np.ndarray, data_range: float, mask: np.ndarray | None = None
+) -> float:
+    """Peak signal-to-noise ratio in dB, ``10 log10(data_range^2 / MSE)``; inf when equal.
+
+    ``data_range`` is required: the PSNR of one volume changes with it, so a figure is only
+    comparable when the range is stated.
+    """
+    p, t = _select(pred, target, mask)
+    mse = float(np.mean((p - t) ** 2))
+    if mse == 0.0:
+        return float("inf")
+    return float(10.0 * np.log10(float(data_range) ** 2 / mse))
+
+
+def ssim(
+    pred: np.ndarray, target: np.ndarray, data_range: float, mask: np.ndarray | None = None
+) -> float:
+    """3D structural similarity (Wang et al. 2004, eq. 13) with a 7-voxel uniform window.
+
+    Without a mask this is ``skimage.metrics.structural_similarity``: the mean of the SSIM
+    map over voxels at least 3 from the border. With a mask, the mean of that map over the
+    same interior voxels inside the mask.
+    """
+    p, t = _as_pair(pred, target)
+    if min(p.shape) < SSIM_WINDOW:
+        raise UserError(
+            f"volume shape {p.shape} is smaller than the {SSIM_WINDOW}-voxel SSIM window "
+            "on some axis: compare larger volumes"
+        )
+    if mask is None:
+        return float(structural_similarity(p, t, data_range=float(data_range)))
+    m = _check_mask(mask, p.shape)
+    _, ssim_map = structural_similarity(p, t, data_range=float(data_range), full=True)
+    border = (SSIM_WINDOW - 1) // 2
+    interior = np.zeros_like(m)
+    interior[border:-border, border:-border, border:-border] = True
+    m = m & interior
+    if not m.any():
+        raise UserError(
+            f"the mask has no voxel {border} or more from the border: SSIM needs a mask "
+            "away from the volume's edge"
+        )
+    return float(ssim_map[m].mean())
+
+
+def corrcoef(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Pearson correlation of the voxels in the mask; NaN when either side is constant."""
+    p, t = _select(pred, target, mask)
+    dp, dt = p - p.mean(), t - t.mean()
+    denom = float(np.sqrt(np.sum(dp * dp) * np.sum(dt * dt)))
+    if denom == 0.0:
+        return float("nan")
+    return float(np.sum(dp * dt) / denom)
+
+
+def evaluate(
+    pred: Volume | np.ndarray,
+    target: Volume | np.ndarray,
+    mask: Volume | np.ndarray | None = None,
+    data_range: float | None = None,
+) -> dict[str, float]:
+    """MAE, PSNR (dB), SSIM and Pearson correlation of ``pred`` against ``target``.
+
+    Args:
+        pred, target: Volumes or arrays of one shape (X, Y, Z), in the same units.
+        mask: boolean (or 0/1) Volume or array of that shape; all voxels when None.
+        data_range: the range for PSNR and SSIM; when None it is
+            ``target.max() - target.min()``, taken inside the mask when one is given.
+
+    Returns:
+        ``{'mae', 'psnr', 'ssim', 'corrcoef'}``.
+    """
+    if isinstance(pred, Volume) and isinstance(target, Volume):
+        if pred.shape == target.shape and not np.allclose(pred.affine, target.affine, atol=1e-3):
+            warnings.warn(
+                "prediction and target have the same shape but different affines: "
+                "the voxels compared may not be at the same place",
+                stacklevel=2,
+            )
+    p, t = _as_pair(_data(pred), _data(target))
+    if not (np.isfinite(p).all() and np.isfinite(t).all()):
+        raise UserError("prediction or target has NaN/infinite voxels: fix or mask them first")
+    m = None if mask is None else _check_mask(_data(mask), p.shape)
+    if data_range is None:
+        inside = t if m is None else t[m]
+        data_range = float(inside.max() - inside.min())
+    if not data_range > 0:
+        raise UserError(
+            f"data range {data_range} is not positive (a constant target?): give data_range"
+        )
+    return {
+        "mae": mae(p, t, m),
+        "psnr": psnr(p, t, data_range, m),
+        "ssim": ssim(p, t, data_range, m),
+        "corrcoef": corrcoef(p, t, m),
+    }
+
+
+def roi_means(
+    data: Volume | np.ndarray, labels: Volume | np.ndarray, label_ids: list[int] | None = None
+) -> dict[int, float]:
+    """Mean of ``data`` in each region of an integer label image of the same shape.
+
+    ``label_ids`` defaults to every non-zero label present; an id that is absent maps to NaN.
+    """
+    values = np.asarray(_data(data), dtype=np.float64)
+    lab = np.rint(np.asarray(_data(labels))).astype(np.int64)
+    if lab.shape != values.shape:
+        raise UserError(
+            f"label shape {lab.shape} differs from the data shape {values.shape}: "
+            "resample the labels onto the data's grid (order=0)"
+        )
+    ids, inverse = np.unique(lab.ravel(), return_inverse=True)
+    sums = np.bincount(inverse, weights=values.ravel(), minlength=ids.size)
+    counts = np.bincount(inverse, minlength=ids.size)
+    means = {int(i): float(s / c) for i, s, c in zip(ids, sums, counts)}
+    wanted = [i for i in means if i != 0] if label_ids is None else [int(i) for i in label_ids]
+    return {i: means.get(i, float("nan")) for i in wanted}
+
+
+def _data(x: Volume | np.ndarray) -> np.ndarray:
+    return x.data if isinstance(x, Volume) else np.asarray(x)
+
+
+def _as_pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    if p.shape != t.shape:
+        raise UserError(
+            f"prediction shape {p.shape} differs from target shape {t.shape}: resample the "
+            "prediction onto the target grid (preprocess.resample_to_grid) or co-register it"
+        )
+    return p, t
+
+
+def _check_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    m = np.asarray(mask).astype(bool)
+    if m.shape != shape:
+        raise UserError(
+            f"mask shape {m.shape} differs from the volume shape {shape}: resample the "
+            "mask onto the volume's grid (order=0)"
+        )
+    if not m.any():
+        raise UserError("the mask is empty: give a mask with at least one voxel")
+    return m
+
+
+def _select(
+    pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    p, t = _as_pair(pred, target)
+    if mask is None:
+        return p.ravel(), t.ravel()
+    m = _check_mask(mask, p.shape)
+    return p[m], t[m]

@@ -1,0 +1,420 @@
+"""Preprocessing between a scanner's volume and a model's grid, each step with its inverse.
+
+Steps: reorient to RAS (exact), resample (interpolating), foreground mask, per-modality
+intensity normalisation to about [-1, 1] (exactly invertible), crop or pad to a shape or a
+multiple of 2^k (exactly invertible). Co-registration lives in ``synth_core.registration``.
+
+Arrays are indexed (x, y, z) like ``Volume.data``; an array "with spatial last axes" may
+carry leading channel axes, shape (..., X, Y, Z).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+from nibabel.orientations import (
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from synth_core.errors import UserError
+from synth_core.volume import Volume, base_modality
+
+# ---------------------------------------------------------------- orientation
+
+
+@dataclass(frozen=True)
+class OrientationInfo:
+    """What ``reorient_to_ras`` changed: the original grid, shape (X, Y, Z), affine 4x4."""
+
+    ornt: np.ndarray  # (3, 2) nibabel orientation of the original voxel axes
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+
+def reorient_to_ras(vol: Volume) -> tuple[Volume, OrientationInfo]:
+    """Permute and flip voxel axes so they run closest to R, A, S; no interpolation.
+
+    The world position of every voxel value is unchanged; only the indexing changes.
+    """
+    ornt = io_orientation(vol.affine)
+    xform = ornt_transform(ornt, axcodes2ornt("RAS"))
+    data = np.ascontiguousarray(apply_orientation(vol.data, xform))
+    affine = vol.affine @ inv_ornt_aff(xform, vol.shape)
+    info = OrientationInfo(ornt=ornt, shape=vol.shape, affine=vol.affine.copy())
+    return vol.with_data(data, affine=affine), info
+
+
+def restore_orientation(vol: Volume, info: OrientationInfo) -> Volume:
+    """Undo ``reorient_to_ras`` on a volume on the RAS grid (e.g. a model's output)."""
+    xform = ornt_transform(axcodes2ornt("RAS"), info.ornt)
+    data = np.ascontiguousarray(apply_orientation(vol.data, xform))
+    if data.shape != tuple(info.shape):
+        raise UserError(
+            f"volume shape {vol.shape} is not the RAS grid of the original {info.shape}: "
+            "restore the orientation of the volume that reorient_to_ras returned"
+        )
+    affine = vol.affine @ inv_ornt_aff(xform, vol.shape)
+    # The round trip adds float rounding to the translation; hand back the original
+    # header bit for bit when the grid is the same, so a written file keeps its header.
+    if np.allclose(affine, info.affine, rtol=0, atol=1e-6 * (1 + np.abs(info.affine).max())):
+        affine = info.affine.copy()
+    return vol.with_data(data, affine=affine)
+
+
+# ---------------------------------------------------------------- resampling
+
+
+def resample(vol: Volume, spacing: float | tuple[float, float, float], order: int = 1) -> Volume:
+    """Resample to a new voxel size (mm) over the same field of view and orientation.
+
+    The new shape is ``round(shape * old_spacing / spacing)`` and the centre of the field
+    of view stays put. When a voxel grows (downsampling) and ``order > 0``, the data is
+    first smoothed with a Gaussian of sigma ``(ratio - 1) / 2`` input voxels per axis to
+    limit aliasing; ``order=0`` (labels) is never smoothed.
+
+    Args:
+        vol: the volume, shape (X, Y, Z).
+        spacing: the new voxel size in mm, one value (isotropic) or one per voxel axis.
+        order: spline order, 0 nearest (labels), 1 trilinear, 3 cubic.
+    """
+    new_spacing = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,)).copy()
+    if not np.all(np.isfinite(new_spacing)) or np.any(new_spacing <= 0):
+        raise UserError(f"resampling spacing {spacing} is not positive: give a voxel size in mm")
+    ratio = new_spacing / np.asarray(vol.spacing)
+    old_shape = np.asarray(vol.shape)
+    shape = np.maximum(1, np.round(old_shape / ratio)).astype(int)
+    # old index = ratio * new index + offset, with the two centres mapped onto each other
+    grid = np.eye(4)
+    grid[:3, :3] = np.diag(ratio)
+    grid[:3, 3] = (old_shape - 1) / 2 - ratio * (shape - 1) / 2
+    data = vol.data
+    if order > 0 and np.any(ratio > 1):
+        data = ndimage.gaussian_filter(data, sigma=np.maximum(0.0, (ratio - 1) / 2))
+    out = _sample(data, vol.affine, tuple(shape), vol.affine @ grid, order, None)
+    return vol.with_data(out, affine=vol.affine @ grid)
+
+
+def resample_to_grid(
+    vol: Volume,
+    shape: tuple[int, int, int],
+    affine: np.ndarray,
+    order: int = 1,
+    fill: float | None = None,
+) -> Volume:
+    """Sample ``vol`` on any target grid (shape (X, Y, Z), 4x4 voxel-to-world RAS mm).
+
+    Inside the source field of view (voxel centres +- half a voxel) the data is
+    interpolated with edge values held; target voxels outside it get ``fill``
+    (default: the source minimum, the background of MR, PET and CT alike).
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    out = _sample(vol.data, vol.affine, tuple(int(s) for s in shape), affine, order, fill)
+    return vol.with_data(out, affine=affine.copy())
+
+
+def _sample(
+    data: np.ndarray,
+    src_affine: np.ndarray,
+    shape: tuple[int, ...],
+    dst_affine: np.ndarray,
+    order: int,
+    fill: float | None,
+) -> np.ndarray:
+    index_map = np.linalg.solve(src_affine, dst_affine)  # target index -> source index
+    matrix, offset = index_map[:3, :3], index_map[:3, 3]
+    out = ndimage.affine_transform(
+        data, matrix, offset=offset, output_shape=shape, order=order,
+        mode="nearest", prefilter=order > 1, output=np.float32,
+    )  # fmt: skip
+    lo, hi = -0.5 - 1e-6, np.asarray(data.shape) - 0.5 + 1e-6
+    corners = np.array(np.meshgrid(*[[0, s - 1] for s in shape], indexing="ij")).reshape(3, -1)
+    src = matrix @ corners + offset[:, None]
+    if np.all((src >= lo) & (src <= hi[:, None])):
+        return out  # the whole target lies inside the source field of view
+    axes = [np.arange(s, dtype=np.float64) for s in shape]
+    inside = np.ones(shape, dtype=bool)
+    for d in range(3):
+        coord = (
+            matrix[d, 0] * axes[0][:, None, None]
+            + matrix[d, 1] * axes[1][None, :, None]
+            + matrix[d, 2] * axes[2][None, None, :]
+            + offset[d]
+        )
+        inside &= (coord >= lo) & (coord <= hi[d])
+    out[~inside] = np.float32(data.min() if fill is None else fill)
+    return out
+
+
+# ---------------------------------------------------------------- foreground
+
+
+def foreground_mask(data: np.ndarray, modality: str | None = None) -> np.ndarray:
+    """Boolean mask of the head/body, shape as ``data`` (X, Y, Z).
+
+    CT: voxels above -500 HU. Others: Otsu's threshold on the volume smoothed with a
+    1-voxel Gaussian (noise would otherwise speckle the mask). Then the largest connected
+    component, with enclosed holes (ventricles, sinuses) filled.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    if data.size == 0 or not np.isfinite(data).all():
+        raise UserError("volume is empty or has NaN/infinite voxels: check the file, or mask them out")
+    if data.min() == data.max():
+        raise UserError(f"volume is constant ({data.min()}): no foreground to find; check the file")
+    if base_modality(modality) == "ct":
+        mask = data > -500.0
+    else:
+        smooth = ndimage.gaussian_filter(data, sigma=1.0)
+        mask = smooth > threshold_otsu(smooth)
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == int(np.argmax(sizes))
+    return ndimage.binary_fill_holes(mask)
+
+
+# ---------------------------------------------------------------- normalisation
+
+
+@dataclass(frozen=True)
+class NormParams:
+    """One linear map per volume, ``y = (x - (hi + lo) / 2) / ((hi - lo) / 2)``.
+
+    ``lo`` and ``hi`` are the input values (modality units: a.u., Bq/ml or SUV, HU) that
+    land on -1 and +1. The other fields record where they came from:
+
+    - ``kind="percentile"`` (MR and unknown): ``lo, hi`` = the ``percentiles`` of the
+      foreground.
+    - ``kind="suvr"`` (PET): ``suvr_scale`` is the intensity of SUVR 1, the mean of the
+      reference region (``suvr_reference="reference-mask"``) or the 95th foreground
+      percentile (``"foreground-p95"``); SUVR [0, ``suvr_max``] maps to [-1, 1], so
+      ``lo = 0`` and ``hi = suvr_scale * suvr_max``.
+    - ``kind="hounsfield"`` (CT): ``window = (centre, half_width)`` in HU.
+    """
+
+    kind: str
+    modality: str | None
+    lo: float
+    hi: float
+    percentiles: tuple[float, float] | None = None
+    suvr_scale: float | None = None
+    suvr_reference: str | None = None
+    suvr_max: float | None = None
+    window: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NormParams:
+        names = {f.name for f in fields(cls)}
+        missing = {"kind", "modality", "lo", "hi"} - set(d)
+        unknown = set(d) - names
+        if missing or unknown:
+            raise UserError(
+                f"normalisation parameters are damaged (missing {sorted(missing)}, unknown "
+                f"{sorted(unknown)}): re-export the checkpoint or refit the normalisation"
+            )
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+
+PET_SUVR_MAX = 3.0  # SUVR mapped to +1; FDG grey matter sits near 1-2 with either scaling
+CT_WINDOW = (0.0, 1000.0)  # HU centre and half-width: [-1000, 1000] keeps air to dense bone
+
+
+def fit_normalisation(
+    data: np.ndarray,
+    modality: str | None,
+    mask: np.ndarray | None = None,
+    reference_mask: np.ndarray | None = None,
+    *,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    suvr_max: float = PET_SUVR_MAX,
+    ct_window: tuple[float, float] = CT_WINDOW,
+) -> NormParams:
+    """Fit the per-volume intensity map for ``modality`` (see ``NormParams``).
+
+    Args:
+        data: the volume, shape (X, Y, Z), in the modality's own units.
+        modality: a modality key (``t1``, ``pet``, ``ct-sharp``...); unknown or None is
+            treated like MR.
+        mask: foreground, shape (X, Y, Z); default ``foreground_mask(data, modality)``.
+        reference_mask: PET only: the reference region (e.g. pons or cerebellum) whose
+            mean becomes SUVR 1.
+        percentiles: MR: the foreground percentiles mapped to -1 and +1.
+        suvr_max: PET: the SUVR mapped to +1.
+        ct_window: CT: (centre, half-width) in HU mapped to [-1, 1].
+    """
+    data = np.asarray(data)
+    kind = {"pet": "suvr", "ct": "hounsfield"}.get(base_modality(modality) or "", "percentile")
+    if kind == "hounsfield":
+        centre, half = (float(v) for v in ct_window)
+        if half <= 0:
+            raise UserError(f"CT window half-width {half} HU must be positive")
+        return NormParams(kind, modality, centre - half, centre + half, window=(centre, half))
+    mask = foreground_mask(data, modality) if mask is None else _check_mask(mask, data, "mask")
+    values = data[mask].astype(np.float64)
+    if kind == "percentile":
+        lo, hi = (float(v) for v in np.percentile(values, percentiles))
+        if not hi > lo:
+            raise UserError(
+                f"foreground intensities are flat between percentiles {percentiles} "
+                f"({lo}): check the volume or give a foreground mask"
+            )
+        return NormParams(kind, modality, lo, hi, percentiles=tuple(percentiles))
+    if reference_mask is not None:
+        ref = _check_mask(reference_mask, data, "reference mask")
+        scale, source = float(data[ref].astype(np.float64).mean()), "reference-mask"
+    else:
+        scale, source = float(np.percentile(values, 95.0)), "foreground-p95"
+    if not scale > 0:
+        raise UserError(
+            f"PET scale from the {source} is {scale}, not positive: check the volume "
+            "and the reference region"
+        )
+    return NormParams(
+        kind, modality, 0.0, scale * suvr_max,
+        suvr_scale=scale, suvr_reference=source, suvr_max=float(suvr_max),
+    )  # fmt: skip
+
+
+def normalise(data: np.ndarray, params: NormParams) -> np.ndarray:
+    """Map modality units to the model's range: float32, same shape; no clipping."""
+    centre, half = (params.hi + params.lo) / 2, (params.hi - params.lo) / 2
+    return ((np.asarray(data, dtype=np.float64) - centre) / half).astype(np.float32)
+
+
+def denormalise(data: np.ndarray, params: NormParams) -> np.ndarray:
+    """Exact inverse of ``normalise``: model range back to modality units, float32."""
+    centre, half = (params.hi + params.lo) / 2, (params.hi - params.lo) / 2
+    return (np.asarray(data, dtype=np.float64) * half + centre).astype(np.float32)
+
+
+def _check_mask(mask: np.ndarray, data: np.ndarray, what: str) -> np.ndarray:
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape != data.shape:
+        raise UserError(
+            f"{what} shape {mask.shape} differs from the volume's {data.shape}: "
+            "resample the mask onto the volume's grid (order=0)"
+        )
+    if not mask.any():
+        raise UserError(f"{what} is empty: give a mask with at least one voxel")
+    return mask
+
+
+# ---------------------------------------------------------------- crop and pad
+
+
+@dataclass(frozen=True)
+class PadInfo:
+    """How the last three (spatial) axes changed: ``before[d]`` voxels were added before
+    axis d (negative: cropped), taking spatial shape ``original_shape`` to ``shape``."""
+
+    original_shape: tuple[int, int, int]
+    before: tuple[int, int, int]
+    shape: tuple[int, int, int]
+
+    @property
+    def offset(self) -> tuple[int, int, int]:
+        """Index in the original grid of the new voxel 0 (for ``shift_affine``)."""
+        return tuple(-b for b in self.before)  # type: ignore[return-value]
+
+
+def pad_to_multiple(
+    data: np.ndarray, multiple: int, mode: str = "constant", value: float | None = None
+) -> tuple[np.ndarray, PadInfo]:
+    """Pad every spatial axis of ``data`` (..., X, Y, Z) up to a multiple of ``multiple``.
+
+    Padding is split evenly, the odd voxel after. ``mode`` is ``numpy.pad``'s; for
+    ``"constant"`` the value defaults to the data minimum (the background).
+    """
+    if int(multiple) < 1:
+        raise UserError(f"pad multiple {multiple} must be a positive integer")
+    spatial = _spatial_shape(data)
+    target = tuple(-(-s // int(multiple)) * int(multiple) for s in spatial)
+    return _crop_pad(data, target, mode, value)
+
+
+def unpad(data: np.ndarray, info: PadInfo) -> np.ndarray:
+    """Inverse of ``pad_to_multiple``: shape (..., X', Y', Z') back to the original."""
+    return undo_crop_or_pad(data, info)
+
+
+def crop_or_pad_to_shape(
+    data: np.ndarray, shape: tuple[int, int, int], value: float | None = None
+) -> tuple[np.ndarray, PadInfo]:
+    """Centre-crop axes longer than ``shape`` and pad (constant ``value``, default the
+    minimum) axes shorter, on the spatial axes of ``data`` (..., X, Y, Z)."""
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"target shape {tuple(shape)} must be three positive sizes")
+    return _crop_pad(data, tuple(int(s) for s in shape), "constant", value)
+
+
+def undo_crop_or_pad(data: np.ndarray, info: PadInfo, fill: float | None = None) -> np.ndarray:
+    """Inverse of ``crop_or_pad_to_shape``: the original spatial shape, with the parts
+    that were cropped away filled with ``fill`` (default: the data minimum)."""
+    if _spatial_shape(data) != tuple(info.shape):
+        raise UserError(
+            f"array spatial shape {_spatial_shape(data)} is not the padded shape {info.shape}: "
+            "undo the crop/pad on the array it produced"
+        )
+    before = tuple(-b for b in info.before)
+    return _apply_crop_pad(data, before, info.original_shape, "constant", fill)
+
+
+def shift_affine(affine: np.ndarray, offset_voxels: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    """The affine of a grid whose voxel 0 is voxel ``offset_voxels`` of ``affine``'s grid.
+
+    After padding by ``before`` voxels use ``offset_voxels = -before`` (``PadInfo.offset``);
+    after cropping ``c`` voxels use ``+c``. Same voxel size and direction, so every voxel
+    keeps its world position (mm).
+    """
+    out = np.array(affine, dtype=np.float64)
+    out[:3, 3] = affine[:3, :3] @ np.asarray(offset_voxels, dtype=np.float64) + affine[:3, 3]
+    return out
+
+
+def _spatial_shape(data: np.ndarray) -> tuple[int, int, int]:
+    if data.ndim < 3:
+        raise UserError(f"array shape {data.shape} has fewer than 3 spatial axes")
+    return tuple(int(s) for s in data.shape[-3:])  # type: ignore[return-value]
+
+
+def _crop_pad(
+    data: np.ndarray, target: tuple[int, ...], mode: str, value: float | None
+) -> tuple[np.ndarray, PadInfo]:
+    spatial = _spatial_shape(data)
+    before = tuple((t - s) // 2 if t >= s else -((s - t) // 2) for s, t in zip(spatial, target))
+    out = _apply_crop_pad(data, before, target, mode, value)
+    return out, PadInfo(spatial, before, tuple(target))  # type: ignore[arg-type]
+
+
+def _apply_crop_pad(
+    data: np.ndarray, before: tuple[int, ...], target: tuple[int, ...], mode: str,
+    value: float | None,
+) -> np.ndarray:  # fmt: skip
+    lead = data.ndim - 3
+    crop = [slice(None)] * lead
+    pads = [(0, 0)] * lead
+    for b, s, t in zip(before, data.shape[-3:], target):
+        start = max(0, -b)
+        stop = min(s, start + t)
+        crop.append(slice(start, stop))
+        pads.append((max(0, b), t - (stop - start) - max(0, b)))
+    cropped = data[tuple(crop)]
+    if not any(p != (0, 0) for p in pads):
+        return cropped.copy()
+    if mode == "constant":
+        fill = data.min() if value is None else value
+        return np.pad(cropped, pads, mode="constant", constant_values=fill)
+    return np.pad(cropped, pads, mode=mode)  # type: ignore[call-overload]

@@ -1,0 +1,6 @@
+"""Training on PyTorch Lightning: one module for every method, callbacks, run folders."""
+
+from synth_core.training.events import EventSink, ProgressEvent, StopRequest
+from synth_core.training.run import RunResult, TrainRequest, train
+
+__all__ = ["EventSink", "ProgressEvent", "RunResult", "StopRequest", "TrainRequest", "train"]

@@ -1,0 +1,274 @@
+"""``train()``: one run folder from data to exported weights, on Lightning.
+
+A run folder holds ``config.json`` (everything resolved), ``metrics.csv``
+(Lightning's CSV logger), ``last.ckpt`` (Lightning's checkpoint, for resume only)
+and the best weights exported as ``model.safetensors`` plus the ``model.json`` card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from synth_core import zoo
+from synth_core.data import (
+    TranslationDataset,
+    ValidationVolumes,
+    VolumeStore,
+    discover_subjects,
+    split_subjects,
+    summarise,
+    target_norm_reference,
+)
+from synth_core.errors import UserError
+from synth_core.io import atomic_write_json, load_volume
+from synth_core.methods import build_config, check_modalities, config_from_dict, get_method_class
+from synth_core.training.callbacks import ExportBestCallback, ProgressCallback, StopCallback
+from synth_core.training.checkpoint_io import SafeCheckpointIO
+from synth_core.training.events import EventSink, ProgressEvent, StopRequest
+from synth_core.training.module import SynthesisModule
+
+LAST = "last.ckpt"
+CONFIG = "config.json"
+
+
+@dataclass
+class TrainRequest:
+    """Everything ``modality-synth train`` and the Train widget can ask for."""
+
+    method: str
+    data: Path
+    source: str
+    target: str
+    out: Path
+    preset: str = "cpu"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
+    devices: int = 1
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    mode: str | None = None
+    paired_fraction: float = 1.0
+    spacing: float | None = None
+    split_seed: int = 0
+    register: bool = True
+    name: str | None = None
+    precision: str | None = None
+    record_shards: bool = False
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    steps: int
+    stopped: bool
+    model: zoo.CheckpointInfo | None
+    registered: zoo.CheckpointInfo | None
+
+
+def _accelerator(name: str) -> str:
+    if name == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        return "gpu"
+    return name
+
+
+def _check_out(request: TrainRequest) -> dict[str, Any] | None:
+    out = request.out
+    if request.resume:
+        if not (out / CONFIG).is_file() or not (out / LAST).is_file():
+            raise UserError(
+                f"cannot resume: {out} has no {CONFIG} and {LAST}; start it without --resume"
+            )
+        return json.loads((out / CONFIG).read_text())
+    if out.exists() and any(out.iterdir()):
+        raise UserError(
+            f"run folder {out} exists and is not empty; pass --resume to continue it or choose a new --out"
+        )
+    return None
+
+
+def train(request: TrainRequest, sink: EventSink | None = None,
+          stop: StopRequest | None = None) -> RunResult:
+    """Train (or resume) a run. Events go to ``sink``; ``stop`` ends it at the next step."""
+    sink = sink or (lambda event: None)
+    stop = stop or StopRequest()
+    saved = _check_out(request)
+    cls = get_method_class(request.method)
+    check_modalities(cls, request.source, request.target)
+    if saved is not None:
+        config = config_from_dict(request.method, saved["config"])
+        if request.overrides.get("max_steps"):
+            config.train.max_steps = int(request.overrides["max_steps"])
+    else:
+        config = build_config(request.method, request.preset, request.overrides)
+    mode = request.mode or cls.capabilities.data[0]
+    if mode not in cls.capabilities.data:
+        raise UserError(
+            f"method {request.method!r} trains on {', '.join(cls.capabilities.data)} data, not {mode!r}"
+        )
+    seed = config.train.seed
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+    records = discover_subjects(request.data)
+    usable = [r for r in records if request.source in r.paths and request.target in r.paths]
+    if mode == "paired" and len(usable) < 3:
+        raise UserError(
+            f"{request.data} has {len(usable)} subjects with both {request.source} and "
+            f"{request.target}; paired training needs at least 3 (train, validation, test)"
+        )
+    split = split_subjects(usable if mode == "paired" else records, seed=request.split_seed)
+    store = VolumeStore(records, spacing=request.spacing, multiple=config.train.multiple)
+    train_set = TranslationDataset(
+        store, split.train, request.source, request.target, mode=mode,
+        paired_fraction=request.paired_fraction, spatial=config.train.spatial,
+        patch_size=config.train.patch_size, seed=seed,
+    )
+    val_set = ValidationVolumes(store, [r for r in split.val if r in usable],
+                                request.source, request.target)
+    train_loader = DataLoader(train_set, batch_size=config.train.batch_size, shuffle=False,
+                              num_workers=0, drop_last=True)
+    val_loader = DataLoader(val_set, batch_size=1, shuffle=False, num_workers=0)
+
+    method = cls(config, request.source, request.target)
+    module = SynthesisModule(method)
+    run = request.out
+    run.mkdir(parents=True, exist_ok=True)
+    spacing = _model_spacing(request, split.train)
+    card_base = {
+        "method": request.method,
+        "title": cls.title,
+        "paper": cls.paper,
+        "preset": saved["preset"] if saved else request.preset,
+        "source": request.source,
+        "target": request.target,
+        "config": dataclasses.asdict(config),
+        "capabilities": cls.capabilities.to_dict(),
+        "spacing": list(spacing) if spacing else None,
+        "multiple": config.train.multiple,
+        "normalisation": {
+            "source": "per-volume, synth_core.preprocess.fit_normalisation",
+            "target_reference": target_norm_reference(store, [r.subject_id for r in split.train
+                                                              if request.target in r.paths],
+                                                      request.target),
+        },
+        "training_data": summarise(records, split) | {"mode": mode, "path": str(request.data)},
+        "age_range": _age_range(split.train),
+        "seed": seed,
+    }
+    if saved is None:
+        atomic_write_json(run / CONFIG, {
+            "method": request.method, "preset": request.preset, "source": request.source,
+            "target": request.target, "data": str(request.data), "mode": mode,
+            "paired_fraction": request.paired_fraction, "spacing": request.spacing,
+            "split_seed": request.split_seed, "config": dataclasses.asdict(config),
+            "created": _now(),
+        })
+
+    def export(mod: SynthesisModule, metrics: dict[str, float]) -> None:
+        zoo.save_model(mod.inference_copy(), run, card_base | {
+            "validation": metrics, "created": _now(), "steps": mod.batches_done})
+
+    n_opt = 2 if cls.capabilities.adversarial else 1  # manual optimisation counts each optimiser step
+    stopped = {"flag": False}
+    progress = ProgressCallback(sink, config.train.max_steps)
+    callbacks: list[pl.Callback] = [
+        progress,
+        StopCallback(stop, run / LAST, on_stopped=lambda: stopped.update(flag=True)),
+        ExportBestCallback(export),
+        ModelCheckpoint(dirpath=run, filename="last", save_top_k=1, monitor=None,
+                        every_n_train_steps=config.train.checkpoint_every * n_opt,
+                        enable_version_counter=False, save_on_train_epoch_end=False),
+    ]
+    accelerator = _accelerator(request.accelerator)
+    distributed = request.devices > 1 or request.num_nodes > 1
+    trainer = pl.Trainer(
+        default_root_dir=run,
+        accelerator=accelerator,
+        devices=request.devices,
+        num_nodes=request.num_nodes,
+        strategy="ddp" if distributed else "auto",
+        max_steps=config.train.max_steps * n_opt,
+        max_epochs=-1,
+        val_check_interval=min(config.train.val_every, len(train_loader)) if len(val_set) else None,
+        check_val_every_n_epoch=None if len(val_set) else 1,
+        limit_val_batches=1.0 if len(val_set) else 0,
+        num_sanity_val_steps=0,
+        logger=CSVLogger(save_dir=str(run), name="", version=""),
+        callbacks=callbacks,
+        plugins=[SafeCheckpointIO()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        deterministic=accelerator == "cpu",
+        gradient_clip_val=(config.train.grad_clip or None) if not cls.capabilities.adversarial else None,
+        precision=request.precision or ("16-mixed" if accelerator == "gpu" else "32-true"),
+    )
+    ckpt = str(run / LAST) if request.resume else None
+    try:
+        trainer.fit(module, train_loader, val_loader if len(val_set) else None, ckpt_path=ckpt,
+                    weights_only=True)
+    except UserError:
+        raise
+    except KeyboardInterrupt:
+        raise
+    if request.record_shards:
+        _record_shards(run, trainer, module)
+    model_info = None
+    registered = None
+    if trainer.is_global_zero:
+        if not (run / zoo.WEIGHTS).is_file():
+            export(module, dict(progress.metrics))
+        model_info = zoo.CheckpointInfo(run.name, run, json.loads((run / zoo.CARD).read_text()), "path")
+        if request.register and not stopped["flag"]:
+            name = request.name or f"{request.method}-{request.source}-{request.target}-{run.name}"
+            registered = zoo.register_user_checkpoint(run, name)
+        sink(ProgressEvent(kind="stopped" if stopped["flag"] else "done", step=module.batches_done,
+                           max_steps=config.train.max_steps, metrics=dict(progress.metrics),
+                           message=str(run)))
+    return RunResult(run, module.batches_done, stopped["flag"], model_info, registered)
+
+
+def _model_spacing(request: TrainRequest, records: list[Any]) -> tuple[float, ...] | None:
+    """The voxel size the model is trained at, which translate resamples inputs to (mm)."""
+    if request.spacing:
+        return (float(request.spacing),) * 3
+    for record in records:
+        if request.source in record.paths:
+            return tuple(round(s, 4) for s in load_volume(record.paths[request.source]).spacing)
+    return None
+
+
+def _age_range(records: list[Any]) -> list[float] | None:
+    ages = [r.age for r in records if r.age is not None]
+    return [float(min(ages)), float(max(ages))] if ages else None
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _record_shards(run: Path, trainer: pl.Trainer, module: SynthesisModule) -> None:
+    """For the DDP test: which samples this rank saw and a hash of its final weights."""
+    digest = hashlib.sha256()
+    for key, value in sorted(module.method.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    atomic_write_json(run / "shards" / f"rank{trainer.global_rank}.json",
+                      {"rank": trainer.global_rank, "indices": module.seen_indices,
+                       "weights_sha256": digest.hexdigest(), "pid": os.getpid()}, overwrite=True)

@@ -1,0 +1,291 @@
+"""Checkpoints: bundled ones inside the package, user ones under ``$MODALITY_SYNTH_HOME``.
+
+A checkpoint is a folder with ``model.safetensors`` (the inference weights) and
+``model.json`` (the model card: method, configuration, modalities, spacing,
+normalisation, training data, validation metrics, package version, sha256). Only
+safetensors are ever loaded: a pickle (``.pt``, ``.ckpt``...) is refused before a
+byte of it is unpickled, because unpickling can run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import torch
+from safetensors.torch import load_file, save_file
+
+from synth_core import __version__
+from synth_core.errors import UserError
+from synth_core.io import atomic_write, atomic_write_json
+from synth_core.methods import Method, config_from_dict, get_method_class
+
+FORMAT = "napari-modality-synth-model/1"
+WEIGHTS = "model.safetensors"
+CARD = "model.json"
+PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar"}
+
+
+@dataclass
+class CheckpointInfo:
+    """A checkpoint found on disk. ``origin`` is "user", "bundled" or "path"."""
+
+    name: str
+    directory: Path
+    card: dict[str, Any]
+    origin: str
+
+    @property
+    def method(self) -> str:
+        return str(self.card.get("method"))
+
+    @property
+    def source(self) -> str:
+        return str(self.card.get("source"))
+
+    @property
+    def target(self) -> str:
+        return str(self.card.get("target"))
+
+    @property
+    def sha256(self) -> str:
+        return str(self.card.get("sha256", ""))
+
+    @property
+    def weights(self) -> Path:
+        return self.directory / WEIGHTS
+
+    def summary(self) -> dict[str, Any]:
+        """The row ``modality-synth models`` prints."""
+        return {
+            "name": self.name, "method": self.method, "source": self.source, "target": self.target,
+            "preset": self.card.get("preset"), "origin": self.origin,
+            "validation": self.card.get("validation", {}), "sha256": self.sha256,
+            "created": self.card.get("created"), "path": str(self.directory),
+        }
+
+
+def home() -> Path:
+    """``$MODALITY_SYNTH_HOME``, else the platform's user cache folder."""
+    env = os.environ.get("MODALITY_SYNTH_HOME")
+    return Path(env) if env else Path(platformdirs.user_cache_dir("napari-modality-synth"))
+
+
+def user_models_dir() -> Path:
+    return home() / "models"
+
+
+def bundled_dir() -> Path:
+    return Path(__file__).parent / "checkpoints"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_card(directory: Path) -> dict[str, Any] | None:
+    try:
+        card = json.loads((directory / CARD).read_text())
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) and card.get("format") == FORMAT else None
+
+
+def _scan(root: Path, origin: str) -> list[CheckpointInfo]:
+    if not root.is_dir():
+        return []
+    found = []
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        card = _read_card(directory)
+        if card is not None and (directory / WEIGHTS).is_file():
+            found.append(CheckpointInfo(directory.name, directory, card, origin))
+    return found
+
+
+def list_checkpoints(method: str | None = None, source: str | None = None,
+                     target: str | None = None) -> list[CheckpointInfo]:
+    """User checkpoints (newest first), then bundled ones, filtered by what is given."""
+    user = sorted(_scan(user_models_dir(), "user"), key=lambda c: str(c.card.get("created", "")),
+                  reverse=True)
+    rows = user + _scan(bundled_dir(), "bundled")
+    return [c for c in rows
+            if (method is None or c.method == method)
+            and (source is None or c.source == source)
+            and (target is None or c.target == target or _any_to_any_fits(c, target))]
+
+
+def _any_to_any_fits(info: CheckpointInfo, target: str | None) -> bool:
+    return target in info.card.get("modalities", []) if info.card.get("any_to_any") else False
+
+
+def refuse_pickle(path: Path) -> None:
+    """Raise before reading a file that would be unpickled (by its suffix or its first bytes)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if path.suffix.lower() in PICKLE_SUFFIXES or head[:2] == b"PK" or head[:1] == b"\x80":
+        raise UserError(
+            f"{path} is a pickled PyTorch file, which can run code when loaded; only "
+            "model.safetensors with its model.json card is accepted: export weights with "
+            "`modality-synth train` (it writes model.safetensors)"
+        )
+
+
+def _check_safetensors(path: Path) -> None:
+    """A cheap structural check of a safetensors file before loading it."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        raw = handle.read(8)
+        if len(raw) < 8:
+            raise UserError(f"{path} is truncated (not a safetensors file); re-export or re-download it")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len <= 1 or 8 + header_len > size:
+            raise UserError(f"{path} is corrupt (bad safetensors header); re-export or re-download it")
+        try:
+            json.loads(handle.read(header_len))
+        except ValueError:
+            raise UserError(f"{path} is corrupt (bad safetensors header); re-export or re-download it") from None
+
+
+def resolve(name_or_path: str | os.PathLike | None, *, method: str, source: str | None = None,
+            target: str | None = None) -> CheckpointInfo:
+    """The checkpoint to use: a given folder, weights file or name, else the best fit.
+
+    Raises UserError when nothing fits or the given one does not fit the method or modalities.
+    """
+    if name_or_path is None:
+        fits = list_checkpoints(method, source, target)
+        if not fits:
+            want = f"{source or '?'} -> {target or '?'}"
+            raise UserError(
+                f"no checkpoint for method {method!r} ({want}); train one with `modality-synth "
+                f"train --method {method} ...` or pass --checkpoint PATH (see `modality-synth models`)"
+            )
+        info = fits[0]
+    else:
+        info = _locate(name_or_path)
+    validate(info, method=method, source=source, target=target)
+    return info
+
+
+def _locate(name_or_path: str | os.PathLike) -> CheckpointInfo:
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if path.is_file():
+            if path.suffix != ".safetensors":
+                refuse_pickle(path)
+                raise UserError(f"{path} is not a safetensors checkpoint; pass its folder or model.safetensors")
+            directory = path.parent
+        else:
+            directory = path
+        card = _read_card(directory)
+        if card is None:
+            raise UserError(
+                f"{directory} has no valid {CARD} model card; pass a folder written by "
+                "`modality-synth train` (model.safetensors + model.json)"
+            )
+        if not (directory / WEIGHTS).is_file():
+            raise UserError(f"{directory} has no {WEIGHTS}; pass a folder written by `modality-synth train`")
+        return CheckpointInfo(directory.name, directory, card, "path")
+    for info in list_checkpoints():
+        if info.name == str(name_or_path):
+            return info
+    raise UserError(
+        f"no checkpoint named or found at {str(name_or_path)!r}; list them with `modality-synth models`"
+    )
+
+
+def validate(info: CheckpointInfo, *, method: str, source: str | None = None,
+             target: str | None = None) -> None:
+    """Check the card against the method, the modalities and the package version."""
+    if info.method != method:
+        raise UserError(
+            f"checkpoint {info.name!r} was trained for method {info.method!r}, not {method!r}; "
+            f"use --method {info.method} or another --checkpoint"
+        )
+    fits_target = target is None or target == info.target or _any_to_any_fits(info, target)
+    reverse_fits = info.card.get("capabilities", {}).get("bidirectional") and target == info.source
+    if not fits_target and not reverse_fits:
+        raise UserError(
+            f"checkpoint {info.name!r} translates {info.source} -> {info.target}, not to {target!r}; "
+            f"pick a checkpoint for {target!r} (see `modality-synth models`)"
+        )
+    if source is not None and source not in (info.source, info.target) and not info.card.get("any_to_any"):
+        raise UserError(
+            f"checkpoint {info.name!r} expects {info.source} input, not {source!r}; "
+            f"pick a checkpoint for {source!r} input (see `modality-synth models`)"
+        )
+    made_by = str(info.card.get("package_version", "0"))
+    if int(made_by.split(".")[0]) > int(__version__.split(".")[0]):
+        raise UserError(
+            f"checkpoint {info.name!r} was made by napari-modality-synth {made_by}, newer than this "
+            f"{__version__}; upgrade the package"
+        )
+
+
+def load_method(info: CheckpointInfo, device: torch.device | str = "cpu") -> Method:
+    """Build the method from its card and load the weights (sha256 verified)."""
+    weights = info.weights
+    _check_safetensors(weights)
+    digest = sha256_file(weights)
+    if info.sha256 and digest != info.sha256:
+        raise UserError(
+            f"{weights} does not match the sha256 in its card (file changed or corrupt); "
+            "re-export or re-download the checkpoint"
+        )
+    cls = get_method_class(info.method)
+    config = config_from_dict(info.method, info.card.get("config", {}))
+    method = cls(config, info.source, info.target)
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise UserError(f"{weights} could not be read ({exc}); re-export or re-download it") from None
+    missing, unexpected = method.load_state_dict(state, strict=False)
+    needed = tuple(f"{name}." for name in method.inference_modules())
+    missing = [k for k in missing if k.startswith(needed)]
+    if missing or unexpected:
+        raise UserError(
+            f"{weights} does not fit method {info.method!r} with its card's configuration "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors); re-export it"
+        )
+    return method.to(device).eval()
+
+
+def save_model(method: Method, directory: Path, card: dict[str, Any]) -> CheckpointInfo:
+    """Write the inference weights and the card (atomically, weights first)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    prefixes = tuple(f"{name}." for name in method.inference_modules())
+    state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()
+             if k.startswith(prefixes)}
+    with atomic_write(directory / WEIGHTS, overwrite=True) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT, "method": method.key})
+    card = dict(card, format=FORMAT, sha256=sha256_file(directory / WEIGHTS),
+                package_version=__version__, weights=WEIGHTS)
+    atomic_write_json(directory / CARD, card, overwrite=True)
+    return CheckpointInfo(directory.name, directory, card, "path")
+
+
+def register_user_checkpoint(directory: Path, name: str) -> CheckpointInfo:
+    """Copy a run's exported model into the user zoo so Translate lists it at once."""
+    target = user_models_dir() / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    shutil.copy2(directory / WEIGHTS, staging / WEIGHTS)
+    shutil.copy2(directory / CARD, staging / CARD)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    card = _read_card(target) or {}
+    return CheckpointInfo(name, target, card, "user")
