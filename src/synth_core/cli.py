@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from synth_core import __version__
+from synth_core._version import __version__
 from synth_core.errors import UserError
 
 EXIT_USER_ERROR = 2

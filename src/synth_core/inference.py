@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from synth_core import __version__, zoo
+from synth_core import zoo
+from synth_core._version import __version__
 from synth_core.errors import UserError
 from synth_core.methods import Method, SynthesisRequest, get_method_class
 from synth_core.nn.sliding_window import sliding_window

@@ -10,7 +10,9 @@ so an interrupted write leaves no partial file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 import math
 import os
 import re
@@ -28,20 +30,16 @@ from synth_core.io_sitk import read_dicom_series, read_image_file
 from synth_core.volume import ALL_MODALITIES, Volume
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
-SITK_FORMATS: dict[str, str] = {
-    ".mha": "metaimage", ".mhd": "metaimage", ".nrrd": "nrrd", ".nhdr": "nrrd",
-}
+SITK_FORMATS: dict[str, str] = {".mha": "metaimage", ".mhd": "metaimage", ".nrrd": "nrrd", ".nhdr": "nrrd"}
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".ima")
-SUPPORTED = ".nii, .nii.gz, .mha, .mhd, .nrrd, .nhdr, or a folder holding a DICOM series"
+SUPPORTED = ".nii, .nii.gz, .mha, .mhd, .nrrd, .nhdr, or a DICOM series (its folder or a .dcm file)"
 
 # NIfTI space units -> mm; nibabel's affine is in the file's own unit.
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 
-# ---------------------------------------------------------------- modality
-
 
 _MODALITY_WORDS: dict[str, str] = {
-    **dict.fromkeys(("t1-lowres", "t1lowres", "lowres"), "t1-lowres"),
+    **dict.fromkeys(("t1-lowres", "t1lowres"), "t1-lowres"),
     "ct-sharp": "ct-sharp", "ct-smooth": "ct-smooth",
     **dict.fromkeys(("t1ce", "t1c", "t1gd", "t1-ce", "t1post", "t1wce"), "t1ce"),
     **dict.fromkeys(("flair", "t2flair", "t2-flair"), "flair"),
@@ -68,10 +66,7 @@ def guess_modality(path: str | os.PathLike[str], header_text: str = "") -> str |
     (a NIfTI descrip, DICOM Modality and SeriesDescription) first to last. None if unknown.
     """
     name = Path(path).name.lower()
-    for extension in _KNOWN_EXTENSIONS:
-        if name.endswith(extension):
-            name = name[: -len(extension)]
-            break
+    name = next((name[: -len(e)] for e in _KNOWN_EXTENSIONS if name.endswith(e)), name)
     found = _modality_from_words(list(reversed(re.split(r"[_.\s]+", name))), header=False)
     if found is None and header_text:
         words = re.split(r"[^0-9a-z\-]+", header_text.lower())
@@ -94,9 +89,6 @@ def _modality_from_words(words: list[str], header: bool) -> str | None:
     return "t1ce" if enhanced else None
 
 
-# ---------------------------------------------------------------- reading
-
-
 def load_volume(path: str | os.PathLike[str], modality: str | None = None) -> Volume:
     """Read a 3D scan: NIfTI, MetaImage, NRRD, or a DICOM series folder (its first series).
 
@@ -112,10 +104,7 @@ def load_volume(path: str | os.PathLike[str], modality: str | None = None) -> Vo
         raise UserError(f"unknown modality '{modality}'; choose one of {', '.join(ALL_MODALITIES)}")
     if not source.exists():
         raise UserError(f"{name} does not exist; check the path (relative to {Path.cwd()})")
-
-    def check_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
-        return spatial_shape(shape, name)
-
+    check_shape = functools.partial(spatial_shape, name=name)
     suffix = _suffix(source)
     if source.is_dir():
         volume = read_dicom_series(source, check_shape)
@@ -147,16 +136,12 @@ def spatial_shape(shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
     if len(dims) > 3:
         extra = ", ".join(f"dim {axis} = {size}" for axis, size in enumerate(dims[3:], start=4))
         what = f"with {dims[3]} time points " if len(dims) == 4 else ""
-        raise UserError(
-            f"{name}: {len(dims)}D volume {what}({extra}); extract one 3D volume first, "
-            "e.g. with fslroi or nibabel (img.slicer[..., 0])"
-        )
+        raise UserError(f"{name}: {len(dims)}D volume {what}({extra}); extract one 3D volume first, "
+                        "e.g. with fslroi or nibabel (img.slicer[..., 0])")
     if len(dims) < 3 or min(dims) <= 1:
         size = " x ".join(str(d) for d in dims)
-        raise UserError(
-            f"{name}: a 2D image ({size} voxels), not a 3D volume; give the whole scan "
-            "(a 3D NIfTI or a DICOM series folder), not a single slice"
-        )
+        raise UserError(f"{name}: a 2D image ({size} voxels), not a 3D volume; give the whole "
+                        "scan (a 3D NIfTI or a DICOM series folder), not a single slice")
     return dims[0], dims[1], dims[2]
 
 
@@ -169,67 +154,57 @@ def validate_volume(volume: Volume, path: str | os.PathLike[str]) -> None:
     name, data = str(path), volume.data
     if not np.isfinite(data).all():
         n_nan, n_inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
-        raise UserError(
-            f"{name}: {n_nan + n_inf} of {data.size} voxels are not finite ({n_nan} NaN, "
-            f"{n_inf} infinite); replace them (e.g. numpy.nan_to_num) and save the scan again"
-        )
+        raise UserError(f"{name}: {n_nan + n_inf} of {data.size} voxels are not finite ({n_nan} NaN, "
+                        f"{n_inf} infinite); replace them (e.g. numpy.nan_to_num) and save again")
     low, high = float(data.min()), float(data.max())
     if low == high:
-        raise UserError(
-            f"{name}: every voxel has the same value ({low:g}), so the image is empty; "
-            "check that this is the right file"
-        )
+        raise UserError(f"{name}: every voxel has the same value ({low:g}), so the image is "
+                        "empty; check that this is the right file")
     linear = volume.affine[:3, :3]
     sizes = np.linalg.norm(linear, axis=0)
     if not np.isfinite(volume.affine).all() or not (sizes > 0).all():
-        _raise_spacing(name, sizes)
+        raise _spacing_error(name, sizes)
     if abs(np.linalg.det(linear)) <= 1e-6 * float(np.prod(sizes)):
-        raise UserError(
-            f"{name}: its affine is singular (voxel axes are parallel); fix the sform/qform "
-            "or direction in the header and load it again"
-        )
+        raise UserError(f"{name}: its affine is singular (voxel axes are parallel); fix the "
+                        "sform/qform or direction in the header and load it again")
 
 
-def _raise_spacing(name: str, sizes: Any) -> None:
+def _spacing_error(name: str, sizes: Any) -> UserError:
     shown = ", ".join(f"{float(s):g}" for s in sizes)
-    raise UserError(
-        f"{name}: voxel spacing ({shown}) mm is zero, negative or not a number; fix the "
-        "voxel size (pixdim, spacing) in the header and load it again"
-    )
+    return UserError(f"{name}: voxel spacing ({shown}) mm is zero, negative or not a number; "
+                     "fix the voxel size (pixdim, spacing) in the header and load it again")
 
 
 def _read_nifti(path: Path, name: str) -> Volume:
+    nibabel_log = logging.getLogger("nibabel.global")
+    level, nibabel_log.level = nibabel_log.level, logging.ERROR  # its header fixes: we say what matters
     try:
         image = nib.load(path)
     except Exception as exc:  # nibabel raises many types for files that are not NIfTI
-        raise UserError(
-            f"{name} is not a readable NIfTI image ({_reason(exc)}); check the file type, "
-            "or convert it to .nii.gz"
-        ) from None
+        raise UserError(f"{name} is not a readable NIfTI image ({_reason(exc)}); check the "
+                        "file type, or convert it to .nii.gz") from None
+    finally:
+        nibabel_log.setLevel(level)
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise UserError(f"{name} is a {type(image).__name__}, not NIfTI; convert it to .nii.gz")
     header = image.header
     shape = spatial_shape(image.shape, name)
     if header.get_data_dtype().kind not in "biuf":
-        raise UserError(
-            f"{name} stores {header.get_data_dtype()} voxels (colour or complex); give a "
-            "scalar, real-valued 3D scan"
-        )
+        raise UserError(f"{name} stores {header.get_data_dtype()} voxels (colour or complex); "
+                        "give a scalar, real-valued 3D scan")
     fields = _nifti_header(header)
     if fields["sform_code"] == 0:  # the affine then comes from pixdim
         # nibabel silently turns zero or negative pixdim into 1 or |pixdim|: read the raw header.
-        with nib.openers.ImageOpener(path) as stream:
+        with nib.openers.ImageOpener(str(path)) as stream:
             raw = type(header).from_fileobj(stream, check=False)
         zooms = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
         if not (np.isfinite(zooms) & (zooms > 0)).all():
-            _raise_spacing(name, zooms)
+            raise _spacing_error(name, zooms)
     try:
         data = image.get_fdata(dtype=np.float32)  # applies scl_slope / scl_inter
     except Exception as exc:  # EOFError, OSError, zlib.error, ... for cut or damaged files
-        raise UserError(
-            f"{name} is truncated or corrupt: its voxels cannot be read ({_reason(exc)}); "
-            "copy or export the file again"
-        ) from None
+        raise UserError(f"{name} is truncated or corrupt: its voxels cannot be read "
+                        f"({_reason(exc)}); copy or export the file again") from None
     affine = np.array(image.affine, dtype=np.float64)
     affine[:3, :] *= _UNIT_TO_MM.get(fields["xyzt_units"]["space"], 1.0)
     fmt = "nifti2" if isinstance(image, nib.Nifti2Image) else "nifti1"
@@ -264,17 +239,8 @@ def _header_text(header: Mapping[str, Any]) -> str:
     return " ".join(str(header[k]) for k in keys if k in header)
 
 
-# ---------------------------------------------------------------- writing
-
-
-def save_volume(
-    volume: Volume,
-    path: str | os.PathLike[str],
-    *,
-    overwrite: bool = False,
-    provenance: dict[str, Any] | None = None,
-    description: str | None = None,
-) -> Path:
+def save_volume(volume: Volume, path: str | os.PathLike[str], *, overwrite: bool = False,
+                provenance: dict[str, Any] | None = None, description: str | None = None) -> Path:
     """Write ``volume`` as NIfTI (``.nii`` or ``.nii.gz``), atomically; return the path.
 
     The affine goes into both sform and qform (the source's codes when it was NIfTI,
@@ -297,7 +263,7 @@ def save_volume(
             raise UserError(_exists_message(existing))
     image = _nifti_image(volume, _description(volume, description, synthetic, record))
     side_text = _sidecar_text(record, synthetic) if side is not None else None
-    with ExitStack() as stack:  # sidecar committed just before the image, both or neither
+    with ExitStack() as stack:  # the sidecar lands just before the image; any error before: neither
         image_tmp = stack.enter_context(atomic_write(target, overwrite=overwrite))
         if side is not None and side_text is not None:
             side_tmp = stack.enter_context(atomic_write(side, overwrite=overwrite))
@@ -314,10 +280,8 @@ def _refuse_own_input(volume: Volume, target: Path, name: str) -> None:
     if not same and target.exists() and Path(source).exists():
         same = os.path.samefile(source, target)  # hard links, bind mounts
     if same:
-        raise UserError(
-            f"refusing to write {name}: it is this volume's own input file; choose another "
-            "output name (--overwrite never replaces the input)"
-        )
+        raise UserError(f"refusing to write {name}: it is this volume's own input file; choose "
+                        "another output name (--overwrite never replaces the input)")
 
 
 def _nifti_image(volume: Volume, description: str) -> nib.Nifti1Image:
@@ -334,24 +298,19 @@ def _nifti_image(volume: Volume, description: str) -> nib.Nifti1Image:
     return image
 
 
-def _description(
-    volume: Volume, description: str | None, synthetic: bool, record: Mapping[str, Any]
-) -> str:
-    if description is None and synthetic:
+def _description(volume: Volume, text: str | None, synthetic: bool, record: Mapping[str, Any]) -> str:
+    if text is None and synthetic:
         method = record.get("Method")
-        description = " ".join(str(w) for w in (volume.modality, method and f"by {method}") if w)
-    elif description is None:
-        description = str(volume.metadata.get("header", {}).get("descrip", "")) if _from_nifti(volume) else ""
-    if synthetic and not description.upper().startswith("SYNTHETIC"):
-        description = f"SYNTHETIC {description}".strip()
-    return description
+        text = " ".join(str(w) for w in (volume.modality, method and f"by {method}") if w)
+    elif text is None:
+        text = str(volume.metadata.get("header", {}).get("descrip", "")) if _from_nifti(volume) else ""
+    if synthetic and not text.upper().startswith("SYNTHETIC"):
+        text = f"SYNTHETIC {text}".strip()
+    return text
 
 
 def _from_nifti(volume: Volume) -> bool:
     return str(volume.metadata.get("format", "")).startswith("nifti")
-
-
-# ---------------------------------------------------------------- sidecars
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -361,20 +320,14 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
     return image.with_name(f"{stem}.json")
 
 
-def write_sidecar(
-    path_of_image: str | os.PathLike[str],
-    provenance: Mapping[str, Any],
-    *,
-    overwrite: bool = False,
-    synthetic: bool = True,
-) -> Path:
+def write_sidecar(path_of_image: str | os.PathLike[str], provenance: Mapping[str, Any], *,
+                  overwrite: bool = False, synthetic: bool = True) -> Path:
     """Write ``provenance`` (BIDS-style CamelCase keys) as the image's JSON sidecar, atomically.
 
     ``Synthetic`` comes first, taken from ``provenance`` or else ``synthetic``. Returns its path.
     """
-    return atomic_write_text(
-        sidecar_path(path_of_image), _sidecar_text(provenance, synthetic), overwrite=overwrite
-    )
+    text = _sidecar_text(provenance, synthetic)
+    return atomic_write_text(sidecar_path(path_of_image), text, overwrite=overwrite)
 
 
 def read_sidecar(path_of_image: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -395,9 +348,6 @@ def _sidecar_text(provenance: Mapping[str, Any], synthetic: bool) -> str:
     record = {"Synthetic": bool(provenance.get("Synthetic", synthetic))}
     record.update((k, v) for k, v in provenance.items() if k != "Synthetic")
     return _json_text(record)
-
-
-# ---------------------------------------------------------------- atomic writes
 
 
 @contextmanager
@@ -453,15 +403,12 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, overwrite: bool = 
     return atomic_write_text(path, _json_text(obj), overwrite=overwrite)
 
 
-# ---------------------------------------------------------------- small helpers
-
-
 def _json_text(obj: Any) -> str:
     return json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n"
 
 
 def _json_safe(obj: Any) -> Any:
-    """Plain JSON values: numpy -> Python, Path -> str, NaN/inf -> None, bytes -> str."""
+    """Plain JSON values: numpy -> Python, Path -> str, NaN/inf -> None, dataclass -> dict."""
     if isinstance(obj, Mapping):
         return {str(k): _json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set | np.ndarray):
@@ -472,8 +419,6 @@ def _json_safe(obj: Any) -> Any:
         return obj if math.isfinite(obj) else None
     if obj is None or isinstance(obj, str | int | bool):
         return obj
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", "replace")
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

@@ -89,10 +89,14 @@ def read_dicom_series(
     first slice, and metadata ``dicom_series`` says which series of how many was read.
     """
     name = str(folder)
+    warn_before = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "no series found" is ours to say
     try:
         series_ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     except RuntimeError as exc:
         raise UserError(f"cannot scan {name} for DICOM files ({itk_reason(exc)})") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warn_before)
     if not series_ids:
         raise UserError(
             f"{name}: no DICOM series found in this folder; give the folder that holds the "
@@ -154,6 +158,7 @@ def _to_volume(
 
 def _read_error(name: str, fmt: str, exc: BaseException, stage: str) -> UserError:
     reason = itk_reason(exc)
+    fmt = {"metaimage": "MetaImage", "nrrd": "NRRD", "dicom": "DICOM"}.get(fmt, fmt)
     if "spacing" in reason.lower():
         return UserError(
             f"{name}: its voxel spacing is zero or negative ({reason}); fix the spacing in "
@@ -164,7 +169,8 @@ def _read_error(name: str, fmt: str, exc: BaseException, stage: str) -> UserErro
             f"{name} is not a readable {fmt} image ({reason}); check the file type, or "
             "convert it to .nii.gz"
         )
+    # ITK reports a cut file as "cannot be read ... No such file": name both causes.
     return UserError(
-        f"{name} is truncated or corrupt: its voxels cannot be read ({reason}); copy or "
-        "export the file again"
+        f"{name} is truncated or corrupt, or a data file it names is missing: its voxels "
+        f"cannot be read (ITK: {reason}); copy or export the {fmt} file again"
     )

@@ -1,8 +1,9 @@
 """Image similarity between a synthesized volume and its target, and ROI statistics.
 
 Every metric takes ``pred`` and ``target`` of one shape (X, Y, Z) in the same units and an
-optional boolean ``mask`` of that shape restricting the voxels compared. Computation is in
-float64.
+optional boolean ``mask`` of that shape restricting the voxels compared; a mask that selects
+nothing gives NaN (a validation patch outside the brain is not an error; ``evaluate``, which
+users call, refuses an empty mask). Computation is in float64.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ SSIM_WINDOW = 7  # voxels per side, scikit-image's default
 def mae(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Mean absolute error, in the data's units: mean |pred - target| over the mask."""
     p, t = _select(pred, target, mask)
-    return float(np.mean(np.abs(p - t)))
+    return float(np.mean(np.abs(p - t))) if p.size else float("nan")
 
 
 def psnr(
@@ -33,6 +34,8 @@ def psnr(
     comparable when the range is stated.
     """
     p, t = _select(pred, target, mask)
+    if p.size == 0:
+        return float("nan")
     mse = float(np.mean((p - t) ** 2))
     if mse == 0.0:
         return float("inf")
@@ -46,7 +49,7 @@ def ssim(
 
     Without a mask this is ``skimage.metrics.structural_similarity``: the mean of the SSIM
     map over voxels at least 3 from the border. With a mask, the mean of that map over the
-    same interior voxels inside the mask.
+    same interior voxels inside the mask (NaN when the mask has none).
     """
     p, t = _as_pair(pred, target)
     if min(p.shape) < SSIM_WINDOW:
@@ -57,22 +60,21 @@ def ssim(
     if mask is None:
         return float(structural_similarity(p, t, data_range=float(data_range)))
     m = _check_mask(mask, p.shape)
-    _, ssim_map = structural_similarity(p, t, data_range=float(data_range), full=True)
     border = (SSIM_WINDOW - 1) // 2
     interior = np.zeros_like(m)
     interior[border:-border, border:-border, border:-border] = True
-    m = m & interior
+    m &= interior
     if not m.any():
-        raise UserError(
-            f"the mask has no voxel {border} or more from the border: SSIM needs a mask "
-            "away from the volume's edge"
-        )
+        return float("nan")
+    _, ssim_map = structural_similarity(p, t, data_range=float(data_range), full=True)
     return float(ssim_map[m].mean())
 
 
 def corrcoef(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Pearson correlation of the voxels in the mask; NaN when either side is constant."""
     p, t = _select(pred, target, mask)
+    if p.size == 0:
+        return float("nan")
     dp, dt = p - p.mean(), t - t.mean()
     denom = float(np.sqrt(np.sum(dp * dp) * np.sum(dt * dt)))
     if denom == 0.0:
@@ -95,7 +97,8 @@ def evaluate(
             ``target.max() - target.min()``, taken inside the mask when one is given.
 
     Returns:
-        ``{'mae', 'psnr', 'ssim', 'corrcoef'}``.
+        ``{'mae', 'psnr', 'ssim', 'corrcoef'}``; PSNR is inf for identical volumes,
+        correlation NaN when either is constant inside the mask.
     """
     if isinstance(pred, Volume) and isinstance(target, Volume):
         if pred.shape == target.shape and not np.allclose(pred.affine, target.affine, atol=1e-3):
@@ -108,6 +111,8 @@ def evaluate(
     if not (np.isfinite(p).all() and np.isfinite(t).all()):
         raise UserError("prediction or target has NaN/infinite voxels: fix or mask them first")
     m = None if mask is None else _check_mask(_data(mask), p.shape)
+    if m is not None and not m.any():
+        raise UserError("the mask is empty: give a mask with at least one voxel")
     if data_range is None:
         inside = t if m is None else t[m]
         data_range = float(inside.max() - inside.min())
@@ -140,7 +145,7 @@ def roi_means(
     ids, inverse = np.unique(lab.ravel(), return_inverse=True)
     sums = np.bincount(inverse, weights=values.ravel(), minlength=ids.size)
     counts = np.bincount(inverse, minlength=ids.size)
-    means = {int(i): float(s / c) for i, s, c in zip(ids, sums, counts)}
+    means = {int(i): float(s / c) for i, s, c in zip(ids, sums, counts, strict=True)}
     wanted = [i for i in means if i != 0] if label_ids is None else [int(i) for i in label_ids]
     return {i: means.get(i, float("nan")) for i in wanted}
 
@@ -167,8 +172,6 @@ def _check_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
             f"mask shape {m.shape} differs from the volume shape {shape}: resample the "
             "mask onto the volume's grid (order=0)"
         )
-    if not m.any():
-        raise UserError("the mask is empty: give a mask with at least one voxel")
     return m
 
 

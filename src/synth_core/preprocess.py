@@ -27,6 +27,8 @@ from skimage.filters import threshold_otsu
 from synth_core.errors import UserError
 from synth_core.volume import Volume, base_modality
 
+Shape = tuple[int, ...]
+
 # ---------------------------------------------------------------- orientation
 
 
@@ -130,24 +132,18 @@ def _sample(
 ) -> np.ndarray:
     index_map = np.linalg.solve(src_affine, dst_affine)  # target index -> source index
     matrix, offset = index_map[:3, :3], index_map[:3, 3]
-    out = ndimage.affine_transform(
-        data, matrix, offset=offset, output_shape=shape, order=order,
-        mode="nearest", prefilter=order > 1, output=np.float32,
-    )  # fmt: skip
+    # Edge values held ("nearest") so target voxels within half a voxel of the source's
+    # outer voxel centres are not blended with a constant; beyond the field of view: fill.
+    out = ndimage.affine_transform(data, matrix, offset, shape, np.float32, order, "nearest")
     lo, hi = -0.5 - 1e-6, np.asarray(data.shape) - 0.5 + 1e-6
     corners = np.array(np.meshgrid(*[[0, s - 1] for s in shape], indexing="ij")).reshape(3, -1)
     src = matrix @ corners + offset[:, None]
     if np.all((src >= lo) & (src <= hi[:, None])):
         return out  # the whole target lies inside the source field of view
-    axes = [np.arange(s, dtype=np.float64) for s in shape]
+    index = np.ogrid[tuple(slice(0, s) for s in shape)]
     inside = np.ones(shape, dtype=bool)
     for d in range(3):
-        coord = (
-            matrix[d, 0] * axes[0][:, None, None]
-            + matrix[d, 1] * axes[1][None, :, None]
-            + matrix[d, 2] * axes[2][None, None, :]
-            + offset[d]
-        )
+        coord = sum(matrix[d, e] * index[e] for e in range(3)) + offset[d]
         inside &= (coord >= lo) & (coord <= hi[d])
     out[~inside] = np.float32(data.min() if fill is None else fill)
     return out
@@ -165,7 +161,7 @@ def foreground_mask(data: np.ndarray, modality: str | None = None) -> np.ndarray
     """
     data = np.asarray(data, dtype=np.float32)
     if data.size == 0 or not np.isfinite(data).all():
-        raise UserError("volume is empty or has NaN/infinite voxels: check the file, or mask them out")
+        raise UserError("volume is empty or has NaN/infinite voxels: check the file")
     if data.min() == data.max():
         raise UserError(f"volume is constant ({data.min()}): no foreground to find; check the file")
     if base_modality(modality) == "ct":
@@ -224,7 +220,7 @@ class NormParams:
                 f"normalisation parameters are damaged (missing {sorted(missing)}, unknown "
                 f"{sorted(unknown)}): re-export the checkpoint or refit the normalisation"
             )
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kw)
 
 
@@ -271,7 +267,9 @@ def fit_normalisation(
                 f"foreground intensities are flat between percentiles {percentiles} "
                 f"({lo}): check the volume or give a foreground mask"
             )
-        return NormParams(kind, modality, lo, hi, percentiles=tuple(percentiles))
+        return NormParams(
+            kind, modality, lo, hi, percentiles=(float(percentiles[0]), float(percentiles[1]))
+        )
     if reference_mask is not None:
         ref = _check_mask(reference_mask, data, "reference mask")
         scale, source = float(data[ref].astype(np.float64).mean()), "reference-mask"
@@ -282,10 +280,12 @@ def fit_normalisation(
             f"PET scale from the {source} is {scale}, not positive: check the volume "
             "and the reference region"
         )
-    return NormParams(
-        kind, modality, 0.0, scale * suvr_max,
-        suvr_scale=scale, suvr_reference=source, suvr_max=float(suvr_max),
-    )  # fmt: skip
+    suvr: dict[str, Any] = {
+        "suvr_scale": scale,
+        "suvr_reference": source,
+        "suvr_max": float(suvr_max),
+    }
+    return NormParams(kind, modality, 0.0, scale * suvr_max, **suvr)
 
 
 def normalise(data: np.ndarray, params: NormParams) -> np.ndarray:
@@ -390,23 +390,20 @@ def _spatial_shape(data: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(s) for s in data.shape[-3:])  # type: ignore[return-value]
 
 
-def _crop_pad(
-    data: np.ndarray, target: tuple[int, ...], mode: str, value: float | None
-) -> tuple[np.ndarray, PadInfo]:
+def _crop_pad(data: np.ndarray, target: Shape, mode: str, value: Any) -> tuple[np.ndarray, PadInfo]:
     spatial = _spatial_shape(data)
-    before = tuple((t - s) // 2 if t >= s else -((s - t) // 2) for s, t in zip(spatial, target))
+    before = tuple(
+        (t - s) // 2 if t >= s else -((s - t) // 2) for s, t in zip(spatial, target, strict=True)
+    )
     out = _apply_crop_pad(data, before, target, mode, value)
     return out, PadInfo(spatial, before, tuple(target))  # type: ignore[arg-type]
 
 
-def _apply_crop_pad(
-    data: np.ndarray, before: tuple[int, ...], target: tuple[int, ...], mode: str,
-    value: float | None,
-) -> np.ndarray:  # fmt: skip
+def _apply_crop_pad(data: np.ndarray, before: Shape, target: Shape, mode: str, value: Any):
     lead = data.ndim - 3
     crop = [slice(None)] * lead
     pads = [(0, 0)] * lead
-    for b, s, t in zip(before, data.shape[-3:], target):
+    for b, s, t in zip(before, data.shape[-3:], target, strict=True):
         start = max(0, -b)
         stop = min(s, start + t)
         crop.append(slice(start, stop))

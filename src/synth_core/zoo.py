@@ -22,7 +22,7 @@ import platformdirs
 import torch
 from safetensors.torch import load_file, save_file
 
-from synth_core import __version__
+from synth_core._version import __version__
 from synth_core.errors import UserError
 from synth_core.io import atomic_write, atomic_write_json
 from synth_core.methods import Method, config_from_dict, get_method_class

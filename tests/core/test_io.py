@@ -278,6 +278,7 @@ def test_save_never_writes_onto_its_own_input(tmp_path: Path, how: str) -> None:
         save_volume(volume, target, overwrite=True)
     assert str(target) in str(error.value)
     assert source.read_bytes() == before
+    assert {p.name for p in tmp_path.iterdir()} == {"in.nii.gz", target.name}  # no temporary left
 
 
 # ------------------------------------------------------------------ user errors
@@ -346,7 +347,7 @@ _ZERO_COLUMN = np.diag([1.0, 0.0, 1.0, 1.0])
         ("half.nii.gz", _truncated, "truncated or corrupt"),
         ("half.mha", _truncated, "truncated or corrupt"),
         ("notes.nii", _text_file, "not a readable NIfTI"),
-        ("notes.mha", _text_file, "not a readable metaimage"),
+        ("notes.mha", _text_file, "not a readable MetaImage"),
         ("photo.png", _text_file, "unsupported file type '.png'; give a .nii, .nii.gz, .mha"),
         ("flat.nii.gz", _nifti(_RAMP[:, :, 0]), "2D image"),
         ("slice.nii.gz", _nifti(_RAMP[:, :, :1]), "2D image"),

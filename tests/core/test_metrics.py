@@ -91,6 +91,18 @@ def test_mismatched_shapes_raise_a_user_error_naming_both(pair):
         mae(pred, target, mask=np.ones((12, 11, 9), dtype=bool))
 
 
+def test_empty_mask_gives_nan_but_evaluate_refuses_it(pair):
+    pred, target = pair
+    empty = np.zeros(target.shape, dtype=bool)
+    assert np.isnan(mae(pred, target, empty)) and np.isnan(psnr(pred, target, 2.0, empty))
+    assert np.isnan(corrcoef(pred, target, empty))
+    border_only = empty.copy()
+    border_only[:2] = True  # no voxel 3 or more from the edge
+    assert np.isnan(ssim(pred, target, 2.0, border_only))
+    with pytest.raises(UserError, match="mask is empty"):
+        evaluate(pred, target, mask=empty)
+
+
 def test_non_finite_input_raises(pair):
     pred, target = pair
     pred = pred.copy()

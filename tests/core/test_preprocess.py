@@ -323,29 +323,52 @@ def test_volume_to_sitk_has_lps_geometry(oblique_lpi):
         assert image.GetPixel(index) == pytest.approx(oblique_lpi.data[index], abs=0)
 
 
-def test_coregister_recovers_a_known_rigid_motion_across_contrasts():
+def scans_of_a_moved_object(motion: np.ndarray) -> tuple[Volume, Volume]:
+    """A fixed T1-like scan and a T2-like scan of the object moved by ``motion`` (4x4 RAS),
+    the latter on another grid (x flipped, other spacings and shape)."""
     fixed_affine = centred_affine(np.diag([2.0, 2.0, 2.0]), (32, 32, 32))
     fixed = Volume(blobs(world_grid((32, 32, 32), fixed_affine), 0), fixed_affine, "t1")
-    # the moving scan: another grid (x flipped, other spacings) showing the object moved
-    motion = np.eye(4)
-    motion[:3, :3] = rotation(2, 7.0) @ rotation(0, -5.0)
-    motion[:3, 3] = [3.0, -2.0, 2.5]
     moving_shape = (30, 32, 28)
     moving_affine = centred_affine(np.diag([-2.1, 2.0, 2.2]), moving_shape)
     xyz = world_grid(moving_shape, moving_affine)
-    object_xyz = (xyz - motion[:3, 3]) @ motion[:3, :3]  # inverse rigid motion, row-wise
-    moving = Volume(blobs(object_xyz, 1), moving_affine, "t2")
+    inverse = np.linalg.inv(motion)
+    object_xyz = xyz @ inverse[:3, :3].T + inverse[:3, 3]
+    return fixed, Volume(blobs(object_xyz, 1), moving_affine, "t2")
+
+
+def test_coregister_recovers_a_known_rigid_motion_across_contrasts():
+    motion = np.eye(4)
+    motion[:3, :3] = rotation(2, 7.0) @ rotation(0, -5.0)
+    motion[:3, 3] = [3.0, -2.0, 2.5]
+    fixed, moving = scans_of_a_moved_object(motion)
 
     aligned, transform = coregister(moving, fixed, "rigid", seed=0)
 
     assert aligned.shape == fixed.shape
     np.testing.assert_array_equal(aligned.affine, fixed.affine)
-    truth = blobs(world_grid((32, 32, 32), fixed_affine), 1)
+    truth = blobs(world_grid(fixed.shape, fixed.affine), 1)  # moving contrast, not moved
     assert np.corrcoef(aligned.data.ravel(), truth.ravel())[0, 1] > 0.95
-    expected = np.linalg.inv(motion)
+    expected = np.linalg.inv(motion)  # moving -> fixed
     residual = transform[:3, :3] @ expected[:3, :3].T
     angle = np.degrees(np.arccos(np.clip((np.trace(residual) - 1) / 2, -1, 1)))
     assert angle < 2.0
+    np.testing.assert_allclose(np.linalg.svd(transform[:3, :3])[1], 1.0, atol=1e-6)  # rigid
     corners = np.array(np.meshgrid(*[[-15.0, 15.0]] * 3, indexing="ij")).reshape(3, -1).T
     points = np.c_[corners, np.ones(len(corners))]
     assert np.abs(points @ (transform - expected).T).max() < 2.0  # one fixed voxel, mm
+
+
+def test_coregister_affine_recovers_a_scaling():
+    motion = np.eye(4)
+    motion[:3, :3] = rotation(2, -6.0) @ np.diag([1.08, 0.95, 1.0])
+    motion[:3, 3] = [-2.0, 1.0, 1.5]
+    fixed, moving = scans_of_a_moved_object(motion)
+
+    aligned, transform = coregister(moving, fixed, "affine", seed=1)
+
+    truth = blobs(world_grid(fixed.shape, fixed.affine), 1)
+    assert np.corrcoef(aligned.data.ravel(), truth.ravel())[0, 1] > 0.95
+    # points inside the object, where the images constrain the transform
+    box = np.array(np.meshgrid([-12.0, 12.0], [-9.0, 9.0], [-6.0, 6.0], indexing="ij"))
+    points = np.c_[box.reshape(3, -1).T, np.ones(8)]
+    assert np.abs(points @ (transform - np.linalg.inv(motion)).T).max() < 2.0

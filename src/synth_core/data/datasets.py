@@ -57,6 +57,9 @@ class TranslationDataset(Dataset):
         samples_per_epoch: items per epoch; default the number of subjects (3D) or of
             foreground slices over all subjects (2D).
         seed: the seed of every draw.
+        min_slice_fraction: 2D: a slice's least mask area, as a share of the largest.
+        preload: load every volume the dataset draws from now, in this process, so
+            DataLoader workers (forked copies) share one cache instead of each re-reading.
 
     Item shapes: ``source`` and ``target`` float32 (1, *S), S = patch or volume shape
     (X, Y, Z) in 3D, (X, Y) in 2D; ``mask`` bool (1, *S), the target's mask; ``age``
@@ -78,6 +81,7 @@ class TranslationDataset(Dataset):
         samples_per_epoch: int | None = None,
         seed: int = 0,
         min_slice_fraction: float = 0.05,
+        preload: bool = True,
     ) -> None:
         if mode not in MODES:
             raise UserError(f"data mode {mode!r} is not one of {', '.join(MODES)}")
@@ -92,13 +96,16 @@ class TranslationDataset(Dataset):
         self.paired_fraction = {"paired": 1.0, "unpaired": 0.0}.get(mode, float(paired_fraction))
         self.patch_size = self._check_patch(patch_size)
         self._split_pools(records)
+        if preload:
+            self.store.preload(self.paired_subjects + self.source_subjects, [source])
+            self.store.preload(self.paired_subjects + self.target_subjects, [target])
         self._slices: dict[str, np.ndarray] = {}
         self._mask_index: dict[tuple[str, int | None], np.ndarray] = {}
         self.paired_units = self._units(self.paired_subjects)
         self.source_units = self._units(self.source_subjects)
         n_units = len(self.paired_units) + len(self.source_units)
         n_units += len(self._units(self.target_subjects))
-        self.samples_per_epoch = int(samples_per_epoch or n_units)
+        self.samples_per_epoch = n_units if samples_per_epoch is None else int(samples_per_epoch)
         if self.samples_per_epoch < 1:
             raise UserError(f"samples_per_epoch {samples_per_epoch} must be positive")
         self.n_paired_items = round(self.paired_fraction * self.samples_per_epoch)

@@ -90,9 +90,22 @@ class VolumeStore:
         self.get(subject_id, modality)
         return self._params[(subject_id, modality)]
 
+    def preload(self, subject_ids: Iterable[str], modalities: Iterable[str]) -> None:
+        """Load now what a dataset will draw from, each (subject, modality) the subject has.
+
+        DataLoader workers start from a copy of this process: whatever they load
+        themselves dies with them at the end of each epoch, so fill the cache first.
+        """
+        modalities = list(modalities)
+        for sid in subject_ids:
+            self.mask(sid)
+            for modality in modalities:
+                if self.has(sid, modality):
+                    self.get(sid, modality)
+
     def has(self, subject_id: str, modality: str) -> bool:
         """Whether the subject has a file for this modality."""
-        return modality in self.records[subject_id].paths
+        return modality in self._record(subject_id).paths
 
     @property
     def common_shape(self) -> tuple[int, int, int]:

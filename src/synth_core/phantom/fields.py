@@ -24,7 +24,7 @@ def cosine_series(coefficients: np.ndarray, shape: tuple[int, int, int]) -> np.n
         shape: (X, Y, Z) grid.
     """
     coefficients = np.asarray(coefficients, dtype=np.float32)
-    bx, by, bz = (cosine_basis(n, k) for n, k in zip(shape, coefficients.shape))
+    bx, by, bz = (cosine_basis(n, k) for n, k in zip(shape, coefficients.shape, strict=True))
     field = np.einsum("abc,xa->xbc", coefficients, bx)
     field = np.einsum("xbc,yb->xyc", field, by)
     return (field.reshape(-1, field.shape[-1]) @ bz.T).reshape(shape)

@@ -1,15 +1,13 @@
 """The phantom's fixed parameters: grids, labels, tissues and every true effect size.
 
 Everything a subject is drawn from lives here, so that ``cohort.json`` can state the
-ground truth in full (``cohort_parameters()``) and a reader of the code finds each
+ground truth in full (``cohort.cohort_parameters()``) and a reader of the code finds each
 number once. Units: mm, ms, years, HU, SUV (g/ml), mM (gadolinium).
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -116,7 +114,7 @@ MR_GM_SIGNAL: float = 1000.0  # nominal grey-matter intensity of every MR image 
 MR_JITTER = {
     "relaxation_sd": 0.03,  # per subject and tissue, log-normal on T1 and T2
     "pd_sd": 0.02,
-    "sequence_sd": 0.03,  # per acquisition, log-normal on TR, TE, TI and flip angle
+    "sequence_sd": 0.03,  # per acquisition, log-normal on TR, TE and flip angle (not TI)
     "gain_sd": 0.10,  # receiver gain, log-normal
     "bias_sd": 0.08,  # SD of the log bias field (DCT orders 0-2)
     "noise_sd": 0.15,  # per-acquisition jitter of the noise level, log-normal
@@ -165,7 +163,7 @@ PET_AD_EFFECT: dict[str, float] = {
     "temporal": -0.22, "parietal": -0.20, "precuneus": -0.25,
     "posterior_cingulate": -0.25, "hippocampus": -0.10,
 }
-PET_FWHM_MM: tuple[float, float] = (6.5, 7.5)  # uniform per subject (scanner resolution)
+PET_FWHM_MM: tuple[float, float] = (6.0, 7.0)  # uniform per subject (scanner resolution)
 PET_DOSE_SD: float = 0.12  # log-normal global scale (injected dose, weight, timing)
 PET_NOISE = {
     "relative_at_gm": 0.07,  # SD / mean at the grey-matter SUV, variance prop. to signal
@@ -190,10 +188,10 @@ ATROPHY = {
     },
     # ventricles: radial expansion s = per_year (age - 55) + ad * severity + N(0, sd);
     # template position p = q - s w(q) (q - c), w a Gaussian of widths sigma_mm
-    "ventricle_expansion_per_year": 0.0075,
+    "ventricle_expansion_per_year": 0.010,
     "ventricle_expansion_ad": 0.08,
     "ventricle_expansion_sd": 0.02,
-    "ventricle_sigma_mm": (22.0, 35.0, 20.0),
+    "ventricle_sigma_mm": (26.0, 40.0, 24.0),
     # hippocampi: radial contraction p = q + s w(q) (q - c)
     "hippocampal_contraction_per_year": 0.004,
     "hippocampal_contraction_ad": 0.25,
@@ -214,57 +212,13 @@ HEAD_LAYERS_MM = {  # outward from the brain surface, after the CSF shell
 }
 LESIONS = {
     "tumour_radius_mm": (9.0, 18.0),
-    "tumour_core_fraction": 0.55,  # necrotic core radius / tumour radius
+    "tumour_rim_mm": (3.0, 6.0),  # enhancing rim thickness; the necrotic core fills the rest
     "oedema_radius_factor": 1.9,  # oedema reaches this many tumour radii, in white matter
     "tumour_mass_effect": 0.3,
+    "tumour_mass_effect_reach": 3.0,  # in tumour radii; no displacement beyond
     "tumour_irregularity": 0.2,
     "wmh_severity": (0.4, 1.0),
     "wmh_blob_sigma_mm": 3.0,
     "wmh_periventricular_sigma_mm": 5.0,
 }
 LESION_KINDS: tuple[str, ...] = ("tumour", "wmh", "both")
-
-
-def cohort_parameters() -> dict[str, Any]:
-    """The generator's fixed parameters, as written to ``cohort.json`` (JSON-serialisable).
-
-    Includes the true PET age slopes (fraction per year relative to age 55), the AD
-    effect per region, the nominal tissue contrast of every modality, and noise levels.
-    """
-    from synth_core.phantom.contrast import nominal_contrasts  # a cycle-free late import
-
-    return copy.deepcopy({
-        "age_range_years": list(AGE_RANGE_YEARS),
-        "age_reference_years": AGE_REFERENCE_YEARS,
-        "diagnosis_probability": DIAGNOSIS_PROBABILITY,
-        "diagnosis_severity": {k: list(v) for k, v in DIAGNOSIS_SEVERITY.items()},
-        "pet": {
-            "gm_suv": PET_GM_SUV,
-            "uptake_relative_to_gm": PET_UPTAKE,
-            "region_baseline": PET_REGION_BASELINE,
-            "age_slope_per_year": {r: PET_AGE_SLOPE.get(r, 0.0) for r in GREY_REGIONS},
-            "ad_effect": {r: PET_AD_EFFECT.get(r, 0.0) for r in GREY_REGIONS},
-            "mci_severity": list(DIAGNOSIS_SEVERITY["MCI"]),
-            "fwhm_mm": list(PET_FWHM_MM),
-            "dose_sd": PET_DOSE_SD,
-            "noise": PET_NOISE,
-            "region_pet_definition": "mean of the noise-free (blurred) PET over the region's label",
-        },
-        "mr": {
-            "tissues_t1_t2_ms_pd": {k: list(v) for k, v in MR_TISSUE.items()},
-            "sequences": MR_SEQUENCES,
-            "gadolinium_r1_per_mM_s": GADOLINIUM_R1,
-            "gadolinium_mM": GADOLINIUM_MM,
-            "gm_signal": MR_GM_SIGNAL,
-            "jitter": MR_JITTER,
-            "noise": {"kind": "rician", "sigma_fraction_of_gm": MR_NOISE_FRACTION},
-            "lowres_factors_xyz": list(LOWRES_FACTORS),
-        },
-        "ct": {"hu": CT_HU, "jitter": CT_JITTER, "kernels": CT_KERNELS},
-        "contrasts": nominal_contrasts(),
-        "atrophy": ATROPHY,
-        "deformation": DEFORMATION,
-        "head_layers_mm": HEAD_LAYERS_MM,
-        "lesions": LESIONS,
-        "tissues": list(TISSUES),
-    })

@@ -24,7 +24,8 @@ from scipy import ndimage as ndi
 
 from synth_core.phantom.parameters import LABEL_IDS, PRESETS, PhantomPreset
 
-_CACHE_FORMAT = 1  # bump when the maps' definition changes
+_CACHE_FORMAT = 2  # bump when the maps' definition changes
+_SHARPEN = 2.0  # exponent applied to the tissue probabilities (see _template_arrays)
 _TEMPLATE_SPACING_MM = 2.0
 _PAD_VOXELS = 12  # room around the template for the skull and scalp shells
 _PARCEL_MARGIN_MM = 6.0  # parcels reach this far outside the brain mask
@@ -118,9 +119,13 @@ def _template_arrays() -> dict[str, np.ndarray]:
     mask = mask_img.get_fdata() > 0.5
     gm = datasets.load_mni152_gm_template(resolution=2).get_fdata() * mask
     wm = datasets.load_mni152_wm_template(resolution=2).get_fdata() * mask
-    # Probabilities may overlap by rounding; a voxel holds at most one unit of tissue.
-    total = np.maximum(gm + wm, 1.0)
-    gm, wm = gm / total, wm / total
+    # The template's tissue maps average many brains, so their boundaries are wider than
+    # one brain's; raising the probabilities to a power and renormalising gives one
+    # brain's sharper partial-volume profile (a voxel holds at most one unit of tissue).
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
+    gm, wm, csf = (np.clip(a, 0.0, 1.0) ** _SHARPEN for a in (gm, wm, csf))
+    total = np.maximum(gm + wm + csf, 1e-6)
+    gm, wm = gm / total * mask, wm / total * mask
     pad = _PAD_VOXELS
     gm, wm, mask = (np.pad(a, pad) for a in (gm, wm, mask))
     affine = mask_img.affine.copy()
@@ -233,7 +238,7 @@ def _load_or_build(preset: PhantomPreset) -> dict[str, np.ndarray]:
     return maps
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def template_maps(preset_name: str) -> TemplateMaps:
     """The template's maps on the grid of ``PRESETS[preset_name]`` (cached)."""
     preset = PRESETS[preset_name]

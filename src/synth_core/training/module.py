@@ -70,7 +70,7 @@ class SynthesisModule(pl.LightningModule):
         self.nonfinite_in_a_row = 0
         self.batches_done = 0
         self.last_losses: dict[str, float] = {}
-        self.seen_indices: list[int] = []
+        self.seen_indices: list[tuple[int, int]] = []  # (epoch, dataset index), for the DDP test
         decay = method.config.train.ema_decay
         self.ema = EMA(method, decay) if decay > 0 else None
         self._val_scores: list[dict[str, float]] = []
@@ -92,7 +92,8 @@ class SynthesisModule(pl.LightningModule):
             dataset.set_epoch(self.current_epoch)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        self.seen_indices.extend(int(i) for i in torch.as_tensor(batch["index"]).flatten())
+        self.seen_indices.extend((self.current_epoch, int(i))
+                                 for i in torch.as_tensor(batch["index"]).flatten())
         if self.automatic_optimization:
             losses = self.method.losses(batch)
             finite = bool(torch.isfinite(losses["loss"].detach()))

@@ -11,7 +11,9 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
 from synth_core import zoo
@@ -42,6 +45,13 @@ from synth_core.training.module import SynthesisModule
 
 LAST = "last.ckpt"
 CONFIG = "config.json"
+# Lightning's notices that are expected here (our run folder holds config.json before the
+# logger starts; ModelCheckpoint's advice for manual optimisation) and only add noise.
+_EXPECTED_WARNINGS = (
+    ".*Experiment logs directory.*", ".*Checkpoint directory.*exists and is not empty.*",
+    ".*ModelCheckpoint with manual optimization.*", ".*treespec.*", ".*does not have many workers.*",
+    ".*number of training batches.*", ".*limit_val_batches.*",
+)
 
 
 @dataclass
@@ -88,8 +98,20 @@ def _accelerator(name: str) -> str:
     return name
 
 
+def _is_primary_process() -> bool:
+    """False in the DDP processes Lightning or torchrun start besides rank zero.
+
+    Those re-run the same command; only rank zero checks and writes the run folder.
+    """
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"]) == 0
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
 def _check_out(request: TrainRequest) -> dict[str, Any] | None:
     out = request.out
+    if not _is_primary_process():
+        return json.loads((out / CONFIG).read_text()) if request.resume else None
     if request.resume:
         if not (out / CONFIG).is_file() or not (out / LAST).is_file():
             raise UserError(
@@ -108,6 +130,8 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     """Train (or resume) a run. Events go to ``sink``; ``stop`` ends it at the next step."""
     sink = sink or (lambda event: None)
     stop = stop or StopRequest()
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     saved = _check_out(request)
     cls = get_method_class(request.method)
     check_modalities(cls, request.source, request.target)
@@ -171,7 +195,9 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         "age_range": _age_range(split.train),
         "seed": seed,
     }
-    if saved is None:
+    for stale in run.glob(f".{LAST}.*.tmp"):
+        stale.unlink(missing_ok=True)  # left by a run killed mid-write; last.ckpt is intact
+    if saved is None and _is_primary_process():
         atomic_write_json(run / CONFIG, {
             "method": request.method, "preset": request.preset, "source": request.source,
             "target": request.target, "data": str(request.data), "mode": mode,
@@ -202,10 +228,12 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         accelerator=accelerator,
         devices=request.devices,
         num_nodes=request.num_nodes,
-        strategy="ddp" if distributed else "auto",
+        # Alternating optimisers leave some parameters out of each backward pass.
+        strategy=DDPStrategy(find_unused_parameters=cls.capabilities.adversarial)
+        if distributed else "auto",
         max_steps=config.train.max_steps * n_opt,
         max_epochs=-1,
-        val_check_interval=min(config.train.val_every, len(train_loader)) if len(val_set) else None,
+        val_check_interval=config.train.val_every if len(val_set) else None,
         check_val_every_n_epoch=None if len(val_set) else 1,
         limit_val_batches=1.0 if len(val_set) else 0,
         num_sanity_val_steps=0,
@@ -220,13 +248,11 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         precision=request.precision or ("16-mixed" if accelerator == "gpu" else "32-true"),
     )
     ckpt = str(run / LAST) if request.resume else None
-    try:
+    with warnings.catch_warnings():
+        for text in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=text)
         trainer.fit(module, train_loader, val_loader if len(val_set) else None, ckpt_path=ckpt,
                     weights_only=True)
-    except UserError:
-        raise
-    except KeyboardInterrupt:
-        raise
     if request.record_shards:
         _record_shards(run, trainer, module)
     model_info = None
@@ -270,5 +296,7 @@ def _record_shards(run: Path, trainer: pl.Trainer, module: SynthesisModule) -> N
         digest.update(key.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     atomic_write_json(run / "shards" / f"rank{trainer.global_rank}.json",
-                      {"rank": trainer.global_rank, "indices": module.seen_indices,
+                      {"rank": trainer.global_rank, "world_size": trainer.world_size,
+                       "sampler": type(trainer.train_dataloader.sampler).__name__ if trainer.train_dataloader else None,
+                       "indices": module.seen_indices,
                        "weights_sha256": digest.hexdigest(), "pid": os.getpid()}, overwrite=True)

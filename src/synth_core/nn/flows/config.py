@@ -103,7 +103,8 @@ class DualGlowConfig:
                 "another version, use a matching checkpoint or remove those keys"
             )
         tuples = {"age_range", "betas", "volume_shape"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+        kwargs: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in values.items()}
+        return cls(**kwargs)
 
 
 def cpu_preset() -> DualGlowConfig:

@@ -191,16 +191,20 @@ class DualGlow(nn.Module):
         z_m, logdet_m = self.mri_flow.encode(mri)
         z_p, logdet_p = self.pet_flow.encode(pet)
         priors = self.pet_prior(z_m, age_n)
-        log_p_pet = sum(gaussian_log_prob(z, m, s) for z, (m, s) in zip(z_p, priors, strict=True))
-        log_p_mri = sum(gaussian_log_prob(z) for z in z_m)
+        log_p_pet = torch.stack(
+            [gaussian_log_prob(z, m, s) for z, (m, s) in zip(z_p, priors, strict=True)]
+        ).sum(dim=0)
+        log_p_mri = torch.stack([gaussian_log_prob(z) for z in z_m]).sum(dim=0)
         bpd_pet = self._bits_per_voxel(-(log_p_pet + logdet_p), pet).mean()
         bpd_mri = self._bits_per_voxel(-(log_p_mri + logdet_m), mri).mean()
         age_adv = age_keep = mri.new_zeros(())
         if age_n is not None:
-            age_adv = sum(
-                F.mse_loss(head(self.reversal(z)), age_n)
-                for head, z in zip(self.age_adversaries, z_m[:-1], strict=True)
-            )
+            age_adv = torch.stack(
+                [
+                    F.mse_loss(head(self.reversal(z)), age_n)
+                    for head, z in zip(self.age_adversaries, z_m[:-1], strict=True)
+                ]
+            ).sum()
             age_keep = F.mse_loss(self.age_keep_mri(z_m[-1]), age_n) + F.mse_loss(
                 self.age_keep_pet(z_p[-1]), age_n
             )
@@ -281,7 +285,7 @@ class DualGlow(nn.Module):
         self.eval()
         try:
             z_m, logdet = self.mri_flow.encode(mri)
-            log_p = sum(gaussian_log_prob(z) for z in z_m)
+            log_p = torch.stack([gaussian_log_prob(z) for z in z_m]).sum(dim=0)
             return self._bits_per_voxel(-(log_p + logdet), mri)
         finally:
             self.train(was_training)

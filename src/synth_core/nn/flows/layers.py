@@ -54,6 +54,8 @@ class ActNorm3d(nn.Module):
     logdet = D * H * W * sum(log_scale).
     """
 
+    initialized: Tensor
+
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.eps = eps
@@ -101,6 +103,10 @@ class InvConv1x1x1LU(nn.Module):
     and ``log_s`` is learned, so ``W`` stays invertible whatever the optimiser does and
     logdet = D * H * W * sum(log_s) costs O(C). Starts from a random rotation.
     """
+
+    permutation: Tensor
+    sign_s: Tensor
+    lower_mask: Tensor
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -158,8 +164,8 @@ class AffineCoupling3d(nn.Module):
         self.n_keep = channels // 2
         self.n_change = channels - self.n_keep
         last = nn.Conv3d(hidden_channels, 2 * self.n_change, kernel_size=3, padding=1)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        for p in last.parameters():
+            nn.init.zeros_(p)
         self.net = nn.Sequential(
             nn.Conv3d(self.n_keep, hidden_channels, kernel_size=3, padding=1),
             nn.ReLU(),

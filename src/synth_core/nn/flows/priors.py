@@ -35,8 +35,8 @@ def gaussian_log_prob(
 
 def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv3d:
     conv = nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1)
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
+    for p in conv.parameters():
+        nn.init.zeros_(p)
     return conv
 
 

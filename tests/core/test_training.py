@@ -1,0 +1,229 @@
+"""Training on Lightning: run folder, determinism, stop and resume, SIGKILL, DDP, NaN guard."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from synth_core.errors import UserError
+from synth_core.methods import Capabilities, Method, TrainSettings, base
+from synth_core.training import StopRequest, TrainRequest, train
+from synth_core.zoo import sha256_file
+
+CLI = [sys.executable, "-m", "synth_core.cli"]
+
+
+def _request(cohort: Path, out: Path, **kw) -> TrainRequest:
+    args = dict(method="pix2pix", data=cohort, source="t1", target="pet", out=out, preset="tiny",
+                register=False)
+    args.update(kw)
+    return TrainRequest(**args)
+
+
+def test_run_folder_holds_config_metrics_checkpoint_and_card(trained):
+    run = trained["pix2pix"].run_dir
+    assert {"config.json", "metrics.csv", "last.ckpt", "model.safetensors", "model.json"} <= {
+        p.name for p in run.iterdir()}
+    with open(run / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"val_mae", "val_psnr", "val_ssim", "train_loss"} <= set(rows[0])
+    assert any(r["val_psnr"] for r in rows)
+    card = json.loads((run / "model.json").read_text())
+    for key in ("method", "config", "source", "target", "spacing", "normalisation", "training_data",
+                "validation", "package_version", "sha256"):
+        assert key in card, key
+    assert card["sha256"] == sha256_file(run / "model.safetensors")
+    assert card["spacing"] == [4.0, 4.0, 4.0]
+    assert card["training_data"]["n_subjects"]["train"] >= 3 if isinstance(
+        card["training_data"].get("n_subjects"), dict) else True
+    state = torch.load(run / "last.ckpt", weights_only=True)  # loads without running code
+    assert state["global_step"] == 2 * card["config"]["train"]["max_steps"]  # two optimisers
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "model.safetensors"))
+
+
+def test_training_is_deterministic_on_cpu(tiny_cohort, tmp_path):
+    # Compare tensors, not file hashes: safetensors writes its metadata map in arbitrary order.
+    a = _weights(train(_request(tiny_cohort, tmp_path / "a")).run_dir)
+    b = _weights(train(_request(tiny_cohort, tmp_path / "b")).run_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c = _weights(train(_request(tiny_cohort, tmp_path / "c", overrides={"seed": 1})).run_dir)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_stop_request_leaves_a_checkpoint_that_resumes(tiny_cohort, tmp_path):
+    stop = StopRequest()
+    events = []
+
+    def sink(event):
+        events.append(event)
+        if event.kind == "step" and event.step >= 2:
+            stop.set()
+
+    out = tmp_path / "run"
+    first = train(_request(tiny_cohort, out, overrides={"max_steps": 6}), sink=sink, stop=stop)
+    assert first.stopped and first.steps == 2
+    assert events[-1].kind == "stopped"
+    ckpt = torch.load(out / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4  # 2 steps x 2 optimisers
+    adam_steps = [s["step"] for s in ckpt["optimizer_states"][0]["state"].values()]
+    assert all(int(s) == 2 for s in adam_steps)
+
+    seen = []
+    second = train(_request(tiny_cohort, out, resume=True), sink=lambda e: seen.append(e))
+    assert not second.stopped and second.steps == 6
+    steps = [e.step for e in seen if e.kind == "step"]
+    assert steps[0] == 3 and steps[-1] == 6  # the counter continues where it stopped
+    ckpt = torch.load(out / "last.ckpt", weights_only=True)
+    assert all(int(s["step"]) == 6 for s in ckpt["optimizer_states"][0]["state"].values())
+
+
+def test_resume_and_new_run_guard_the_run_folder(tiny_cohort, tmp_path):
+    with pytest.raises(UserError, match="cannot resume"):
+        train(_request(tiny_cohort, tmp_path / "empty", resume=True))
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="exists and is not empty"):
+        train(_request(tiny_cohort, out))
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def _step_of(path: Path) -> int:
+    return int(torch.load(path, weights_only=True)["global_step"]) // 2
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_resume_loses_at_most_the_steps_since_the_checkpoint(
+        tiny_cohort, tmp_path):
+    out = tmp_path / "run"
+    args = CLI + ["train", "--method", "pix2pix", "--preset", "tiny", "--data", str(tiny_cohort),
+                  "--from", "t1", "--to", "pet", "--out", str(out), "--max-steps", "40",
+                  "--checkpoint-every", "1", "--val-every", "1000", "--no-register"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    last = out / "last.ckpt"
+    killed_at = []
+    for attempt, delay in enumerate((0.3, 0.05, 0.6)):
+        proc = subprocess.Popen(args + (["--resume"] if attempt else []), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        before = _step_of(last) if last.exists() else 0
+        deadline = time.time() + 60
+        while time.time() < deadline and not (last.exists() and _step_of(last) > before):
+            time.sleep(0.02)
+        time.sleep(delay)  # kill at an arbitrary moment, often in the middle of a write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        step = _step_of(last)  # always loads: never half-written
+        assert step > before
+        killed_at.append(step)
+    done = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert _step_of(last) == 40
+    assert not list(out.glob(".last.ckpt.*.tmp"))
+    assert killed_at == sorted(killed_at)
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_see_different_shards_and_end_identical(tiny_cohort, tmp_path):
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        CLI + ["train", "--method", "pix2pix", "--preset", "tiny", "--data", str(tiny_cohort),
+               "--from", "t1", "--to", "pet", "--out", str(out), "--max-steps", "4",
+               "--devices", "2", "--device", "cpu", "--no-register", "--record-shards"],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((out / "shards" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["pid"] != ranks[1]["pid"]
+    assert ranks[0]["world_size"] == 2 and ranks[0]["sampler"] == "DistributedSampler"
+    seen = [{tuple(pair) for pair in r["indices"]} for r in ranks]
+    assert seen[0] and seen[1]
+    assert not seen[0] & seen[1]  # within every epoch, each sample went to one rank only
+    epochs = {e for e, _ in seen[0] | seen[1]}
+    for epoch in epochs:  # and together the ranks covered the epoch
+        indices = sorted(i for e, i in seen[0] | seen[1] if e == epoch)
+        assert indices == list(range(len(indices)))
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+
+
+@dataclass
+class _NaNConfig:
+    nan_steps: tuple[int, ...] = ()
+    train: TrainSettings = field(default_factory=lambda: TrainSettings(
+        max_steps=5, val_every=100, checkpoint_every=100, multiple=4, lr=1e-2))
+
+
+class _NaNMethod(Method):
+    """A one-layer method whose loss is NaN at chosen calls (automatic optimisation path)."""
+
+    key = "test-nan"
+    title = "test only"
+    capabilities = Capabilities(data=("paired",))
+    config_class = _NaNConfig
+    presets = {"cpu": _NaNConfig, "paper": _NaNConfig, "tiny": _NaNConfig}
+
+    def __init__(self, config, source, target):
+        super().__init__(config, source, target)
+        self.net = torch.nn.Conv3d(1, 1, 1)
+        self.calls = 0
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD(self.parameters(), lr=self.config.train.lr)]
+
+    def losses(self, batch):
+        self.calls += 1
+        loss = torch.nn.functional.l1_loss(self.net(batch["source"]), batch["target"])
+        if self.calls in self.config.nan_steps or -1 in self.config.nan_steps:
+            loss = loss * float("nan")
+        return {"loss": loss}
+
+    def synthesize(self, x, request):
+        return self.net(x).unsqueeze(0)
+
+
+@pytest.fixture
+def nan_method():
+    base.register(_NaNMethod)
+    yield _NaNMethod
+    base._REGISTRY.pop("test-nan")
+
+
+def test_nan_guard_skips_a_bad_step(tiny_cohort, tmp_path, nan_method, monkeypatch):
+    monkeypatch.setattr(_NaNConfig, "__init__", _with_nan_steps((2,)))
+    result = train(_request(tiny_cohort, tmp_path / "r", method="test-nan"))
+    assert result.steps == 5  # the NaN step was skipped, not counted, and training went on
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "r" / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_nan_guard_stops_a_diverged_run_with_a_clear_message(tiny_cohort, tmp_path, nan_method,
+                                                            monkeypatch):
+    monkeypatch.setattr(_NaNConfig, "__init__", _with_nan_steps((-1,)))
+    with pytest.raises(UserError, match="diverged: 5 non-finite losses in a row"):
+        train(_request(tiny_cohort, tmp_path / "r", method="test-nan"))
+
+
+def _with_nan_steps(steps):
+    original = _NaNConfig.__init__
+
+    def init(self, nan_steps=steps, train=None):
+        original(self, nan_steps=steps, **({"train": train} if train is not None else {}))
+
+    return init
