@@ -28,7 +28,7 @@ def main() -> int:
         print(f"generating a 4-subject `small` phantom cohort in {cohort} ...")
         write_cohort(cohort, 4, seed=7, preset="small", overwrite=True)
     subject = generate_subject(0, seed=7, preset="small")
-    t1 = subject.volumes["t1"]
+    subject.volumes["t1"]
     print(f"\nsubject {subject.subject_id}: age {subject.age:.1f}, sex {subject.sex}, "
           f"diagnosis {subject.diagnosis}")
     for name, vol in subject.volumes.items():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from synth_core._version import __version__
+from synth_core._version import __version__ as __version__
 
 __all__ = [
     "UserError",

@@ -158,7 +158,6 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     dev = resolve_device(device)
     report(0.05, "loading model")
     model = _cached_method(str(info.directory), info.sha256, str(dev))
-    caps = model.capabilities
     card = info.card
 
     report(0.1, "preparing volume")

@@ -47,14 +47,14 @@ def sliding_window(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
         (K, B, C_out, *S), the blended output.
     """
     spatial = x.shape[2:]
-    window = tuple(min(w, s) for w, s in zip(window, spatial))
+    window = tuple(min(w, s) for w, s in zip(window, spatial, strict=False))
     steps = [max(1, int(w * (1 - overlap))) for w in window]
-    origins = list(product(*(_starts(s, w, st) for s, w, st in zip(spatial, window, steps))))
+    origins = list(product(*(_starts(s, w, st) for s, w, st in zip(spatial, window, steps, strict=False))))
     weight = _tent(window, x.device)
     out: torch.Tensor | None = None
     norm = torch.zeros(spatial, device=x.device)
     for n, origin in enumerate(origins):
-        region = tuple(slice(o, o + w) for o, w in zip(origin, window))
+        region = tuple(slice(o, o + w) for o, w in zip(origin, window, strict=False))
         y = fn(x[(slice(None), slice(None), *region)])
         if out is None:
             out = torch.zeros((*y.shape[:3], *spatial), dtype=y.dtype, device=x.device)

@@ -7,8 +7,8 @@ through a queue from its worker thread. Neither knows Lightning.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass
