@@ -40,6 +40,7 @@ from synth_core.volume import ALL_MODALITIES, Volume
 
 DEFAULT_MEMORY_BUDGET_MB = 2048
 MAX_SAMPLES = 64
+MIN_WINDOW = 32
 
 
 @dataclass
@@ -146,6 +147,9 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     """
     report = progress or (lambda fraction, message: None)
     get_method_class(method)
+    for label, mod in (("target", to), ("source", source)):
+        if mod is not None and mod not in ALL_MODALITIES:
+            raise UserError(f"unknown {label} modality {mod!r}; choose one of: {', '.join(ALL_MODALITIES)}")
     info = zoo.resolve(checkpoint, method=method, source=source, target=to)
     runs_reverse = check_request(info, to=to, age=age, steps=steps, samples=samples,
                                  temperature=temperature, reverse=reverse)
@@ -224,7 +228,8 @@ def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: f
             )
         side = int((budget_mb * 2**20 / model_bytes_per_voxel(model)) ** (1 / 3))
         multiple = int(getattr(model.config.train, "multiple", 16))
-        side = max(multiple, side // multiple * multiple)
+        # Below about 32 voxels a window holds too little context for normalisation layers.
+        side = max(multiple, MIN_WINDOW // multiple * multiple, side // multiple * multiple)
         window = (side, side, side)
     if window is None:
         with torch.no_grad():

@@ -119,14 +119,19 @@ def list_checkpoints(method: str | None = None, source: str | None = None,
     user = sorted(_scan(user_models_dir(), "user"), key=lambda c: str(c.card.get("created", "")),
                   reverse=True)
     rows = user + _scan(bundled_dir(), "bundled")
-    return [c for c in rows
-            if (method is None or c.method == method)
-            and (source is None or c.source == source)
-            and (target is None or c.target == target or _any_to_any_fits(c, target))]
+    return [c for c in rows if (method is None or c.method == method) and _fits(c, source, target)]
 
 
-def _any_to_any_fits(info: CheckpointInfo, target: str | None) -> bool:
-    return target in info.card.get("modalities", []) if info.card.get("any_to_any") else False
+def _fits(info: CheckpointInfo, source: str | None, target: str | None) -> bool:
+    """Does the checkpoint map ``source`` to ``target`` (None: any), in either direction it runs?"""
+    if info.card.get("any_to_any"):
+        mods = info.card.get("modalities", [])
+        return (source is None or source in mods) and (target is None or target in mods)
+    directions = [(info.source, info.target)]
+    if info.card.get("capabilities", {}).get("bidirectional"):
+        directions.append((info.target, info.source))
+    return any((source is None or source == s) and (target is None or target == t)
+               for s, t in directions)
 
 
 def refuse_pickle(path: Path) -> None:
@@ -213,14 +218,12 @@ def validate(info: CheckpointInfo, *, method: str, source: str | None = None,
             f"checkpoint {info.name!r} was trained for method {info.method!r}, not {method!r}; "
             f"use --method {info.method} or another --checkpoint"
         )
-    fits_target = target is None or target == info.target or _any_to_any_fits(info, target)
-    reverse_fits = info.card.get("capabilities", {}).get("bidirectional") and target == info.source
-    if not fits_target and not reverse_fits:
+    if not _fits(info, None, target):
         raise UserError(
             f"checkpoint {info.name!r} translates {info.source} -> {info.target}, not to {target!r}; "
             f"pick a checkpoint for {target!r} (see `modality-synth models`)"
         )
-    if source is not None and source not in (info.source, info.target) and not info.card.get("any_to_any"):
+    if not _fits(info, source, target):
         raise UserError(
             f"checkpoint {info.name!r} expects {info.source} input, not {source!r}; "
             f"pick a checkpoint for {source!r} input (see `modality-synth models`)"

@@ -1,20 +1,330 @@
-"""PLACEHOLDER for the Train widget: replaced wholesale by its own module.
+"""Train widget: train a method on a folder or manifest of scans without blocking napari.
 
-It exists so that the manifest's command resolves (`npe2 validate --imports`).
+Start runs ``synth_core.training.train`` in a worker thread (``workers.relay``); its
+progress events reach the main thread in batches and feed a progress bar with ETA, a
+live loss plot (the last 300 steps, one line per loss, log scale) and the validation
+metrics. Stop sets the run's ``StopRequest``: the run ends after the step in progress and
+leaves a resumable ``last.ckpt``; Resume continues it (``resume=True``, same output
+folder). A finished run's checkpoint is registered in the user zoo and announced on
+``workers.checkpoints_changed``, so Translate lists it at once. Closing the widget (or
+the viewer, or quitting the application) stops a running run and waits for it briefly.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
+import functools
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+from napari.qt.threading import GeneratorWorker, thread_worker
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_modality_synth.widgets._controls import make_device_combo
+from napari_modality_synth.widgets._plots import LinePlot
+from napari_modality_synth.widgets._run_log import RunLog
+from napari_modality_synth.workers import Failed, checkpoints_changed, relay
+from synth_core import UserError, list_methods
+from synth_core.training import ProgressEvent, RunResult, StopRequest, TrainRequest, train
+from synth_core.volume import ALL_MODALITIES
+
+RESUMABLE = "last.ckpt"  # the run folder's Lightning checkpoint (for resume only)
+SHUTDOWN_TIMEOUT_S = 10.0
+PLOT_INTERVAL_S = 0.5
+DEFAULT_RUNS = Path.home() / "modality-synth-runs"
+# Form field -> (override key, type, what the user sees): blank means the preset's value.
+SETTINGS: dict[str, tuple[str, type, str]] = {
+    "steps": ("max_steps", int, "Steps"),
+    "batch_size": ("batch_size", int, "Batch size"),
+    "lr": ("lr", float, "Learning rate"),
+    "val_every": ("val_every", int, "Validate every"),
+}
+
+
+@dataclasses.dataclass
+class RunHandle:
+    """What closing the widget needs of the current run: its stop request and end flag."""
+
+    stop: StopRequest
+    finished: threading.Event
+
+    def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> bool:
+        """Ask the run to stop and wait for it (seconds); True when it has ended."""
+        self.stop.set()
+        return self.finished.wait(timeout_s)
 
 
 class TrainWidget(QWidget):
-    """PLACEHOLDER: a label saying the Train widget is not available yet."""
+    """Dock widget: data, method, modalities, preset, settings, device, output folder; Start, Stop, Resume.
+
+    Attributes:
+        log: the run's progress as its events told it (``_run_log.RunLog``).
+        result: the last run's ``RunResult`` (None before, or after a failure).
+        worker: the last run's worker; ``stop_seconds``: Stop click to the run's return.
+    """
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.methods = list_methods()
+        self.log = RunLog()
+        self.result: RunResult | None = None
+        self.worker: GeneratorWorker | None = None
+        self.stop_seconds: float | None = None
+        self._stop_clicked: float | None = None
+        self._request: TrainRequest | None = None
+        self._last_plot = 0.0
+        done = threading.Event()
+        done.set()
+        self.handle = RunHandle(StopRequest(), done)
+
+        self.data = QLineEdit()
+        self.data.setPlaceholderText("folder of subjects, or a manifest .tsv")
+        self.method = QComboBox()
+        for key in self.methods:
+            self.method.addItem(key, key)
+        self.source, self.target = QComboBox(), QComboBox()
+        for combo, default in ((self.source, "t1"), (self.target, "pet")):
+            for modality in ALL_MODALITIES:
+                combo.addItem(modality, modality)
+            combo.setCurrentIndex(combo.findData(default))
+        self.preset = QComboBox()
+        self.settings = {name: QLineEdit() for name in SETTINGS}
+        for edit in self.settings.values():
+            edit.setPlaceholderText("preset's")
+        self.device = make_device_combo()
+        self.out = QLineEdit()
+        self.out.setPlaceholderText(f"new folder (blank: under {DEFAULT_RUNS})")
+        self.start_button, self.stop_button = QPushButton("Start"), QPushButton("Stop")
+        self.resume_button = QPushButton("Resume")
+        self.progress = QProgressBar()
+        self.status, self.metrics = QLabel("idle"), QLabel(self.log.metrics_text())
+        self.status.setWordWrap(True)
+        self.plot = LinePlot("step", "loss", log_y=True)
+
+        form = QFormLayout()
+        form.addRow("Data", _with_buttons(self.data, ("Folder…", self._browse_data_folder),
+                                          ("File…", self._browse_manifest)))
+        form.addRow("Method", self.method)
+        form.addRow("From", self.source)
+        form.addRow("To", self.target)
+        form.addRow("Preset", self.preset)
+        for name, (_, _, label) in SETTINGS.items():
+            form.addRow(label, self.settings[name])
+        form.addRow("Device", self.device)
+        form.addRow("Output folder", _with_buttons(self.out, ("Browse…", self._browse_out)))
+        buttons = QHBoxLayout()
+        for button in (self.start_button, self.stop_button, self.resume_button):
+            buttons.addWidget(button)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Train: not available yet"))
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        for widget in (self.progress, self.status, self.metrics):
+            layout.addWidget(widget)
+        layout.addWidget(self.plot, 1)
+
+        self.method.currentIndexChanged.connect(self._fill_presets)
+        self.out.textChanged.connect(self._update_buttons)
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.resume_button.clicked.connect(self.resume)
+        self._fill_presets()
+        self._update_buttons()
+        # Closing the viewer deletes this widget; quitting may not: stop the run on either.
+        # The slots hold only the handle, never the widget (nor, through it, the viewer).
+        on_quit = functools.partial(_shutdown, self.handle)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(on_quit)
+        self.destroyed.connect(functools.partial(_shutdown, self.handle, disconnect=on_quit))
+
+    # --- the form ------------------------------------------------------------------------
+    def overrides(self) -> dict[str, Any]:
+        """The settings typed in (``max_steps``, ``batch_size``, ``lr``, ``val_every``); UserError if not numbers."""
+        values: dict[str, Any] = {}
+        for name, (key, kind, label) in SETTINGS.items():
+            text = self.settings[name].text().strip()
+            if not text:
+                continue
+            try:
+                value = kind(text)
+            except ValueError:
+                value = None
+            if value is None or not value > 0:
+                what = "a whole number" if kind is int else "a number"
+                raise UserError(f"{label} '{text}' is not {what} above 0; type one or leave it blank "
+                                "for the preset's")
+            values[key] = value
+        return values
+
+    def request(self, resume: bool = False) -> TrainRequest:
+        """The ``TrainRequest`` the form describes; a blank output folder gets a new dated one."""
+        data = self.data.text().strip()
+        if not data:
+            raise UserError("choose the training data: a folder of subjects or a manifest file")
+        if not self.out.text().strip():
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            name = f"{self.method.currentData()}-{self.source.currentData()}-{self.target.currentData()}"
+            self.out.setText(str(DEFAULT_RUNS / f"{name}-{stamp}"))
+        return TrainRequest(
+            method=self.method.currentData(), data=Path(data).expanduser(),
+            source=self.source.currentData(), target=self.target.currentData(),
+            out=Path(self.out.text().strip()).expanduser(), preset=self.preset.currentData(),
+            overrides=self.overrides(), resume=resume, accelerator=self.device.currentData(),
+        )
+
+    # --- runs ----------------------------------------------------------------------------
+    def start(self) -> GeneratorWorker | None:
+        """Start a new run; the worker, or None after an error notification."""
+        try:
+            request = self.request()
+        except UserError as exc:
+            show_error(str(exc))
+            return None
+        self.log = RunLog()
+        return self._run(request)
+
+    def resume(self) -> GeneratorWorker | None:
+        """Continue the run in the output folder from its ``last.ckpt`` (new Steps, if typed, extend it)."""
+        try:
+            fresh = self.request(resume=True)
+        except UserError as exc:
+            show_error(str(exc))
+            return None
+        previous = self._request
+        if previous is not None and previous.out == fresh.out:
+            # The same run: keep its method and modalities even if the form changed since.
+            fresh = dataclasses.replace(previous, resume=True, overrides=fresh.overrides)
+        return self._run(fresh)
+
+    def stop(self) -> None:
+        """Ask the running run to stop after its current step."""
+        if self.handle.finished.is_set():
+            return
+        self._stop_clicked = time.monotonic()
+        self.handle.stop.set()
+        self.stop_button.setEnabled(False)
+        self.status.setText("stopping after the current step…")
+
+    def _run(self, request: TrainRequest) -> GeneratorWorker:
+        self.handle.stop, self.handle.finished = StopRequest(), threading.Event()
+        stop = self.handle.stop
+        self._request, self.result, self.stop_seconds, self._stop_clicked = request, None, None, None
+
+        def job(report: Any) -> RunResult:
+            return train(request, sink=report, stop=stop)
+
+        worker = thread_worker(relay)(job, finished=self.handle.finished)
+        worker.yielded.connect(self._on_events)
+        worker.returned.connect(self._on_result)
+        worker.finished.connect(self._update_buttons)
+        self.worker = worker
+        self.status.setText(f"{'resuming' if request.resume else 'starting'} {request.method} "
+                            f"{request.source} -> {request.target} in {request.out}")
+        worker.start()
+        self._update_buttons()
+        return worker
+
+    def _on_events(self, events: list[ProgressEvent]) -> None:
+        for event in events:
+            self.log.add(event)
+        self.progress.setMaximum(max(1, self.log.max_steps))
+        self.progress.setValue(min(self.log.step, self.log.max_steps))
+        if not self.handle.stop.is_set():
+            self.status.setText(self.log.progress_text())
+        self.metrics.setText(self.log.metrics_text())
+        now = time.monotonic()
+        if now - self._last_plot >= PLOT_INTERVAL_S:  # drawing costs more than an event
+            self._last_plot = now
+            self._draw()
+
+    def _on_result(self, result: RunResult | Failed) -> None:
+        if self._stop_clicked is not None:
+            self.stop_seconds = time.monotonic() - self._stop_clicked
+        self._draw()
+        if isinstance(result, Failed):
+            self.status.setText("failed")
+            show_error(result.message)
+            return
+        self.result = result
+        if result.stopped:
+            self.status.setText(f"stopped at step {result.steps}; Resume continues from "
+                                f"{result.run_dir / RESUMABLE}")
+        elif result.registered is not None:
+            self.status.setText(f"finished {result.steps} steps; checkpoint "
+                                f"'{result.registered.name}' is listed in Translate")
+            checkpoints_changed.emit(result.registered.name)
+        else:
+            self.status.setText(f"finished {result.steps} steps in {result.run_dir}")
+
+    def _draw(self) -> None:
+        steps, series = self.log.loss_series()
+        self.plot.plot(steps, series)
+
+    def _update_buttons(self, *_: Any) -> None:
+        running = not self.handle.finished.is_set()
+        out = Path(self.out.text().strip()).expanduser() if self.out.text().strip() else None
+        self.start_button.setEnabled(not running)
+        self.stop_button.setEnabled(running and not self.handle.stop.is_set())
+        self.resume_button.setEnabled(not running and out is not None and (out / RESUMABLE).is_file())
+
+    def _fill_presets(self, *_: Any) -> None:
+        presets = self.methods.get(self.method.currentData(), {}).get("presets", [])
+        self.preset.clear()
+        for preset in presets:
+            self.preset.addItem(preset, preset)
+        if "cpu" in presets:
+            self.preset.setCurrentIndex(presets.index("cpu"))
+
+    def _browse_data_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Training data folder")
+        if folder:
+            self.data.setText(folder)
+
+    def _browse_manifest(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Training manifest", "", "Manifests (*.tsv)")
+        if path:
+            self.data.setText(path)
+
+    def _browse_out(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Output (run) folder")
+        if folder:
+            self.out.setText(folder)
+
+
+def _with_buttons(edit: QLineEdit, *buttons: tuple[str, Any]) -> QWidget:
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(edit, 1)
+    for text, slot in buttons:
+        button = QPushButton(text)
+        button.clicked.connect(slot)
+        layout.addWidget(button)
+    return row
+
+
+def _shutdown(handle: RunHandle, *_: Any, disconnect: Any = None) -> None:
+    handle.shutdown()
+    app = QApplication.instance()
+    if disconnect is not None and app is not None:
+        try:
+            app.aboutToQuit.disconnect(disconnect)
+        except (TypeError, RuntimeError):  # already gone with the application
+            pass

@@ -1,6 +1,6 @@
 """Synthesis methods: the contract (``base``) and one module per method."""
 
-from synth_core.methods import cyclegan, pix2pix  # noqa: F401  (registers the methods)
+from synth_core.methods import cyclegan, dual_glow, pix2pix  # noqa: F401  (registers the methods)
 from synth_core.methods.base import (
     Capabilities,
     Method,

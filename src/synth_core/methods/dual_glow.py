@@ -1,0 +1,302 @@
+"""DUAL-GLOW (Sun et al., ICCV 2019) as a registered method: T1 MRI -> FDG-PET with age.
+
+The network, its loss (eq. 12 and 16) and its sampler live in
+:mod:`synth_core.nn.flows`; this module adds what the engine needs around them:
+
+* a flat, typed config (so ``train.<field>`` and field overrides work) with the
+  ``paper``, ``cpu`` and ``tiny`` presets, turned into a
+  :class:`~synth_core.nn.flows.DualGlowConfig` for the network;
+* Adamax with a linear warm-up (sec. 4.1; the warm-up is ours);
+* :class:`TrainingStatistics`, buffers saved with the weights: the recent training
+  MRIs' bits per voxel (for the out-of-distribution warning) and the ages seen in
+  training (the default age);
+* ``synthesize`` (samples at a temperature, age from the request) and
+  ``out_of_distribution`` (the exact bits per voxel of the input MRI under the MRI
+  flow, compared with the training MRIs').
+
+Choices where the paper is silent are listed in docs/methods/dual-glow.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from synth_core.errors import UserError
+from synth_core.methods.base import (
+    Capabilities,
+    Method,
+    SynthesisRequest,
+    TrainSettings,
+    register,
+)
+from synth_core.nn.flows import DualGlow, DualGlowConfig, cpu_preset, paper_preset
+
+# Temperature used when the request gives none. One sample: the mode (T = 0), the most
+# probable PET under the learned prior, deterministic and the best point estimate
+# (the highest PSNR here). Several samples: Glow's 0.7, so the spread is meaningful
+# (at T = 0 every sample is the mode and the std map would be zero).
+MODE_TEMPERATURE = 0.0
+SAMPLING_TEMPERATURE = 0.7
+
+
+@dataclass
+class DualGlowSettings:
+    """DUAL-GLOW settings; defaults are the paper's (``paper`` preset).
+
+    The network fields mean what they mean in :class:`~synth_core.nn.flows.DualGlowConfig`
+    (levels, steps_per_level, hidden_channels, relation_hidden, learned_scale,
+    age_conditioning, age_range, age_head_hidden, gradient_reversal_scale, lambda_mri,
+    age_loss_weight, n_bins, checkpointing). The others:
+
+    Attributes:
+        beta1, beta2: Adamax moment decays (paper: 0.9 for "the moment estimates";
+            beta2 = 0.999, Adamax's usual value, is not given).
+        ood_window: number of recent training batches whose MRI bits per voxel set the
+            reference of the out-of-distribution test.
+        ood_sigmas, ood_margin_bits: an input is flagged when its MRI bits per voxel
+            differ from the training mean by more than ``ood_sigmas`` standard
+            deviations plus ``ood_margin_bits`` (bits per voxel; the margin covers the
+            gap between training and held-out subjects, which the running statistics
+            of training batches cannot see).
+        train: the engine's settings (paper: lr 1e-3, 90 epochs of ADNI at batch 1).
+    """
+
+    levels: int = 4
+    steps_per_level: int = 16
+    hidden_channels: int = 512
+    relation_hidden: int = 0
+    learned_scale: bool = True
+    age_conditioning: bool = True
+    age_range: tuple[float, float] = (50.0, 100.0)
+    age_head_hidden: int = 32
+    gradient_reversal_scale: float = 1.0
+    lambda_mri: float = 0.001
+    age_loss_weight: float = 0.01
+    n_bins: int = 256
+    checkpointing: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.999
+    ood_window: int = 64
+    ood_sigmas: float = 4.0
+    ood_margin_bits: float = 0.25
+    train: TrainSettings = field(
+        default_factory=lambda: TrainSettings(
+            # 90 epochs of the paper's ~800 ADNI pairs at batch size 1 (an estimate:
+            # the paper gives epochs, not the batch size).
+            max_steps=72_000, batch_size=1, lr=1e-3, warmup_steps=1000, val_every=2000,
+            checkpoint_every=500, multiple=16,
+        )
+    )
+
+    def network(self) -> DualGlowConfig:
+        """The network's config; ``volume_shape`` is only a size check there, so a
+        minimal valid shape is passed (the engine pads inputs to ``train.multiple``)."""
+        names = {f.name for f in fields(DualGlowConfig)}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name in names}
+        side = 2**self.levels
+        return DualGlowConfig(
+            **values, lr=self.train.lr, betas=(self.beta1, self.beta2),
+            warmup_steps=self.train.warmup_steps, volume_shape=(side, side, side),
+        )
+
+
+def _from_network(net: DualGlowConfig, train: TrainSettings, **extra: Any) -> DualGlowSettings:
+    """Settings carrying the network fields of an nn preset (one source of those numbers)."""
+    names = {f.name for f in fields(DualGlowSettings)}
+    values = {f.name: getattr(net, f.name) for f in fields(net) if f.name in names}
+    values.update(beta1=net.betas[0], beta2=net.betas[1])
+    return DualGlowSettings(**values, train=train, **extra)
+
+
+def _paper() -> DualGlowSettings:
+    net = paper_preset()
+    return _from_network(net, DualGlowSettings().train)
+
+
+def _cpu() -> DualGlowSettings:
+    # The `small` phantom (48x64x48 at 4 mm): 3 levels of 8 steps, width 64 (the nn
+    # cpu preset). max_steps is what fits in about 50 minutes on 2 shared CPU cores
+    # (measured: docs/methods/dual-glow.md). Gradient clipping guards the first steps
+    # after the warm-up, when a flow's loss can spike.
+    net = cpu_preset()
+    train = TrainSettings(max_steps=1500, batch_size=1, lr=1e-3, warmup_steps=net.warmup_steps,
+                          val_every=250, checkpoint_every=100, grad_clip=5.0, multiple=16)
+    return _from_network(net, train)
+
+
+def _tiny() -> DualGlowSettings:
+    """For tests: 2 levels of 2 steps, width 8 (a few thousand parameters)."""
+    return DualGlowSettings(
+        levels=2, steps_per_level=2, hidden_channels=8, relation_hidden=4, age_head_hidden=4,
+        ood_window=8,
+        train=TrainSettings(max_steps=6, batch_size=1, lr=1e-3, warmup_steps=2, val_every=3,
+                            checkpoint_every=3, multiple=4),
+    )
+
+
+class TrainingStatistics(nn.Module):
+    """Running statistics of the training data, saved with the weights (buffers).
+
+    Attributes (buffers):
+        mri_bits: (window,) bits per voxel of the most recent training MRIs (NaN unused).
+        mri_bits_next: index of the next slot to write (a ring buffer).
+        age_min, age_max: youngest and oldest training age seen, years (inf/-inf before).
+    """
+
+    mri_bits: Tensor
+    mri_bits_next: Tensor
+    age_min: Tensor
+    age_max: Tensor
+
+    def __init__(self, window: int) -> None:
+        super().__init__()
+        self.register_buffer("mri_bits", torch.full((max(2, window),), math.nan))
+        self.register_buffer("mri_bits_next", torch.zeros((), dtype=torch.long))
+        self.register_buffer("age_min", torch.tensor(math.inf))
+        self.register_buffer("age_max", torch.tensor(-math.inf))
+
+    @torch.no_grad()
+    def record(self, bits: Tensor, ages: Tensor | None) -> None:
+        """Add a batch: ``bits`` (B,) bits per voxel, ``ages`` (B,) years or None."""
+        for value in bits.detach().float().reshape(-1):
+            slot = int(self.mri_bits_next) % self.mri_bits.numel()
+            self.mri_bits[slot] = value
+            self.mri_bits_next += 1
+        if ages is not None and ages.numel():
+            self.age_min.copy_(torch.minimum(self.age_min, ages.min().float()))
+            self.age_max.copy_(torch.maximum(self.age_max, ages.max().float()))
+
+    def bits_reference(self) -> tuple[float, float, int] | None:
+        """(mean, std, count) of the recorded bits per voxel, None before training."""
+        seen = self.mri_bits[torch.isfinite(self.mri_bits)]
+        if seen.numel() < 2:
+            return None
+        return float(seen.mean()), float(seen.std()), int(seen.numel())
+
+    def middle_age(self) -> float | None:
+        """Centre of the training ages in years, None if no age was seen."""
+        if not bool(torch.isfinite(self.age_min)):
+            return None
+        return float((self.age_min + self.age_max) / 2)
+
+
+@register
+class DualGlowMethod(Method):
+    """T1 MRI -> PET by a conditional Glow; age conditioning; samples and an input likelihood."""
+
+    key = "dual-glow"
+    title = "DUAL-GLOW (conditional 3D Glow, MRI -> PET, age-conditioned)"
+    paper = ("Sun et al., DUAL-GLOW: Conditional flow-based generative model for "
+             "modality transfer, ICCV 2019")
+    capabilities = Capabilities(spatial=("3d",), data=("paired",), conditions=("age",),
+                                stochastic=True, sliding_window=False)
+    config_class = DualGlowSettings
+    presets = {"cpu": _cpu, "paper": _paper, "tiny": _tiny}
+
+    def __init__(self, config: DualGlowSettings, source: str, target: str) -> None:
+        super().__init__(config, source, target)
+        if config.train.spatial != "3d":
+            raise UserError("DUAL-GLOW is a 3D model; train it with spatial '3d'")
+        if config.train.multiple % 2**config.levels:
+            raise UserError(
+                f"train.multiple {config.train.multiple} must be a multiple of 2**levels = "
+                f"{2**config.levels} so every volume passes the flow; raise it"
+            )
+        self.flow = DualGlow(config.network())
+        self.stats = TrainingStatistics(config.ood_window)
+        # Measured on the cpu preset (docs/methods/dual-glow.md): peak memory per voxel of
+        # one sampled volume, used by the engine to refuse volumes over its budget.
+        self.bytes_per_voxel = 4.0 * 8.0 * config.hidden_channels / 8.0 + 64.0
+
+    def inference_modules(self) -> list[str]:
+        return ["flow", "stats"]
+
+    # -- training ---------------------------------------------------------------
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        c = self.config
+        return [torch.optim.Adamax(self.parameters(), lr=c.train.lr, betas=(c.beta1, c.beta2))]
+
+    def _training_ages(self, batch: dict[str, Any]) -> Tensor | None:
+        if not self.config.age_conditioning:
+            return None
+        ages = torch.as_tensor(batch.get("age", math.nan), dtype=torch.float32).reshape(-1)
+        if not torch.isfinite(ages).all():
+            who = batch.get("source_id", batch.get("index"))
+            raise UserError(
+                f"a training subject ({who}) has no age; DUAL-GLOW conditions on age: add the "
+                "age column to participants.tsv or train with age_conditioning off"
+            )
+        lo, hi = self.config.age_range
+        if ((ages < lo) | (ages > hi)).any():
+            raise UserError(
+                f"training ages {ages.min():g}-{ages.max():g} years fall outside the model's "
+                f"age_range {lo:g}-{hi:g}; widen age_range in the config"
+            )
+        return ages
+
+    def losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Eq. 12/16 in bits per voxel plus the age losses; records the MRI's bits per voxel."""
+        ages = self._training_ages(batch)
+        out = self.flow.loss(batch["source"], batch["target"],
+                             age=None if ages is None else ages.to(batch["source"].device))
+        if torch.isfinite(out["bpd_mri"]):
+            self.stats.record(out["bpd_mri"].reshape(1), ages)
+        return out
+
+    # -- inference --------------------------------------------------------------
+    def _age(self, request: SynthesisRequest) -> float | None:
+        if not self.config.age_conditioning:
+            return None
+        if request.age is not None:
+            return float(request.age)
+        middle = self.stats.middle_age()
+        if middle is None:
+            lo, hi = self.config.age_range
+            middle = (lo + hi) / 2
+        return middle
+
+    @torch.no_grad()
+    def synthesize(self, x: Tensor, request: SynthesisRequest) -> Tensor:
+        """Normalised MRI (B, 1, X, Y, Z) -> PET samples (K, B, 1, X, Y, Z).
+
+        ``request.age`` in years (None: the middle of the training ages);
+        ``request.temperature`` (None: 0, the mode, for one sample; 0.7 for several).
+        """
+        temperature = request.temperature
+        if temperature is None:
+            temperature = MODE_TEMPERATURE if request.samples <= 1 else SAMPLING_TEMPERATURE
+        return self.flow.sample(x, age=self._age(request), temperature=float(temperature),
+                                n_samples=max(1, request.samples), generator=request.generator)
+
+    @torch.no_grad()
+    def out_of_distribution(self, x: Tensor) -> dict[str, Any] | None:
+        """Exact bits per voxel of the input MRI against the training MRIs' (a typicality test).
+
+        Two-sided: a flow can give *higher* likelihood to simpler images than to its
+        training data (Nalisnick et al., ICLR 2019), so an input far below the training
+        range is as suspect as one far above. Returns the figures for the sidecar and,
+        when flagged, a ``warning``.
+        """
+        bits = float(self.flow.mri_bits_per_voxel(x).mean())
+        reference = self.stats.bits_reference()
+        result: dict[str, Any] = {"bits_per_voxel": round(bits, 4)}
+        if reference is None:
+            return result
+        mean, std, count = reference
+        tolerance = self.config.ood_sigmas * std + self.config.ood_margin_bits
+        result.update(training_mean=round(mean, 4), training_std=round(std, 4),
+                      training_batches=count, tolerance=round(tolerance, 4))
+        if not math.isfinite(bits) or abs(bits - mean) > tolerance:
+            side = "above" if not math.isfinite(bits) or bits > mean else "below"
+            result["warning"] = (
+                f"the input is unlike the {self.source} scans this model was trained on: "
+                f"{bits:.2f} bits per voxel, {side} the training range {mean:.2f} +/- "
+                f"{tolerance:.2f}; check that it is a {self.source} scan, the synthetic "
+                f"{self.target} may be meaningless"
+            )
+        return result

@@ -1,0 +1,178 @@
+"""DUAL-GLOW as a method: presets, training through the engine, translation, age, OOD warning."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import synth_core
+from synth_core import zoo
+from synth_core.errors import UserError
+from synth_core.methods import SynthesisRequest, build_config, config_from_dict, get_method_class
+from synth_core.methods.dual_glow import DualGlowSettings, TrainingStatistics
+from synth_core.nn.flows import cpu_preset, paper_preset
+from synth_core.volume import Volume
+
+KEY = "dual-glow"
+
+
+@pytest.fixture(scope="module")
+def dual_glow_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A tiny DUAL-GLOW trained through ``train()`` on the tiny cohort (ages 60-85)."""
+    from synth_core.training import TrainRequest, train
+
+    out = tmp_path_factory.mktemp("runs") / "dual-glow"
+    # 12 steps: enough to fill the 8-batch bits-per-voxel window of the tiny preset.
+    return train(TrainRequest(method=KEY, data=tiny_cohort, source="t1", target="pet", out=out,
+                              preset="tiny", overrides={"max_steps": 12}, name="tiny-dual-glow"))
+
+
+def _t1(tiny_cohort: Path, subject: str = "sub-001") -> Volume:
+    return synth_core.load_volume(str(tiny_cohort / subject / f"{subject}_t1.nii.gz"))
+
+
+def test_presets_carry_the_network_presets_and_round_trip():
+    net_fields = {f.name for f in dataclasses.fields(DualGlowSettings)}
+    for name, reference in (("paper", paper_preset()), ("cpu", cpu_preset())):
+        cfg = build_config(KEY, name)
+        for field in dataclasses.fields(reference):
+            if field.name in net_fields:
+                assert getattr(cfg, field.name) == getattr(reference, field.name), field.name
+        assert (cfg.beta1, cfg.beta2) == reference.betas
+        assert cfg.train.lr == reference.lr and cfg.train.warmup_steps == reference.warmup_steps
+        assert config_from_dict(KEY, dataclasses.asdict(cfg)) == cfg
+    paper = build_config(KEY, "paper")
+    assert (paper.levels, paper.steps_per_level, paper.hidden_channels) == (4, 16, 512)
+    assert (paper.lambda_mri, paper.age_loss_weight, paper.train.lr) == (0.001, 0.01, 1e-3)
+    cfg = build_config(KEY, "cpu", {"learned_scale": False, "max_steps": 9})
+    assert cfg.learned_scale is False and cfg.train.max_steps == 9
+    assert cfg.network().learned_scale is False
+
+
+def test_optimiser_is_adamax_with_the_paper_betas_and_a_warmup():
+    method = get_method_class(KEY)(build_config(KEY, "tiny"), "t1", "pet")
+    (opt,) = method.configure_optimizers()
+    assert isinstance(opt, torch.optim.Adamax)
+    assert opt.defaults["betas"] == (0.9, 0.999) and opt.defaults["lr"] == 1e-3
+    assert method.lr_lambda(0) == pytest.approx(0.5) and method.lr_lambda(5) == 1.0
+
+
+def test_training_statistics_ring_buffer_and_age_range():
+    stats = TrainingStatistics(window=4)
+    assert stats.bits_reference() is None and stats.middle_age() is None
+    values = [3.0, 9.0, 1.0, 2.0, 4.0, 6.0]
+    for i, v in enumerate(values):
+        stats.record(torch.tensor([v]), torch.tensor([60.0 + 4 * i]))
+    mean, std, count = stats.bits_reference()  # type: ignore[misc]
+    last = np.array(values[-4:])
+    assert count == 4
+    assert mean == pytest.approx(last.mean()) and std == pytest.approx(last.std(ddof=1), rel=1e-6)
+    assert stats.middle_age() == pytest.approx((60.0 + 80.0) / 2)
+
+
+def test_training_needs_ages_inside_the_age_range():
+    method = get_method_class(KEY)(build_config(KEY, "tiny"), "t1", "pet")
+    x = torch.rand(1, 1, 8, 8, 8) * 2 - 1
+    with pytest.raises(UserError, match="has no age"):
+        method.losses({"source": x, "target": x, "age": torch.tensor([math.nan])})
+    with pytest.raises(UserError, match="outside the model's age_range"):
+        method.losses({"source": x, "target": x, "age": torch.tensor([30.0])})
+
+
+def test_engine_trains_and_exports_statistics(dual_glow_run):
+    card = dual_glow_run.model.card
+    assert dual_glow_run.steps == 12
+    assert card["age_range"] == [60.0, 85.0] or card["age_range"][0] >= 60.0
+    method = zoo.load_method(dual_glow_run.model)
+    mean, std, count = method.stats.bits_reference()
+    assert count == 8 and math.isfinite(mean) and std > 0
+    lo, hi = card["age_range"]
+    # The ages recorded in training are the card's (every training subject was seen).
+    assert (float(method.stats.age_min), float(method.stats.age_max)) == (lo, hi)
+
+
+def test_translate_gives_mean_and_std_on_the_input_grid(dual_glow_run, tiny_cohort):
+    vol = _t1(tiny_cohort)
+    res = synthesize = synthesize_ = None  # noqa: F841  (names kept short below)
+    res = synth_core.translate(vol, method=KEY, to="pet", checkpoint=str(dual_glow_run.run_dir),
+                               age=70, samples=3, temperature=0.5)
+    assert res.volume.shape == vol.shape and np.allclose(res.volume.affine, vol.affine)
+    assert res.std is not None and res.std.shape == vol.shape
+    assert float(res.std.data.max()) > 0
+    assert res.provenance["Parameters"]["age"] == 70
+    likelihood = res.provenance["InputLikelihood"]
+    assert math.isfinite(likelihood["bits_per_voxel"]) and likelihood["training_batches"] == 8
+
+
+def test_zero_temperature_is_deterministic(dual_glow_run, tiny_cohort):
+    vol = _t1(tiny_cohort)
+    kw = dict(method=KEY, to="pet", checkpoint=str(dual_glow_run.run_dir), age=75, temperature=0.0)
+    a = synth_core.translate(vol, samples=2, seed=1, **kw)
+    b = synth_core.translate(vol, samples=1, seed=2, **kw)
+    np.testing.assert_array_equal(a.volume.data, b.volume.data)
+    assert float(np.abs(a.std.data).max()) == 0.0
+    c = synth_core.translate(vol, method=KEY, to="pet", checkpoint=str(dual_glow_run.run_dir),
+                             age=75, temperature=0.5, seed=2)
+    assert float(np.abs(c.volume.data - a.volume.data).max()) > 0
+
+
+def test_age_outside_the_card_range_is_refused(dual_glow_run, tiny_cohort):
+    lo, hi = dual_glow_run.model.card["age_range"]
+    for age in (lo - 1, hi + 0.5):
+        with pytest.raises(UserError, match="outside the range the model was trained on"):
+            synth_core.translate(_t1(tiny_cohort), method=KEY, to="pet",
+                                 checkpoint=str(dual_glow_run.run_dir), age=age)
+
+
+def test_defaults_mode_for_one_sample_and_middle_age(dual_glow_run):
+    method = zoo.load_method(dual_glow_run.model)
+    lo, hi = dual_glow_run.model.card["age_range"]
+    x = torch.rand(1, 1, 16, 16, 16) * 2 - 1
+    default = method.synthesize(x, SynthesisRequest())
+    explicit = method.synthesize(x, SynthesisRequest(age=(lo + hi) / 2, temperature=0.0))
+    torch.testing.assert_close(default, explicit, rtol=0, atol=0)
+    other_age = method.synthesize(x, SynthesisRequest(age=lo, temperature=0.0))
+    assert float((other_age - default).abs().max()) > 0  # the age reaches the output
+    gen = torch.Generator().manual_seed(0)
+    spread = method.synthesize(x, SynthesisRequest(samples=3, generator=gen))
+    assert spread.shape == (3, 1, 1, 16, 16, 16) and float(spread.std(0).max()) > 0
+
+
+def test_ood_warns_for_noise_and_not_for_a_training_like_t1(dual_glow_run, tiny_cohort):
+    kw = dict(method=KEY, to="pet", checkpoint=str(dual_glow_run.run_dir), age=70)
+    usual = synth_core.translate(_t1(tiny_cohort, "sub-006"), **kw)
+    assert usual.warnings == []
+    vol = _t1(tiny_cohort)
+    rng = np.random.default_rng(0)
+    noise = Volume((100 + rng.normal(0, 30, vol.shape)).astype(np.float32), vol.affine, "t1")
+    odd = synth_core.translate(noise, **kw)
+    assert len(odd.warnings) == 1 and "unlike the t1 scans" in odd.warnings[0]
+    info = odd.provenance["InputLikelihood"]
+    assert abs(info["bits_per_voxel"] - info["training_mean"]) > info["tolerance"]
+    assert "warning" not in info
+
+
+def _bundled_dual_glow() -> zoo.CheckpointInfo | None:
+    rows = [c for c in zoo.list_checkpoints(method=KEY, target="pet") if c.origin == "bundled"]
+    return rows[0] if rows else None
+
+
+@pytest.mark.skipif(_bundled_dual_glow() is None, reason="no bundled dual-glow checkpoint")
+def test_bundled_checkpoint_flags_ct_and_pet_given_as_t1_but_not_a_held_out_t1():
+    from synth_core.phantom import generate_subject
+
+    info = _bundled_dual_glow()
+    assert info is not None
+    subject = generate_subject(0, seed=11, preset="small")  # not in the training cohort
+    kw = dict(method=KEY, to="pet", checkpoint=str(info.directory), source="t1")
+    held_out = synth_core.translate(subject.volumes["t1"], **kw)
+    assert held_out.warnings == []
+    for modality in ("ct", "pet"):
+        given = subject.volumes[modality]
+        as_t1 = Volume(given.data, given.affine, "t1")
+        assert len(synth_core.translate(as_t1, **kw).warnings) == 1, modality

@@ -1,0 +1,196 @@
+"""Translate widget: the result matches the engine's own translate, on the input's grid, with
+provenance; errors become notifications; controls follow the method's capabilities."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import synth_core
+from napari_modality_synth.layers import volume_to_layer_data
+from napari_modality_synth.widgets import translate as translate_module
+from napari_modality_synth.widgets.translate import TranslateWidget
+from synth_core import Volume
+
+CHECKPOINT = "plugin-tiny-pix2pix-t1-pet"
+
+
+def write_tiny_cohort(out: Path) -> Path:
+    """tests/core/conftest.py's tiny paired cohort (t1, t2, pet at 4 mm, 16^3 voxels)."""
+    name = "modality_synth_core_conftest"
+    if name not in sys.modules:
+        path = Path(__file__).parents[1] / "core" / "conftest.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name].write_tiny_cohort(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny pix2pix t1 -> pet trained here and registered in the session's zoo; its name."""
+    from synth_core.training import TrainRequest, train
+
+    root = tmp_path_factory.mktemp("plugin-translate")
+    cohort = write_tiny_cohort(root / "cohort")
+    train(TrainRequest(method="pix2pix", data=cohort, source="t1", target="pet", out=root / "run",
+                       preset="tiny", name=CHECKPOINT,
+                       overrides={"val_every": 1000, "checkpoint_every": 1000}))
+    return CHECKPOINT
+
+
+@pytest.fixture(scope="module")
+def sample_t1() -> Volume:
+    from napari_modality_synth._sample_data import _subject
+
+    return _subject().volumes["t1"]
+
+
+def _add(viewer, volume: Volume, name: str):
+    data, kwargs, _ = volume_to_layer_data(volume, name=name, as_labels=False)
+    return viewer.add_image(data, **kwargs)
+
+
+def _widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = TranslateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget
+
+
+def _texts(combo) -> list[str]:
+    return [combo.itemText(i) for i in range(combo.count())]
+
+
+def test_translate_adds_the_engines_result_aligned_with_its_input(
+        make_napari_viewer, qtbot, tiny_checkpoint, sample_t1):
+    viewer, widget = _widget(make_napari_viewer)
+    source_layer = _add(viewer, sample_t1, "sub-001_t1 [t1]")
+    widget.method.setCurrentIndex(widget.method.findData("pix2pix"))
+    assert widget.source.currentData() == "t1"  # from the layer's modality
+    assert "pet" in _texts(widget.target)
+    widget.target.setCurrentIndex(widget.target.findData("pet"))
+    index = next(i for i, text in enumerate(_texts(widget.checkpoint)) if text.startswith(CHECKPOINT))
+    widget.checkpoint.setCurrentIndex(index)
+    widget.device.setCurrentIndex(widget.device.findData("cpu"))
+
+    widget.button.click()
+    name = "sub-001_t1 [t1] -> pet (pix2pix)"
+    qtbot.waitUntil(lambda: name in viewer.layers, timeout=20000)
+    qtbot.waitUntil(lambda: not widget.worker.is_running, timeout=5000)
+
+    layer = viewer.layers[name]
+    np.testing.assert_allclose(layer.affine.affine_matrix, source_layer.affine.affine_matrix, atol=1e-12)
+    np.testing.assert_allclose(layer.affine.affine_matrix, sample_t1.affine, atol=1e-12)
+    expected = synth_core.translate(sample_t1, "pix2pix", "pet", source="t1",
+                                    checkpoint=CHECKPOINT, device="cpu")
+    assert layer.data.shape == sample_t1.shape
+    np.testing.assert_allclose(layer.data, expected.volume.data, rtol=1e-5, atol=1e-4)
+    provenance = layer.metadata["provenance"]
+    assert provenance["Synthetic"] is True
+    assert (provenance["Method"], provenance["Checkpoint"]) == ("pix2pix", CHECKPOINT)
+    assert (provenance["SourceModality"], provenance["TargetModality"]) == ("t1", "pet")
+    assert layer.colormap.name == "hot" and widget.progress.value() == 100
+    assert widget.added == [layer] and widget.button.isEnabled()
+
+
+def test_a_2d_layer_gives_a_notification_and_no_layer(make_napari_viewer, tiny_checkpoint, error_messages):
+    viewer, widget = _widget(make_napari_viewer)
+    viewer.add_image(np.ones((16, 16), np.float32), name="slice [t1]")
+    widget.method.setCurrentIndex(widget.method.findData("pix2pix"))
+    assert widget.translate() is None
+    [message] = error_messages()
+    assert "2 dimensions" in message and "3D" in message
+    assert len(viewer.layers) == 1
+
+
+def _fake_methods() -> dict:
+    real = synth_core.list_methods()
+    base = real["pix2pix"]["capabilities"]
+    glow = dict(base, conditions=("age",), stochastic=True, bidirectional=False)
+    flow = dict(base, steps=(1, 100), default_steps=20, bidirectional=True)
+    return real | {
+        "fake-glow": {"title": "fake age method", "paper": "", "capabilities": glow, "presets": ["cpu"]},
+        "fake-flow": {"title": "fake ODE method", "paper": "", "capabilities": flow, "presets": ["cpu"]},
+    }
+
+
+def _fake_checkpoints(method=None, source=None, target=None) -> list:
+    infos = [
+        SimpleNamespace(name="glow-t1-pet", method="fake-glow", source="t1", target="pet", origin="user",
+                        directory=Path("/nowhere/glow-t1-pet"), card={"age_range": [60.0, 80.0]}),
+        SimpleNamespace(name="flow-t1-t2", method="fake-flow", source="t1", target="t2", origin="bundled",
+                        directory=Path("/nowhere/flow-t1-t2"), card={"age_range": None}),
+    ]
+    return [i for i in infos if method in (None, i.method)]
+
+
+def test_controls_follow_the_methods_capabilities(make_napari_viewer, monkeypatch, small_volume):
+    monkeypatch.setattr(translate_module, "list_methods", _fake_methods)
+    monkeypatch.setattr(translate_module, "list_checkpoints", _fake_checkpoints)
+    viewer, widget = _widget(make_napari_viewer)
+    _add(viewer, small_volume, "scan [t1]")
+    rows = widget.controls.rows
+
+    def shown() -> set[str]:
+        return {name for name, row in rows.items() if not row.isHidden()}
+
+    widget.method.setCurrentIndex(widget.method.findData("pix2pix"))
+    assert shown() == set()
+    widget.method.setCurrentIndex(widget.method.findData("fake-glow"))
+    assert shown() == {"age", "samples", "temperature"}
+    assert (widget.controls.age.minimum(), widget.controls.age.maximum()) == (60, 80)
+    assert _texts(widget.target) == ["pet"] and widget.button.isEnabled()
+
+    widget.method.setCurrentIndex(widget.method.findData("fake-flow"))
+    assert shown() == {"steps", "reverse"}
+    assert (widget.controls.steps.minimum(), widget.controls.steps.maximum()) == (1, 100)
+    assert widget.controls.steps.value() == 20
+    assert _texts(widget.source) == ["t1", "t2"] and widget.target.currentData() == "t2"
+    widget.controls.reverse.setChecked(True)  # the direction flips the modalities
+    assert (widget.source.currentData(), widget.target.currentData()) == ("t2", "t1")
+    assert widget.controls.values()["reverse"] is True
+    widget.source.setCurrentIndex(widget.source.findData("t1"))
+    assert widget.controls.reverse.isChecked() is False
+
+
+def test_samples_of_a_stochastic_method_add_a_std_layer(make_napari_viewer, qtbot, monkeypatch, small_volume):
+    calls = []
+
+    def fake_translate(volume, method, to, **kwargs):
+        calls.append((method, to, kwargs))
+        kwargs["progress"](0.5, "sampling")
+        provenance = {"Synthetic": True, "Method": method, "Parameters": {"age": kwargs["age"]}}
+        mean = Volume(volume.data * 0.5, volume.affine, "pet", {"provenance": provenance})
+        std = Volume(np.abs(volume.data) * 0.1 + 1.0, volume.affine, "pet", {"provenance": provenance})
+        return SimpleNamespace(volume=mean, std=std, provenance=provenance, warnings=[])
+
+    monkeypatch.setattr(translate_module, "list_methods", _fake_methods)
+    monkeypatch.setattr(translate_module, "list_checkpoints", _fake_checkpoints)
+    monkeypatch.setattr(translate_module, "translate", fake_translate)
+    viewer, widget = _widget(make_napari_viewer)
+    _add(viewer, small_volume, "scan [t1]")
+    widget.method.setCurrentIndex(widget.method.findData("fake-glow"))
+    widget.controls.age.setValue(72)
+    widget.controls.samples.setValue(4)
+    widget.controls.temperature.setValue(0.7)
+    widget.translate()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 3, timeout=10000)
+
+    [(method, to, kwargs)] = calls
+    assert (method, to, kwargs["source"]) == ("fake-glow", "pet", "t1")
+    assert kwargs["checkpoint"] == str(Path("/nowhere/glow-t1-pet"))
+    assert (kwargs["age"], kwargs["samples"], kwargs["steps"], kwargs["reverse"]) == (72.0, 4, None, False)
+    assert kwargs["temperature"] == pytest.approx(0.7)
+    mean, std = viewer.layers["scan [t1] -> pet (fake-glow)"], viewer.layers["scan [t1] -> pet (fake-glow) std"]
+    np.testing.assert_allclose(mean.data, small_volume.data * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(std.data, np.abs(small_volume.data) * 0.1 + 1.0, rtol=1e-6)
+    np.testing.assert_allclose(std.affine.affine_matrix, small_volume.affine, atol=1e-12)
+    assert list(viewer.layers).index(mean) > list(viewer.layers).index(std)  # the mean on top
+    assert mean.metadata["provenance"]["Synthetic"] is True
