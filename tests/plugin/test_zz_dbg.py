@@ -1,6 +1,9 @@
 import sys
+
 sys.path.insert(0, "/work/main/tests/plugin")
 import test_age_explorer as t
+
+
 def test_dbg(make_napari_viewer, monkeypatch, small_volume):
     monkeypatch.setattr(t.module, "list_methods", t._age_methods)
     monkeypatch.setattr(t.module, "list_checkpoints", t._checkpoints)
