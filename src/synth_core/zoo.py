@@ -292,3 +292,26 @@ def register_user_checkpoint(directory: Path, name: str) -> CheckpointInfo:
     os.replace(staging, target)
     card = _read_card(target) or {}
     return CheckpointInfo(name, target, card, "user")
+
+
+def export_copy(source: Path, destination: Path, *, dtype: str = "float16",
+                note: str = "") -> CheckpointInfo:
+    """Copy a checkpoint with its floating-point weights stored as ``dtype``.
+
+    Used to bundle checkpoints inside the package at half the size; loading casts the
+    weights back to the model's float32. The card records the storage type and the
+    sha256 of the original weights, and gets the new file's sha256.
+    """
+    card = _read_card(source)
+    if card is None:
+        raise UserError(f"{source} has no valid {CARD}; pass a run folder written by `modality-synth train`")
+    torch_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    state = load_file(str(source / WEIGHTS))
+    state = {k: (v.to(torch_dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    destination.mkdir(parents=True, exist_ok=True)
+    with atomic_write(destination / WEIGHTS, overwrite=True) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT, "method": str(card.get("method"))})
+    card = dict(card, storage_dtype=dtype, original_sha256=card.get("sha256"),
+                sha256=sha256_file(destination / WEIGHTS), bundle_note=note)
+    atomic_write_json(destination / CARD, card, overwrite=True)
+    return CheckpointInfo(destination.name, destination, card, "path")

@@ -98,7 +98,6 @@ def test_engine_trains_and_exports_statistics(dual_glow_run):
 
 def test_translate_gives_mean_and_std_on_the_input_grid(dual_glow_run, tiny_cohort):
     vol = _t1(tiny_cohort)
-    res = synthesize = synthesize_ = None  # noqa: F841  (names kept short below)
     res = synth_core.translate(vol, method=KEY, to="pet", checkpoint=str(dual_glow_run.run_dir),
                                age=70, samples=3, temperature=0.5)
     assert res.volume.shape == vol.shape and np.allclose(res.volume.affine, vol.affine)
@@ -143,18 +142,23 @@ def test_defaults_mode_for_one_sample_and_middle_age(dual_glow_run):
     assert spread.shape == (3, 1, 1, 16, 16, 16) and float(spread.std(0).max()) > 0
 
 
-def test_ood_warns_for_noise_and_not_for_a_training_like_t1(dual_glow_run, tiny_cohort):
+def test_ood_warns_for_unlike_inputs_and_not_for_a_training_like_t1(dual_glow_run, tiny_cohort):
     kw = dict(method=KEY, to="pet", checkpoint=str(dual_glow_run.run_dir), age=70)
     usual = synth_core.translate(_t1(tiny_cohort, "sub-006"), **kw)
     assert usual.warnings == []
     vol = _t1(tiny_cohort)
-    rng = np.random.default_rng(0)
-    noise = Volume((100 + rng.normal(0, 30, vol.shape)).astype(np.float32), vol.affine, "t1")
-    odd = synth_core.translate(noise, **kw)
-    assert len(odd.warnings) == 1 and "unlike the t1 scans" in odd.warnings[0]
-    info = odd.provenance["InputLikelihood"]
-    assert abs(info["bits_per_voxel"] - info["training_mean"]) > info["tolerance"]
-    assert "warning" not in info
+    x, y, z = np.indices(vol.shape)
+    noise = np.random.default_rng(0).normal(0, 1, vol.shape)
+    unlike = {  # a contrast-inverted T1 (T2-like) and a checkerboard, both given as T1
+        "inverted": 200.0 - vol.data,
+        "checkerboard": 100 + 50 * ((x + y + z) % 2) + noise,
+    }
+    for name, data in unlike.items():
+        odd = synth_core.translate(Volume(data.astype(np.float32), vol.affine, "t1"), **kw)
+        assert len(odd.warnings) == 1 and "unlike the t1 scans" in odd.warnings[0], name
+        info = odd.provenance["InputLikelihood"]
+        assert abs(info["bits_per_voxel"] - info["training_mean"]) > info["tolerance"]
+        assert "warning" not in info
 
 
 def _bundled_dual_glow() -> zoo.CheckpointInfo | None:

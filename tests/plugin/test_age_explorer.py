@@ -21,7 +21,9 @@ REGIONS = {1: "frontal", 2: "hippocampus", 3: "cerebellum"}
 def _age_methods() -> dict:
     real = synth_core.list_methods()
     caps = dict(real["pix2pix"]["capabilities"], conditions=("age",), stochastic=True)
-    return real | {"fake-glow": {"title": "fake", "paper": "", "capabilities": caps, "presets": ["cpu"]}}
+    # Only the fake one conditions on age, whatever methods the engine registers.
+    return {"pix2pix": real["pix2pix"],
+            "fake-glow": {"title": "fake", "paper": "", "capabilities": caps, "presets": ["cpu"]}}
 
 
 def _no_age_methods() -> dict:
@@ -68,7 +70,7 @@ def _setup(make_napari_viewer, volume: Volume, labels: np.ndarray):
     viewer = make_napari_viewer()
     data, kwargs, _ = volume_to_layer_data(volume, name="scan [t1]", as_labels=False)
     viewer.add_image(data, **kwargs)
-    viewer.add_labels(labels, name="regions", affine=volume.affine,
+    viewer.add_labels(labels, name="regions", affine=volume.affine, units=kwargs["units"],
                       features={"index": [0, *REGIONS], "region": ["background", *REGIONS.values()]})
     widget = AgeExplorerWidget(viewer)
     viewer.window.add_dock_widget(widget)

@@ -56,7 +56,7 @@ DEFAULT_AGE_STEP = 5
 # The phantom cohort's ages, for a checkpoint whose card has no age range (years).
 DEFAULT_AGE_RANGE = (55.0, 95.0)
 _WHOLE = "(whole volume)"
-UNAVAILABLE = ("No method with an age condition is registered yet (Dual-GLOW adds one); "
+UNAVAILABLE = ("No registered method takes an age condition (such as dual-glow); "
                "the Age explorer needs one.")
 
 
@@ -130,7 +130,8 @@ def region_names(layer: Any) -> dict[int, str]:
     text column), else the phantom's ``LABELS``."""
     features = getattr(layer, "features", None)
     if features is not None and len(features) and "index" in features:
-        text = [c for c in features.columns if c != "index" and features[c].dtype == object]
+        # Any non-numeric column names the regions (object, string or category dtype).
+        text = [c for c in features.columns if c != "index" and features[c].dtype.kind not in "biufc"]
         if text:
             return {int(i): str(n) for i, n in zip(features["index"], features[text[0]], strict=False)}
     from synth_core.phantom import LABELS
@@ -223,6 +224,10 @@ class AgeExplorerWidget(QWidget):
         checkpoints_changed.connect(self.refresh_checkpoints)
         disconnect_on_destroy(self, checkpoints_changed, self.refresh_checkpoints)
         self.refresh_layers()
+        # Start on the first age method that has a checkpoint to run.
+        ready = [key for key in self.methods if list_checkpoints(method=key)]
+        if ready:
+            self.method.setCurrentIndex(self.method.findData(ready[0]))
         self.refresh_checkpoints()
 
     def refresh_layers(self, event: Any = None) -> None:

@@ -1,0 +1,166 @@
+"""Speed and memory figures (``make bench``, ``modality-synth benchmark``).
+
+Every figure is measured when the command runs, never copied. Peak memory is the
+peak resident set size of a fresh child process doing only that job
+(``resource.getrusage``), so earlier work in this process does not inflate it.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synth_core.errors import UserError
+from synth_core.metrics import evaluate
+from synth_core.preprocess import fit_normalisation, normalise
+from synth_core.volume import Volume
+
+
+def normalised_scores(pred: Volume, target: Volume, modality: str,
+                      mask: np.ndarray | None = None) -> dict[str, float]:
+    """MAE, PSNR, SSIM and correlation after normalising each volume on its own.
+
+    A synthetic PET carries the training cohort's typical scale, a real one its own
+    injected dose; normalising both (SUVR-like for PET, robust percentiles for MR)
+    compares shapes of uptake, not doses. Data range 2 (normalised [-1, 1]).
+    """
+    p = normalise(pred.data, fit_normalisation(pred.data, modality, mask=mask))
+    t = normalise(target.data, fit_normalisation(target.data, modality, mask=mask))
+    return evaluate(p, t, mask=mask, data_range=2.0)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child_translate_full() -> dict[str, Any]:
+    """Translate a `full` (2 mm whole-brain) phantom T1 with the pix2pix checkpoint."""
+    from synth_core.inference import translate
+    from synth_core.phantom import generate_subject
+
+    t1 = generate_subject(0, seed=5, preset="full").volumes["t1"]
+    start = time.perf_counter()
+    res = translate(t1, method="pix2pix", to="pet", device="cpu")
+    wall = time.perf_counter() - start
+    return {"shape": list(t1.shape), "wall_s": wall, "peak_rss_mb": _peak_rss_mb(),
+            "checkpoint": res.provenance["Checkpoint"]}
+
+
+def child_sliding_window_1mm(window: int = 96) -> dict[str, Any]:
+    """The pix2pix generator run at 1 mm on a 197x233x189 volume in overlapping windows.
+
+    ``translate`` would resample to the model's 4 mm first; this applies the network
+    at 1 mm directly to exercise the windowed path on a volume that cannot run whole
+    (about 9 GB of activations at this width).
+    """
+    import torch
+
+    from synth_core.methods import SynthesisRequest
+    from synth_core.nn.sliding_window import sliding_window
+    from synth_core.zoo import load_method, resolve
+
+    model = load_method(resolve(None, method="pix2pix", source="t1", target="pet"))
+    x = torch.randn(1, 1, 197, 233, 189) * 0.3
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = sliding_window(lambda w: model.synthesize(w, SynthesisRequest()), x,
+                             (window,) * 3, overlap=0.25)
+    wall = time.perf_counter() - start
+    return {"shape": list(out.shape[3:]), "window": window, "wall_s": wall,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def _in_child(name: str, **kwargs: Any) -> dict[str, Any]:
+    code = (f"import json, synth_core.benchmark as b; "
+            f"print(json.dumps(b.{name}(**{kwargs!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+        return {"error": tail[0]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def training_rate(method: str, data: Path, steps: int, source: str = "t1",
+                  target: str = "pet", mode: str | None = None) -> dict[str, Any]:
+    """Steady-state training steps per second of a method's `cpu` preset."""
+    from synth_core.training import TrainRequest, train
+
+    times: list[float] = []
+
+    def sink(event: Any) -> None:
+        if event.kind == "step":
+            times.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train(TrainRequest(method=method, data=data, source=source, target=target,
+                           out=Path(tmp) / "run", preset="cpu", mode=mode, register=False,
+                           overrides={"max_steps": steps, "val_every": 10**6}), sink=sink)
+    steady = times[2:]  # the first steps include warm-up
+    rate = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 2 else float("nan")
+    return {"method": method, "steps": steps, "steps_per_second": rate,
+            "seconds_per_step": 1 / rate if rate else float("nan")}
+
+
+def run_benchmarks(out: Path, quick: bool = False) -> dict[str, Any]:
+    """Measure and print every figure; write them to ``out/benchmark.json``."""
+    from synth_core.phantom import bench_subject, write_cohort
+    from synth_core.zoo import list_checkpoints
+
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"machine": _machine()}
+    print(f"machine: {report['machine']}")
+    bench_subject("full")  # builds and caches the template
+    report["phantom_full_s"] = min(bench_subject("full") for _ in range(3))
+    report["phantom_small_s"] = min(bench_subject("small") for _ in range(3))
+    print(f"phantom: one `full` subject {report['phantom_full_s']:.2f} s (target <= 3 s); "
+          f"one `small` subject {report['phantom_small_s']:.2f} s")
+
+    if list_checkpoints("pix2pix", "t1", "pet"):
+        full = _in_child("child_translate_full")
+        report["translate_full"] = full
+        if "error" not in full:
+            print(f"translate full phantom T1 {tuple(full['shape'])} with pix2pix: "
+                  f"{full['wall_s']:.2f} s, peak RSS {full['peak_rss_mb']:.0f} MB")
+        window = _in_child("child_sliding_window_1mm")
+        report["sliding_window_1mm"] = window
+        if "error" not in window:
+            print(f"1 mm 197x233x189 through {window['window']}^3 windows: {window['wall_s']:.1f} s, "
+                  f"peak RSS {window['peak_rss_mb']:.0f} MB (target < 4096 MB)")
+    else:
+        print("no pix2pix t1->pet checkpoint: translate figures skipped")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_cohort(Path(tmp) / "cohort", 6, seed=0, preset="small")
+        steps = 8 if quick else 30
+        rates = []
+        for method, target, mode in (("pix2pix", "pet", None), ("cyclegan", "t2", "unpaired")):
+            try:
+                rate = training_rate(method, data, steps, target=target, mode=mode)
+            except UserError as exc:
+                rate = {"method": method, "error": str(exc)}
+            rates.append(rate)
+            if "error" not in rate:
+                print(f"training {method} cpu preset: {rate['seconds_per_step']:.3f} s/step "
+                      f"({rate['steps_per_second']:.2f} steps/s)")
+        report["training"] = rates
+    (out / "benchmark.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'benchmark.json'}")
+    return report
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    import torch
+
+    return (f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
