@@ -1,0 +1,128 @@
+"""Train widget: a run started, stopped (within 2 s, leaving last.ckpt) and resumed to the end from
+the widget; the finished checkpoint is listed in Translate at once; errors are notifications;
+closing the viewer stops a run."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_modality_synth.widgets.train import TrainWidget
+from napari_modality_synth.widgets.translate import TranslateWidget
+
+STEPS = 30
+
+
+def write_tiny_cohort(out: Path) -> Path:
+    """tests/core/conftest.py's tiny paired cohort (t1, t2, pet at 4 mm, 16^3 voxels)."""
+    name = "modality_synth_core_conftest"
+    if name not in sys.modules:
+        path = Path(__file__).parents[1] / "core" / "conftest.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name].write_tiny_cohort(out)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_cohort(tmp_path_factory.mktemp("train-widget") / "cohort")
+
+
+def _fill(widget: TrainWidget, data: Path, out: Path, steps: int, val_every: int) -> None:
+    widget.data.setText(str(data))
+    widget.method.setCurrentIndex(widget.method.findData("pix2pix"))
+    widget.source.setCurrentIndex(widget.source.findData("t1"))
+    widget.target.setCurrentIndex(widget.target.findData("pet"))
+    widget.preset.setCurrentIndex(widget.preset.findData("tiny"))
+    widget.settings["steps"].setText(str(steps))
+    widget.settings["val_every"].setText(str(val_every))
+    widget.device.setCurrentIndex(widget.device.findData("cpu"))
+    widget.out.setText(str(out))
+
+
+def _docked(viewer, widget):
+    viewer.window.add_dock_widget(widget)
+    return widget
+
+
+def test_stop_resume_and_the_checkpoint_reaches_translate(make_napari_viewer, qtbot, cohort, tmp_path):
+    viewer = make_napari_viewer()
+    trainer = _docked(viewer, TrainWidget(viewer))
+    translator = _docked(viewer, TranslateWidget(viewer))
+    translator.method.setCurrentIndex(translator.method.findData("pix2pix"))
+    out = tmp_path / "run"
+    _fill(trainer, cohort, out, STEPS, val_every=10)
+    assert not trainer.resume_button.isEnabled()
+
+    trainer.start_button.click()
+    qtbot.waitUntil(lambda: trainer.log.step >= 3, timeout=30000)
+    assert trainer.start_button.isEnabled() is False and trainer.stop_button.isEnabled()
+    trainer.stop_button.click()
+    qtbot.waitUntil(lambda: trainer.result is not None, timeout=10000)
+    stopped = trainer.result
+    assert stopped.stopped and 3 <= stopped.steps < STEPS
+    assert trainer.stop_seconds < 2.0
+    ckpt = torch.load(out / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2 * stopped.steps  # pix2pix: two optimiser steps per step
+    assert f"stopped at step {stopped.steps}" in trainer.status.text()
+    qtbot.waitUntil(lambda: trainer.resume_button.isEnabled(), timeout=5000)
+    assert not any("pix2pix-t1-pet-run" in translator.checkpoint.itemText(i)
+                   for i in range(translator.checkpoint.count()))  # not registered when stopped
+
+    trainer.resume_button.click()
+    qtbot.waitUntil(lambda: trainer.result is not None and not trainer.worker.is_running, timeout=60000)
+    done = trainer.result
+    assert not done.stopped and done.steps == STEPS and done.registered is not None
+    # One log across stop and resume: every step once, in order.
+    steps, series = trainer.log.loss_series()
+    np.testing.assert_array_equal(steps, np.arange(1, STEPS + 1))
+    assert {"g_l1", "d"} <= set(series)
+    np.testing.assert_array_equal(trainer.plot.x, steps)
+    np.testing.assert_allclose(trainer.plot.series["g_l1"], series["g_l1"])
+    assert {"val_mae", "val_psnr"} <= set(trainer.log.metrics)
+    assert f"PSNR (dB) {trainer.log.metrics['val_psnr']:.3g}" in trainer.metrics.text()
+    assert trainer.progress.value() == STEPS == trainer.progress.maximum()
+    names = [translator.checkpoint.itemText(i) for i in range(translator.checkpoint.count())]
+    assert any(text.startswith(f"{done.registered.name} (t1 -> pet, user)") for text in names)
+
+
+def test_mistakes_are_notifications(make_napari_viewer, qtbot, cohort, tmp_path, error_messages):
+    viewer = make_napari_viewer()
+    widget = _docked(viewer, TrainWidget(viewer))
+    assert widget.start() is None  # no data chosen
+    _fill(widget, cohort, tmp_path / "run", STEPS, val_every=10)
+    widget.settings["lr"].setText("fast")
+    assert widget.start() is None
+    widget.settings["lr"].setText("")
+    widget.data.setText(str(tmp_path / "missing"))
+    worker = widget.start()
+    qtbot.waitUntil(lambda: len(error_messages()) == 3, timeout=10000)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=5000)
+    first, second, third = error_messages()
+    assert "choose the training data" in first
+    assert "Learning rate 'fast' is not a number" in second
+    assert "missing" in third and "does not exist" in third
+    assert widget.result is None and widget.start_button.isEnabled()
+
+
+def test_closing_the_viewer_stops_a_run(make_napari_viewer, qtbot, cohort, tmp_path):
+    viewer = make_napari_viewer()
+    widget = _docked(viewer, TrainWidget(viewer))
+    out = tmp_path / "run"
+    _fill(widget, cohort, out, steps=100_000, val_every=100_000)
+    widget.start()
+    handle = widget.handle
+    qtbot.waitUntil(lambda: widget.log.step >= 1, timeout=30000)
+    try:
+        viewer.close()
+        qtbot.waitUntil(handle.finished.is_set, timeout=10000)
+    finally:
+        handle.shutdown()  # never leave a run going, even when the assertion fails
+    assert handle.stop.is_set() and (out / "last.ckpt").is_file()
