@@ -7,6 +7,6 @@ Volume's affine onto a napari layer.
 
 from __future__ import annotations
 
-from synth_core._version import __version__
+from synth_core import __version__
 
 __all__ = ["__version__"]

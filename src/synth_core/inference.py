@@ -74,8 +74,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 @functools.lru_cache(maxsize=4)
 def _cached_method(directory: str, sha256: str, device: str) -> Method:
-    info = zoo.resolve(directory, method=zoo._read_card(zoo.Path(directory))["method"])  # type: ignore[index]
-    return zoo.load_method(info, device)
+    """Loaded models, keyed by sha256 so a checkpoint re-exported in place is reloaded."""
+    return zoo.load_method(zoo.locate(directory), device)
 
 
 def check_request(info: zoo.CheckpointInfo, *, to: str, age: float | None, steps: int | None,

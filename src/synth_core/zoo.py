@@ -178,12 +178,12 @@ def resolve(name_or_path: str | os.PathLike | None, *, method: str, source: str 
             )
         info = fits[0]
     else:
-        info = _locate(name_or_path)
+        info = locate(name_or_path)
     validate(info, method=method, source=source, target=target)
     return info
 
 
-def _locate(name_or_path: str | os.PathLike) -> CheckpointInfo:
+def locate(name_or_path: str | os.PathLike) -> CheckpointInfo:
     path = Path(name_or_path).expanduser()
     if path.exists():
         if path.is_file():

@@ -45,12 +45,14 @@ from synth_core.training.module import SynthesisModule
 
 LAST = "last.ckpt"
 CONFIG = "config.json"
-# Lightning's notices that are expected here (our run folder holds config.json before the
-# logger starts; ModelCheckpoint's advice for manual optimisation) and only add noise.
+# Lightning's notices that are expected here and only add noise: our run folder holds
+# config.json before the logger starts; ModelCheckpoint's advice for manual optimisation;
+# a mid-epoch resume restarts the epoch's draws, which is harmless because every draw is
+# a function of (seed, epoch, index) and training sees the same distribution.
 _EXPECTED_WARNINGS = (
     ".*Experiment logs directory.*", ".*Checkpoint directory.*exists and is not empty.*",
     ".*ModelCheckpoint with manual optimization.*", ".*treespec.*", ".*does not have many workers.*",
-    ".*number of training batches.*", ".*limit_val_batches.*",
+    ".*number of training batches.*", ".*limit_val_batches.*", ".*dataloader is not resumable.*",
 )
 
 
