@@ -12,9 +12,9 @@ out-of-distribution check, and speed and memory. The cohort must be written with
 Two input paths are measured. ``brainmask``: the T1 is normalised in its brain mask,
 exactly as the training data were (``synth_core.data.VolumeStore``), and the model runs
 on the tensor. ``translate``: the user's path, ``synth_core.translate`` on the file.
-Every accuracy is computed in SUVR space: prediction and truth are each normalised with
-``fit_normalisation(data, "pet", mask=brainmask)`` and compared inside the brain mask
-with a data range of 2.
+Every accuracy is computed in SUVR space (``synth_core.benchmark.normalised_scores``):
+prediction and truth are each normalised with ``fit_normalisation(data, "pet",
+mask=brainmask)`` and compared inside the brain mask with a data range of 2.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ import torch
 from dg_stats import kfold_ridge_r2, loo_svm_accuracy, spearman, svm_fit, svm_predict
 
 import synth_core as sc
-from synth_core import metrics, preprocess, zoo
+from synth_core import preprocess, zoo
+from synth_core.benchmark import normalised_scores
 from synth_core.methods import SynthesisRequest
 
 AGES = np.arange(55.0, 95.1, 5.0)
@@ -87,6 +88,12 @@ class Model:
         self.key = key
         self.method = zoo.load_method(self.info)
         self.takes_age = "age" in self.method.capabilities.conditions
+        self.age_range = tuple(self.info.card.get("age_range") or (0.0, 120.0))
+
+    def clamp(self, age: float) -> float:
+        """Subjects older or younger than every training subject get the nearest trained age
+        (``translate`` refuses ages outside the card's range)."""
+        return float(min(max(age, self.age_range[0]), self.age_range[1]))
 
     def normalised(self, t1: np.ndarray, mask: np.ndarray, age: float | None = None,
                    samples: int = 1, temperature: float | None = None, seed: int = 0) -> np.ndarray:
@@ -99,7 +106,7 @@ class Model:
 
     def translated(self, t1: sc.Volume, age: float | None = None) -> sc.TranslationResult:
         return sc.translate(t1, method=self.key, to="pet", checkpoint=str(self.info.directory),
-                            source="t1", age=age if self.takes_age else None)
+                            source="t1", age=self.clamp(age) if self.takes_age and age else None)
 
 
 # -- accuracy ------------------------------------------------------------------------
@@ -107,22 +114,22 @@ def accuracy(models: dict[str, Model], subjects: list[dict[str, Any]]) -> dict[s
     rows: dict[str, list[dict[str, float]]] = {}
     for s in subjects:
         mask, t1 = brain(s), volume(s, "t1")
-        noisy, clean = volume(s, "pet").data, volume(s, "pet_clean").data
-        truth = {"noisy": suvr(noisy, mask), "clean": suvr(clean, mask)}
-        preds = {"noise floor (noisy PET)": noisy}
+        noisy, clean = volume(s, "pet"), volume(s, "pet_clean")
+        truth = {"noisy": noisy, "clean": clean}
+        preds = {"noise floor (noisy PET)": noisy.data}
         for name, model in models.items():
-            age = s["age"] if model.takes_age else None
+            age = model.clamp(s["age"]) if model.takes_age else None
             preds[f"{name} / brainmask"] = model.normalised(t1.data, mask, age)[0] + 1.0
             preds[f"{name} / translate"] = model.translated(t1, age).volume.data
             if model.takes_age:
                 preds[f"{name} / brainmask, mean of 8 at T=0.7"] = (
                     model.normalised(t1.data, mask, age, samples=8, temperature=0.7).mean(0) + 1.0)
         for name, pred in preds.items():
-            p = suvr(pred, mask)
+            p = sc.Volume(np.asarray(pred, dtype=np.float32), noisy.affine, "pet")
             for against, t in truth.items():
                 if name.startswith("noise floor") and against == "noisy":
                     continue
-                scores = metrics.evaluate(p, t, mask=mask, data_range=2.0)
+                scores = normalised_scores(p, t, "pet", mask)
                 rows.setdefault(f"{name} vs {against}", []).append(scores)
     return {k: {m: (float(np.mean([r[m] for r in v])), float(np.std([r[m] for r in v])))
                 for m in v[0]} for k, v in rows.items()}
@@ -202,7 +209,8 @@ def downstream(models: dict[str, Model], subjects: list[dict[str, Any]],
         [regional_features(volume(s, "pet").data, s, brain(s)) for s in chosen])}
     for name, model in models.items():
         feats[f"{name} PET"] = np.array([regional_features(
-            model.normalised(volume(s, "t1").data, brain(s), s["age"])[0] + 1.0, s, brain(s))
+            model.normalised(volume(s, "t1").data, brain(s), model.clamp(s["age"]))[0] + 1.0,
+            s, brain(s))
             for s in chosen])
     out: dict[str, Any] = {"AD": int((y > 0).sum()), "CN": int((y < 0).sum()),
                            "leave_one_out_accuracy": {k: loo_svm_accuracy(v, y)
@@ -306,6 +314,7 @@ def main() -> None:
     parser.add_argument("--cohort", type=Path, required=True, help="held-out phantom (with --clean)")
     parser.add_argument("--train-cohort", type=Path, default=None,
                         help="training phantom, for the SVM trained on true PET")
+    parser.add_argument("--subjects", type=int, default=0, help="use only the first N (0: all)")
     parser.add_argument("--age-subjects", type=int, default=10)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--skip-cost", action="store_true")
@@ -316,7 +325,7 @@ def main() -> None:
         probe(args)
         return
     torch.set_grad_enabled(False)
-    subjects = load_cohort(args.cohort)
+    subjects = load_cohort(args.cohort)[: args.subjects or None]
     models = {"dual-glow": Model(args.checkpoint, "dual-glow")}
     if args.pix2pix:
         models["pix2pix"] = Model(args.pix2pix, "pix2pix")

@@ -11,6 +11,9 @@ A ``UserError`` raised by the call comes back as a :class:`Failed` (its one-line
 message, for a notification without a traceback); anything else is a bug and is
 re-raised in the worker, where napari shows it with its traceback.
 
+``RunHandle`` is what a widget keeps of a running job so that closing it can stop the
+job and wait for it.
+
 ``checkpoints_changed`` is emitted (with the checkpoint's name) on the main thread when
 a training run registers a checkpoint in the user zoo; the Translate widget listens.
 """
@@ -32,6 +35,7 @@ T = TypeVar("T")
 Report = Callable[[Any], None]
 
 REPORT_INTERVAL_S = 0.1
+SHUTDOWN_TIMEOUT_S = 10.0
 
 checkpoints_changed = SignalInstance((str,), name="checkpoints_changed")
 
@@ -104,3 +108,16 @@ def relay(
     if "exception" in outcome:
         raise outcome["exception"]
     return outcome["value"]
+
+
+@dataclass
+class RunHandle:
+    """What closing a widget needs of its running job: the stop request and the end flag."""
+
+    stop: Any  # synth_core.training.StopRequest (set() is thread-safe)
+    finished: threading.Event
+
+    def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> bool:
+        """Ask the run to stop and wait for it (seconds); True when it has ended."""
+        self.stop.set()
+        return self.finished.wait(timeout_s)

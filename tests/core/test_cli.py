@@ -47,6 +47,8 @@ BAD_INPUTS = {
     "series4d.nii.gz": (np.random.default_rng(0).random((8, 8, 8, 3)), "4D"),
     "nan.nii.gz": (np.where(np.eye(8)[:, :, None] > 0, np.nan, 1.0) * np.ones((8, 8, 8)), "NaN"),
     "constant.nii.gz": (np.full((8, 8, 8), 5.0), "constant"),
+    "truncated.nii.gz": ("truncate", "truncated|unreadable|could not|corrupt"),
+    "zerospacing.nii.gz": ("zero-spacing", "spacing|pixdim|affine"),
 }
 
 
@@ -56,6 +58,13 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(name, workdir, traine
     path = workdir / name
     if isinstance(content, bytes):
         path.write_bytes(content)
+    elif isinstance(content, str) and content == "truncate":
+        full = (workdir / "t1.nii.gz").read_bytes()
+        path.write_bytes(full[: len(full) // 2])
+    elif isinstance(content, str) and content == "zero-spacing":
+        img = nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32), None)
+        img.header["pixdim"][1:4] = (0.0, 1.0, 1.0)
+        nib.save(img, path)
     elif content is not None:
         _nifti(path, content)
     before = _snapshot(workdir)

@@ -15,7 +15,9 @@ import torch
 from napari_modality_synth.widgets.train import TrainWidget
 from napari_modality_synth.widgets.translate import TranslateWidget
 
-STEPS = 30
+PLANNED = 10_000  # the first run is stopped long before
+STOP_AFTER = 5
+MORE = 10  # Resume, with Steps set to the stopped step + MORE, runs to the end
 
 
 def write_tiny_cohort(out: Path) -> Path:
@@ -28,6 +30,16 @@ def write_tiny_cohort(out: Path) -> Path:
         spec.loader.exec_module(module)
         sys.modules[name] = module
     return sys.modules[name].write_tiny_cohort(out)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Train with one intra-op thread: on a shared, oversubscribed machine two OpenMP threads
+    spin-wait on each other and a tiny step takes seconds instead of milliseconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +70,16 @@ def test_stop_resume_and_the_checkpoint_reaches_translate(make_napari_viewer, qt
     translator = _docked(viewer, TranslateWidget(viewer))
     translator.method.setCurrentIndex(translator.method.findData("pix2pix"))
     out = tmp_path / "run"
-    _fill(trainer, cohort, out, STEPS, val_every=10)
+    _fill(trainer, cohort, out, PLANNED, val_every=MORE)
     assert not trainer.resume_button.isEnabled()
 
     trainer.start_button.click()
-    qtbot.waitUntil(lambda: trainer.log.step >= 3, timeout=30000)
+    qtbot.waitUntil(lambda: trainer.log.step >= STOP_AFTER, timeout=30000)
     assert trainer.start_button.isEnabled() is False and trainer.stop_button.isEnabled()
     trainer.stop_button.click()
     qtbot.waitUntil(lambda: trainer.result is not None, timeout=10000)
     stopped = trainer.result
-    assert stopped.stopped and 3 <= stopped.steps < STEPS
+    assert stopped.stopped and STOP_AFTER <= stopped.steps < PLANNED
     assert trainer.stop_seconds < 2.0
     ckpt = torch.load(out / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2 * stopped.steps  # pix2pix: two optimiser steps per step
@@ -76,19 +88,21 @@ def test_stop_resume_and_the_checkpoint_reaches_translate(make_napari_viewer, qt
     assert not any("pix2pix-t1-pet-run" in translator.checkpoint.itemText(i)
                    for i in range(translator.checkpoint.count()))  # not registered when stopped
 
+    end = stopped.steps + MORE
+    trainer.settings["steps"].setText(str(end))
     trainer.resume_button.click()
     qtbot.waitUntil(lambda: trainer.result is not None and not trainer.worker.is_running, timeout=60000)
     done = trainer.result
-    assert not done.stopped and done.steps == STEPS and done.registered is not None
+    assert not done.stopped and done.steps == end and done.registered is not None
     # One log across stop and resume: every step once, in order.
     steps, series = trainer.log.loss_series()
-    np.testing.assert_array_equal(steps, np.arange(1, STEPS + 1))
+    np.testing.assert_array_equal(steps, np.arange(1, end + 1))
     assert {"g_l1", "d"} <= set(series)
     np.testing.assert_array_equal(trainer.plot.x, steps)
     np.testing.assert_allclose(trainer.plot.series["g_l1"], series["g_l1"])
     assert {"val_mae", "val_psnr"} <= set(trainer.log.metrics)
     assert f"PSNR (dB) {trainer.log.metrics['val_psnr']:.3g}" in trainer.metrics.text()
-    assert trainer.progress.value() == STEPS == trainer.progress.maximum()
+    assert trainer.progress.value() == end == trainer.progress.maximum()
     names = [translator.checkpoint.itemText(i) for i in range(translator.checkpoint.count())]
     assert any(text.startswith(f"{done.registered.name} (t1 -> pet, user)") for text in names)
 
@@ -97,7 +111,7 @@ def test_mistakes_are_notifications(make_napari_viewer, qtbot, cohort, tmp_path,
     viewer = make_napari_viewer()
     widget = _docked(viewer, TrainWidget(viewer))
     assert widget.start() is None  # no data chosen
-    _fill(widget, cohort, tmp_path / "run", STEPS, val_every=10)
+    _fill(widget, cohort, tmp_path / "run", PLANNED, val_every=MORE)
     widget.settings["lr"].setText("fast")
     assert widget.start() is None
     widget.settings["lr"].setText("")

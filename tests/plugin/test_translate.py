@@ -35,13 +35,22 @@ def write_tiny_cohort(out: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny pix2pix t1 -> pet trained here and registered in the session's zoo; its name."""
+    import torch
+
     from synth_core.training import TrainRequest, train
 
     root = tmp_path_factory.mktemp("plugin-translate")
     cohort = write_tiny_cohort(root / "cohort")
-    train(TrainRequest(method="pix2pix", data=cohort, source="t1", target="pet", out=root / "run",
-                       preset="tiny", name=CHECKPOINT,
-                       overrides={"val_every": 1000, "checkpoint_every": 1000}))
+    # One intra-op thread: on a shared, oversubscribed machine two OpenMP threads spin-wait
+    # on each other and a tiny step takes seconds instead of milliseconds.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(TrainRequest(method="pix2pix", data=cohort, source="t1", target="pet", out=root / "run",
+                           preset="tiny", name=CHECKPOINT,
+                           overrides={"val_every": 1000, "checkpoint_every": 1000}))
+    finally:
+        torch.set_num_threads(before)
     return CHECKPOINT
 
 

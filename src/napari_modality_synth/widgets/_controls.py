@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
+    QPushButton,
     QSlider,
     QSpinBox,
     QVBoxLayout,
@@ -222,3 +223,16 @@ def _same(a: Any, b: Any) -> bool:
     if hasattr(a, "data") or hasattr(b, "data"):
         return False
     return bool(a == b)
+
+
+def with_buttons(edit: QWidget, *buttons: tuple[str, Callable[[], None]]) -> QWidget:
+    """``edit`` with push buttons (text, slot) on its right, as one row widget."""
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(edit, 1)
+    for text, slot in buttons:
+        button = QPushButton(text)
+        button.clicked.connect(slot)
+        layout.addWidget(button)
+    return row

@@ -36,16 +36,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_modality_synth.widgets._controls import make_device_combo
+from napari_modality_synth.widgets._controls import make_device_combo, with_buttons
 from napari_modality_synth.widgets._plots import LinePlot
 from napari_modality_synth.widgets._run_log import RunLog
-from napari_modality_synth.workers import Failed, checkpoints_changed, relay
+from napari_modality_synth.workers import Failed, RunHandle, checkpoints_changed, relay
 from synth_core import UserError, list_methods
 from synth_core.training import ProgressEvent, RunResult, StopRequest, TrainRequest, train
 from synth_core.volume import ALL_MODALITIES
 
 RESUMABLE = "last.ckpt"  # the run folder's Lightning checkpoint (for resume only)
-SHUTDOWN_TIMEOUT_S = 10.0
 PLOT_INTERVAL_S = 0.5
 DEFAULT_RUNS = Path.home() / "modality-synth-runs"
 # Form field -> (override key, type, what the user sees): blank means the preset's value.
@@ -55,19 +54,6 @@ SETTINGS: dict[str, tuple[str, type, str]] = {
     "lr": ("lr", float, "Learning rate"),
     "val_every": ("val_every", int, "Validate every"),
 }
-
-
-@dataclasses.dataclass
-class RunHandle:
-    """What closing the widget needs of the current run: its stop request and end flag."""
-
-    stop: StopRequest
-    finished: threading.Event
-
-    def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> bool:
-        """Ask the run to stop and wait for it (seconds); True when it has ended."""
-        self.stop.set()
-        return self.finished.wait(timeout_s)
 
 
 class TrainWidget(QWidget):
@@ -119,7 +105,7 @@ class TrainWidget(QWidget):
         self.plot = LinePlot("step", "loss", log_y=True)
 
         form = QFormLayout()
-        form.addRow("Data", _with_buttons(self.data, ("Folder…", self._browse_data_folder),
+        form.addRow("Data", with_buttons(self.data, ("Folder…", self._browse_data_folder),
                                           ("File…", self._browse_manifest)))
         form.addRow("Method", self.method)
         form.addRow("From", self.source)
@@ -128,7 +114,7 @@ class TrainWidget(QWidget):
         for name, (_, _, label) in SETTINGS.items():
             form.addRow(label, self.settings[name])
         form.addRow("Device", self.device)
-        form.addRow("Output folder", _with_buttons(self.out, ("Browse…", self._browse_out)))
+        form.addRow("Output folder", with_buttons(self.out, ("Browse…", self._browse_out)))
         buttons = QHBoxLayout()
         for button in (self.start_button, self.stop_button, self.resume_button):
             buttons.addWidget(button)
@@ -306,18 +292,6 @@ class TrainWidget(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Output (run) folder")
         if folder:
             self.out.setText(folder)
-
-
-def _with_buttons(edit: QLineEdit, *buttons: tuple[str, Any]) -> QWidget:
-    row = QWidget()
-    layout = QHBoxLayout(row)
-    layout.setContentsMargins(0, 0, 0, 0)
-    layout.addWidget(edit, 1)
-    for text, slot in buttons:
-        button = QPushButton(text)
-        button.clicked.connect(slot)
-        layout.addWidget(button)
-    return row
 
 
 def _shutdown(handle: RunHandle, *_: Any, disconnect: Any = None) -> None:
