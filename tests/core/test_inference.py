@@ -127,3 +127,16 @@ def test_sliding_window_matches_a_local_model_away_from_window_edges():
     # windows see zero padding at their borders; blending weights those voxels least
     inner = (slice(None), slice(None), slice(1, -1), slice(1, -1), slice(1, -1))
     assert (whole - tiled)[inner].abs().mean() < 0.05 * whole.abs().mean()
+
+
+def test_training_data_is_normalised_exactly_as_translate_normalises_a_scan(tiny_cohort):
+    """Same volume, same map: a brain mask on disk must not change the training inputs."""
+    from synth_core.data import VolumeStore, discover_subjects
+    from synth_core.preprocess import fit_normalisation, foreground_mask
+
+    records = discover_subjects(tiny_cohort)
+    assert all("brainmask" in r.paths for r in records)
+    store = VolumeStore(records, multiple=4)
+    vol = _input_volume(tiny_cohort, sid="sub-002")
+    at_inference = fit_normalisation(vol.data, "t1", mask=foreground_mask(vol.data, "t1"))
+    assert store.norm_params("sub-002", "t1").to_dict() == at_inference.to_dict()

@@ -192,19 +192,19 @@ class VolumeStore:
     def _load(self, subject_id: str, modality: str) -> None:
         if modality in MASK_KEYS:
             raise UserError(f"{modality} is a mask, not a modality to translate: pick an image")
-        shape, affine, grid_mask, is_brain = self._grid(subject_id)
+        shape, affine, _, _ = self._grid(subject_id)
         vol = self._read(subject_id, modality)
         if self.spacing is not None:
             vol = preprocess.resample(vol, self.spacing, order=self.order)
         if vol.shape != shape or not np.allclose(vol.affine, affine, atol=1e-4):
             vol = preprocess.resample_to_grid(vol, shape, affine, order=self.order)
         data, _ = preprocess.crop_or_pad_to_shape(vol.data, self.common_shape)
-        mask = None
-        if is_brain:
-            mask, _ = preprocess.crop_or_pad_to_shape(grid_mask.astype(np.uint8), self.common_shape, value=0)
-            mask = mask.astype(bool)
-        # Without a brain mask each modality finds its own foreground: PET's differs from T1's.
-        params = preprocess.fit_normalisation(data, _physics(modality) or modality, mask=mask)
+        # Normalise exactly as synth_core.inference does for a user's scan, which comes
+        # without a brain mask: each volume's own foreground (fit_normalisation's default).
+        # Normalising training data inside the brain mask instead shifts T1 intensities
+        # (bright scalp fat is outside the brain) and the model then sees other inputs at
+        # inference. The brain mask still guides patch sampling and validation metrics.
+        params = preprocess.fit_normalisation(data, _physics(modality) or modality)
         normed, _ = preprocess.pad_to_multiple(preprocess.normalise(data, params), self.multiple)
         self._params[(subject_id, modality)] = params
         self._volumes[(subject_id, modality)] = torch.from_numpy(np.ascontiguousarray(normed[None]))
