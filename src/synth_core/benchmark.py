@@ -1,8 +1,8 @@
 """Speed and memory figures (``make bench``, ``modality-synth benchmark``).
 
 Every figure is measured when the command runs, never copied. Peak memory is the
-peak resident set size of a fresh child process doing only that job
-(``resource.getrusage``), so earlier work in this process does not inflate it.
+peak resident set size (``VmHWM``) of a fresh child process doing only that job, so
+earlier work in this process does not inflate it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,17 @@ def normalised_scores(pred: Volume, target: Volume, modality: str,
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (MB).
+
+    Linux keeps ``ru_maxrss`` across ``execve``, so a child started from a large parent
+    would report the parent's peak; ``VmHWM`` belongs to the new address space.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
