@@ -103,6 +103,19 @@ def test_resume_and_new_run_guard_the_run_folder(tiny_cohort, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
+
+def test_resume_refuses_other_modalities_and_extends_a_finished_run(tiny_cohort, tmp_path):
+    out = tmp_path / "run"
+    train(_request(tiny_cohort, out, overrides={"max_steps": 3, "checkpoint_every": 100}))
+    assert _step_of(out / "last.ckpt") == 3  # the end state is saved, not only periodic ones
+    with pytest.raises(UserError, match="trains pix2pix t1 -> pet, not pix2pix t1 -> t2"):
+        train(_request(tiny_cohort, out, target="t2", resume=True))
+    seen = []
+    train(_request(tiny_cohort, out, resume=True, overrides={"max_steps": 5}),
+          sink=lambda e: seen.append(e.step) if e.kind == "step" else None)
+    assert seen == [4, 5]
+
+
 def _step_of(path: Path) -> int:
     return int(torch.load(path, weights_only=True)["global_step"]) // 2
 

@@ -102,6 +102,8 @@ def test_ages_form_one_layer_on_an_age_axis_and_region_means_match_numpy(
     np.testing.assert_allclose(matrix[1:4, 4], small_volume.affine[:3, 3], atol=1e-12)
     assert viewer.dims.range[0][:2] == pytest.approx((60.0, 80.0))  # the slider reads years
     assert layer.metadata["provenance"]["Parameters"]["age"] == list(ages)
+    viewer.dims.set_current_step(0, 2)
+    assert widget.age_shown.text().startswith("showing age 70 years")
 
     np.testing.assert_allclose(widget.plot.x, ages)
     assert set(widget.plot.series) == set(REGIONS.values())
@@ -133,3 +135,17 @@ def test_says_it_is_unavailable_without_an_age_method(make_napari_viewer, monkey
     assert not widget.button.isEnabled() and widget.method.count() == 0
     assert widget.explore() is None
     assert error_messages() == [UNAVAILABLE] and len(viewer.layers) == 2
+
+
+def test_without_matplotlib_the_plot_is_a_table(qtbot, monkeypatch):
+    from napari_modality_synth.widgets import _plots
+
+    monkeypatch.setattr(_plots, "HAS_MATPLOTLIB", False)
+    plot = _plots.LinePlot("age (years)", "mean")
+    qtbot.addWidget(plot)
+    plot.plot([60.0, 65.0], {"frontal": [1.5, 1.25], "hippocampus": [0.75, 0.5]})
+    table = plot.table
+    assert plot.canvas is None and (table.rowCount(), table.columnCount()) == (2, 3)
+    header = [table.horizontalHeaderItem(c).text() for c in range(3)]
+    assert header == ["age (years)", "frontal", "hippocampus"]
+    assert [table.item(1, c).text() for c in range(3)] == ["65", "1.25", "0.5"]

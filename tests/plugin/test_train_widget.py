@@ -14,6 +14,7 @@ import torch
 
 from napari_modality_synth.widgets.train import TrainWidget
 from napari_modality_synth.widgets.translate import TranslateWidget
+from synth_core import list_checkpoints
 
 PLANNED = 10_000  # the first run is stopped long before
 STOP_AFTER = 5
@@ -85,15 +86,15 @@ def test_stop_resume_and_the_checkpoint_reaches_translate(make_napari_viewer, qt
     assert ckpt["global_step"] == 2 * stopped.steps  # pix2pix: two optimiser steps per step
     assert f"stopped at step {stopped.steps}" in trainer.status.text()
     qtbot.waitUntil(lambda: trainer.resume_button.isEnabled(), timeout=5000)
-    assert not any("pix2pix-t1-pet-run" in translator.checkpoint.itemText(i)
-                   for i in range(translator.checkpoint.count()))  # not registered when stopped
+    assert "pix2pix-t1-pet-run" not in [i.name for i in list_checkpoints("pix2pix")]  # not when stopped
 
     end = stopped.steps + MORE
     trainer.settings["steps"].setText(str(end))
     trainer.resume_button.click()
     qtbot.waitUntil(lambda: trainer.result is not None and not trainer.worker.is_running, timeout=60000)
     done = trainer.result
-    assert not done.stopped and done.steps == end and done.registered is not None
+    assert not done.stopped and done.steps == end
+    assert done.registered is not None and done.registered.name == "pix2pix-t1-pet-run"
     # One log across stop and resume: every step once, in order.
     steps, series = trainer.log.loss_series()
     np.testing.assert_array_equal(steps, np.arange(1, end + 1))
@@ -103,8 +104,12 @@ def test_stop_resume_and_the_checkpoint_reaches_translate(make_napari_viewer, qt
     assert {"val_mae", "val_psnr"} <= set(trainer.log.metrics)
     assert f"PSNR (dB) {trainer.log.metrics['val_psnr']:.3g}" in trainer.metrics.text()
     assert trainer.progress.value() == end == trainer.progress.maximum()
+    # Translate re-read the zoo when the run registered its checkpoint (no click needed) ...
+    assert done.registered.name in [info.name for info in translator.checkpoints]
+    # ... and offers it for t1 -> pet.
+    translator.target.setCurrentIndex(translator.target.findData("pet"))
     names = [translator.checkpoint.itemText(i) for i in range(translator.checkpoint.count())]
-    assert any(text.startswith(f"{done.registered.name} (t1 -> pet, user)") for text in names)
+    assert any(text.startswith(f"{done.registered.name} (t1 -> pet, user)") for text in names), names
 
 
 def test_mistakes_are_notifications(make_napari_viewer, qtbot, cohort, tmp_path, error_messages):

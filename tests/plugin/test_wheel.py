@@ -44,7 +44,9 @@ def test_npe2_validates_the_plugin_installed_from_a_wheel(tmp_path):
                            capture_output=True, text=True, env=clean_env, cwd=tmp_path)
     assert where.returncode == 0, where.stderr
     assert str(target) in where.stdout  # imported from the wheel, not from src/
+    clean_env["PYTHONIOENCODING"] = "utf-8"
     proc = subprocess.run([str(python), "-m", "npe2", "validate", "napari-modality-synth", "--imports"],
-                          capture_output=True, text=True, env=clean_env, cwd=tmp_path, timeout=300)
+                          capture_output=True, text=True, encoding="utf-8", env=clean_env, cwd=tmp_path,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "valid" in (proc.stdout + proc.stderr).lower()

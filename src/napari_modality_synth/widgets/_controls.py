@@ -75,9 +75,9 @@ def fill_combo(combo: QComboBox, items: Sequence[tuple[str, Any]], prefer: Any =
 
 
 def disconnect_on_destroy(widget: QWidget, signal: Any, slot: Callable[..., Any]) -> None:
-    """Disconnect ``slot`` from the psygnal ``signal`` when ``widget``'s Qt side is deleted.
+    """Disconnect ``slot`` from a psygnal or napari ``signal`` when ``widget``'s Qt side is deleted.
 
-    psygnal holds bound methods weakly, but a Python wrapper can outlive its deleted Qt
+    Both hold bound methods weakly, but a Python wrapper can outlive its deleted Qt
     widget (a worker still refers to it); a call then would raise RuntimeError.
     """
     # A weak reference: a strong one, held by the widget's own connection, would keep a
@@ -87,8 +87,12 @@ def disconnect_on_destroy(widget: QWidget, signal: Any, slot: Callable[..., Any]
 
 def _disconnect(signal: Any, slot: weakref.WeakMethod, *_: Any) -> None:
     method = slot()
-    if method is not None:
-        signal.disconnect(method, missing_ok=True)
+    if method is None:
+        return
+    try:
+        signal.disconnect(method, missing_ok=True)  # psygnal
+    except TypeError:
+        signal.disconnect(method)  # napari's EventEmitter
 
 
 def device_choices() -> list[str]:

@@ -54,7 +54,7 @@ from napari_modality_synth.widgets._controls import (
     make_device_combo,
 )
 from napari_modality_synth.widgets._plots import LinePlot
-from napari_modality_synth.widgets.compare import _fill as fill_layers
+from napari_modality_synth.widgets.compare import fill_layer_combo as fill_layers
 from napari_modality_synth.workers import Failed, checkpoints_changed, relay
 from synth_core import UserError, Volume, list_checkpoints, list_methods, translate
 
@@ -103,7 +103,9 @@ class AgeExplorerWidget(QWidget):
         self.button = QPushButton("Explore ages")
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
-        self.plot = LinePlot("age (years)", "mean synthesized intensity")
+        self.plot = LinePlot("age (years)", "mean synthesized intensity", markers=True,
+                             height=3.8)  # room for a legend of 14 regions
+        self.age_shown = QLabel("")
 
         form = QFormLayout()
         form.addRow("MRI layer", self.input)
@@ -117,6 +119,7 @@ class AgeExplorerWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.button)
         layout.addWidget(self.progress)
+        layout.addWidget(self.age_shown)
         layout.addWidget(self.plot, 1)
 
         self.method.currentIndexChanged.connect(self.refresh_checkpoints)
@@ -126,6 +129,8 @@ class AgeExplorerWidget(QWidget):
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self.refresh_layers)
+        self.viewer.dims.events.current_step.connect(self.show_age)
+        disconnect_on_destroy(self, self.viewer.dims.events.current_step, self.show_age)
         checkpoints_changed.connect(self.refresh_checkpoints)
         disconnect_on_destroy(self, checkpoints_changed, self.refresh_checkpoints)
         self.refresh_layers()
@@ -224,6 +229,16 @@ class AgeExplorerWidget(QWidget):
         self.layer = self.viewer.add_image(result.stack, **kwargs)
         self.plot.plot(result.ages, result.region_means,
                        title=f"mean synthesized {result.modality} per region")
+        self.show_age()
+
+    def show_age(self, event: Any = None) -> None:
+        """Say which age the viewer's slider shows (napari's slider itself counts steps)."""
+        layer = self.layer
+        if layer is None or layer not in self.viewer.layers:
+            self.age_shown.setText("")
+            return
+        age = self.viewer.dims.point[self.viewer.dims.ndim - layer.ndim]  # world axis = years
+        self.age_shown.setText(f"showing age {age:g} years ('age' slider below the canvas)")
 
     def _finished(self) -> None:
         self.button.setEnabled(self.checkpoint.currentData() is not None)

@@ -100,11 +100,11 @@ class CompareWidget(QWidget):
         """Fill the layer lists from the viewer, keeping each current choice if it remains."""
         images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
         masks = [layer for layer in self.viewer.layers if isinstance(layer, Image | Labels)]
-        _fill(self.first, images, default=0)
-        _fill(self.second, images, default=1)
+        fill_layer_combo(self.first, images, default=0)
+        fill_layer_combo(self.second, images, default=1)
         if len(images) > 1 and self.second.currentData() is self.first.currentData():
             self.second.setCurrentIndex(1 if self.first.currentIndex() == 0 else 0)
-        _fill(self.mask, masks, default=None, empty=_NO_MASK)
+        fill_layer_combo(self.mask, masks, default=None, empty=_NO_MASK)
 
     def compare(self) -> FunctionWorker | None:
         """Start a comparison of the chosen layers; the worker, or None after an error notification."""
@@ -178,7 +178,7 @@ def _compare_or_error(pred: Volume, target: Volume, mask: np.ndarray | None) -> 
         return str(exc)
 
 
-def _fill(combo: QComboBox, layers: list[Any], default: int | None, empty: str | None = None) -> None:
+def fill_layer_combo(combo: QComboBox, layers: list[Any], default: int | None, empty: str | None = None) -> None:
     current = combo.currentData()
     combo.blockSignals(True)
     combo.clear()

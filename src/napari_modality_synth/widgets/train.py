@@ -45,7 +45,8 @@ from synth_core.training import ProgressEvent, RunResult, StopRequest, TrainRequ
 from synth_core.volume import ALL_MODALITIES
 
 RESUMABLE = "last.ckpt"  # the run folder's Lightning checkpoint (for resume only)
-PLOT_INTERVAL_S = 0.5
+# Redraw the loss plot at most this often (s): a draw costs the event loop tens of ms.
+PLOT_INTERVAL_S = 1.0
 DEFAULT_RUNS = Path.home() / "modality-synth-runs"
 # Form field -> (override key, type, what the user sees): blank means the preset's value.
 SETTINGS: dict[str, tuple[str, type, str]] = {
@@ -236,7 +237,7 @@ class TrainWidget(QWidget):
             self.status.setText(self.log.progress_text())
         self.metrics.setText(self.log.metrics_text())
         now = time.monotonic()
-        if now - self._last_plot >= PLOT_INTERVAL_S:  # drawing costs more than an event
+        if now - self._last_plot >= PLOT_INTERVAL_S:
             self._last_plot = now
             self._draw()
 

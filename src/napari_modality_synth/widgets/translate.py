@@ -32,7 +32,7 @@ from napari_modality_synth.widgets._controls import (
     fill_combo,
     make_device_combo,
 )
-from napari_modality_synth.widgets.compare import _fill as fill_layers
+from napari_modality_synth.widgets.compare import fill_layer_combo as fill_layers
 from napari_modality_synth.workers import Failed, checkpoints_changed, relay
 from synth_core import UserError, list_checkpoints, list_methods, translate
 
@@ -50,6 +50,7 @@ class TranslateWidget(QWidget):
 
     Attributes:
         methods: ``list_methods()`` as read when the widget opened.
+        checkpoints: the method's checkpoints as last read (``list_checkpoints(method)``).
         worker: the last translation's worker thread (None before the first).
         added: the layers the last translation added (result, then std map if any).
     """
@@ -60,7 +61,7 @@ class TranslateWidget(QWidget):
         self.methods = list_methods()
         self.worker: GeneratorWorker | None = None
         self.added: list[Any] = []
-        self._infos: list[Any] = []
+        self.checkpoints: list[Any] = []
         self._refreshing = False
 
         self.input = RefreshingComboBox()
@@ -141,15 +142,15 @@ class TranslateWidget(QWidget):
     def _refresh_choices(self) -> None:
         key = self.method.currentData()
         caps = self.methods[key]["capabilities"] if key else {}
-        self._infos = list_checkpoints(method=key) if key else []
+        self.checkpoints = list_checkpoints(method=key) if key else []
         layer = self.input.currentData()
         hint = layer_modality(layer) if layer is not None else None
-        sources = _choices.source_options(self._infos, caps)
+        sources = _choices.source_options(self.checkpoints, caps)
         fill_combo(self.source, [(m, m) for m in sources], prefer=hint, empty="(no checkpoint)")
         source = self.source.currentData()
-        targets = _choices.target_options(self._infos, caps, source)
+        targets = _choices.target_options(self.checkpoints, caps, source)
         fill_combo(self.target, [(m, m) for m in targets], empty="(no checkpoint)")
-        fits = _choices.fitting(self._infos, caps, source, self.target.currentData())
+        fits = _choices.fitting(self.checkpoints, caps, source, self.target.currentData())
         fill_combo(self.checkpoint, [(_choices.checkpoint_label(i), i) for i in fits],
                    empty=_NO_CHECKPOINT)
 
@@ -205,6 +206,10 @@ class TranslateWidget(QWidget):
         except UserError as exc:
             show_error(str(exc))
             return None
+        looks_like = layer_modality(layer)
+        if looks_like is not None and looks_like != source:
+            show_warning(f"'{layer.name}' looks like {looks_like}; it is read as {source} (From), "
+                         f"as the checkpoint expects")
         options = self.controls.values()
         device = self.device.currentData()
 

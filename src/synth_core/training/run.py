@@ -138,6 +138,14 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     cls = get_method_class(request.method)
     check_modalities(cls, request.source, request.target)
     if saved is not None:
+        for key, given in (("method", request.method), ("source", request.source),
+                           ("target", request.target)):
+            if saved.get(key) != given:
+                raise UserError(
+                    f"cannot resume {request.out}: it trains {saved.get('method')} "
+                    f"{saved.get('source')} -> {saved.get('target')}, not {request.method} "
+                    f"{request.source} -> {request.target}; repeat the run's own options"
+                )
         config = config_from_dict(request.method, saved["config"])
         if request.overrides.get("max_steps"):
             config.train.max_steps = int(request.overrides["max_steps"])
@@ -255,6 +263,10 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             warnings.filterwarnings("ignore", message=text)
         trainer.fit(module, train_loader, val_loader if len(val_set) else None, ckpt_path=ckpt,
                     weights_only=True)
+    if not stopped["flag"] and not trainer.interrupted:
+        # The periodic checkpoint may be up to checkpoint_every steps old: save the end
+        # state, so that extending a finished run with --resume --max-steps repeats nothing.
+        trainer.save_checkpoint(run / LAST)
     if request.record_shards:
         _record_shards(run, trainer, module)
     model_info = None
