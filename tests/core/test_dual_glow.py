@@ -27,9 +27,11 @@ def dual_glow_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
     from synth_core.training import TrainRequest, train
 
     out = tmp_path_factory.mktemp("runs") / "dual-glow"
-    # 12 steps: enough to fill the 8-batch bits-per-voxel window of the tiny preset.
+    # 12 steps fill the 8-batch bits-per-voxel window of the tiny preset; one validation at
+    # the end exports the final weights.
     return train(TrainRequest(method=KEY, data=tiny_cohort, source="t1", target="pet", out=out,
-                              preset="tiny", overrides={"max_steps": 12}, name="tiny-dual-glow"))
+                              preset="tiny", overrides={"max_steps": 12, "val_every": 12},
+                              name="tiny-dual-glow"))
 
 
 def _t1(tiny_cohort: Path, subject: str = "sub-001") -> Volume:
@@ -142,23 +144,36 @@ def test_defaults_mode_for_one_sample_and_middle_age(dual_glow_run):
     assert spread.shape == (3, 1, 1, 16, 16, 16) and float(spread.std(0).max()) > 0
 
 
-def test_ood_warns_for_unlike_inputs_and_not_for_a_training_like_t1(dual_glow_run, tiny_cohort):
-    kw = dict(method=KEY, to="pet", checkpoint=str(dual_glow_run.run_dir), age=70)
-    usual = synth_core.translate(_t1(tiny_cohort, "sub-006"), **kw)
-    assert usual.warnings == []
-    vol = _t1(tiny_cohort)
-    x, y, z = np.indices(vol.shape)
-    noise = np.random.default_rng(0).normal(0, 1, vol.shape)
-    unlike = {  # a contrast-inverted T1 (T2-like) and a checkerboard, both given as T1
-        "inverted": 200.0 - vol.data,
-        "checkerboard": 100 + 50 * ((x + y + z) % 2) + noise,
-    }
-    for name, data in unlike.items():
-        odd = synth_core.translate(Volume(data.astype(np.float32), vol.affine, "t1"), **kw)
-        assert len(odd.warnings) == 1 and "unlike the t1 scans" in odd.warnings[0], name
-        info = odd.provenance["InputLikelihood"]
-        assert abs(info["bits_per_voxel"] - info["training_mean"]) > info["tolerance"]
+def _with_statistics(run, folder: Path, bits: list[float]) -> Path:
+    """The run's checkpoint with its recorded training bits per voxel replaced by ``bits``."""
+    method = zoo.load_method(run.model)
+    method.stats.mri_bits.copy_(torch.tensor(bits))
+    zoo.save_model(method, folder, run.model.card)
+    return folder
+
+
+def test_ood_warning_is_two_sided_around_the_training_statistics(dual_glow_run, tiny_cohort,
+                                                                  tmp_path):
+    vol = _t1(tiny_cohort, "sub-006")
+    kw = dict(method=KEY, to="pet", age=70)
+    first = synth_core.translate(vol, checkpoint=str(dual_glow_run.run_dir), **kw)
+    bits = first.provenance["InputLikelihood"]["bits_per_voxel"]
+    spread = [-0.05, 0.05] * 4
+    tolerance = 4.0 * float(np.std(spread, ddof=1)) + 0.25  # the tiny preset's sigmas, margin
+    for name, shift, warned in (("near", 0.3, False), ("training above", 2.0, True),
+                                ("training below", -2.0, True)):
+        folder = _with_statistics(dual_glow_run, tmp_path / name,
+                                  [bits + shift + d for d in spread])
+        res = synth_core.translate(vol, checkpoint=str(folder), **kw)
+        info = res.provenance["InputLikelihood"]
+        assert info["training_mean"] == pytest.approx(bits + shift, abs=1e-3)
+        assert info["tolerance"] == pytest.approx(tolerance, abs=1e-3)
+        assert info["bits_per_voxel"] == pytest.approx(bits, abs=1e-4)
         assert "warning" not in info
+        assert len(res.warnings) == int(warned), name
+        if warned:
+            side = "below" if shift > 0 else "above"
+            assert f"{side} the training range" in res.warnings[0]
 
 
 def _bundled_dual_glow() -> zoo.CheckpointInfo | None:
@@ -172,8 +187,10 @@ def test_bundled_checkpoint_flags_ct_and_pet_given_as_t1_but_not_a_held_out_t1()
 
     info = _bundled_dual_glow()
     assert info is not None
-    subject = generate_subject(0, seed=11, preset="small")  # not in the training cohort
-    kw = dict(method=KEY, to="pet", checkpoint=str(info.directory), source="t1")
+    subject = generate_subject(0, seed=11, preset="small")  # a cohort no model was trained on
+    lo, hi = info.card["age_range"]
+    kw = dict(method=KEY, to="pet", checkpoint=str(info.directory), source="t1",
+              age=min(max(subject.age, lo), hi))
     held_out = synth_core.translate(subject.volumes["t1"], **kw)
     assert held_out.warnings == []
     for modality in ("ct", "pet"):
