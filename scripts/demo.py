@@ -10,7 +10,9 @@ without one a screenshot of the viewer is saved instead.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from synth_core.phantom import generate_subject, noise_floor_psnr, write_cohort
 from synth_core.zoo import list_checkpoints
 
 OUT = Path(os.environ.get("DEMO_OUT", "demo_out"))
+warnings.filterwarnings("ignore", message=".*(System theme|PyQt5 backend).*")
 
 
 def main() -> int:
@@ -61,8 +64,71 @@ def main() -> int:
     print(f"\noutputs: {out_path} and its sidecar {out_path.with_suffix('').with_suffix('.json')}")
     print(f"synthetic flag in sidecar: {result.provenance['Synthetic']}")
     assert np.isfinite(result.volume.data).all()
+    show_in_napari([t1_path, pet_path, out_path], mask_path)
     return 0
 
 
+def show_in_napari(images: list[Path], mask: Path) -> None:
+    """With a display: napari with the scans and the Translate and Compare widgets docked.
+
+    Without one (or under CI): the same viewer in a child process on a virtual X server
+    (the server must outlive Qt), saved as a screenshot next to the outputs.
+    """
+    interactive = bool(os.environ.get("DISPLAY")) and not os.environ.get("CI") \
+        and not os.environ.get("DEMO_HEADLESS")
+    if interactive:
+        _viewer(images, mask, screenshot=None)
+        return
+    try:
+        from pyvirtualdisplay import Display
+
+        with Display(visible=False, size=(1400, 900), color_depth=24):
+            shot = OUT / "demo_viewer.png"
+            code = subprocess.run([sys.executable, __file__, "--viewer", str(shot), str(mask),
+                                   *map(str, images)], check=False).returncode
+    except Exception as exc:  # no Xvfb here: say so; the rest of the demo stands
+        print(f"\nnapari view skipped: no display and no virtual X server ({exc}); "
+              "install xvfb (scripts/setup.sh does, as root)")
+        return
+    if code == 0:
+        print(f"\nno display: saved a screenshot of the napari viewer to {shot}")
+    else:
+        print(f"\nnapari view failed (exit {code}); the outputs above are complete")
+
+
+def _viewer(images: list[Path], mask: Path, screenshot: Path | None) -> None:
+    import napari
+
+    viewer = napari.Viewer(show=True, title="napari-modality-synth demo")
+    for path in images:
+        viewer.open(str(path), plugin="napari-modality-synth")
+    viewer.open(str(mask), plugin="napari-modality-synth")
+    viewer.canvas.grid.enabled = True
+    viewer.dims.order = (2, 1, 0)  # axial slices
+    from napari_modality_synth.widgets.compare import CompareWidget
+    from napari_modality_synth.widgets.translate import TranslateWidget
+
+    viewer.window.add_dock_widget(TranslateWidget(viewer), name="Translate", area="right")
+    viewer.window.add_dock_widget(CompareWidget(viewer), name="Compare", area="right")
+    viewer.window.resize(1400, 900)
+    viewer.layers.selection.active = viewer.layers[2]  # the synthetic PET
+    if screenshot is None:
+        print("\nnapari is open with the scans and the Translate and Compare widgets docked")
+        napari.run()
+    else:
+        import time
+
+        from qtpy.QtWidgets import QApplication
+
+        for _ in range(30):  # let Qt lay out the docks before the grab
+            QApplication.processEvents()
+            time.sleep(0.03)
+        viewer.screenshot(str(screenshot), canvas_only=False)
+        viewer.close()
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--viewer"]:
+        _viewer([Path(p) for p in sys.argv[4:]], Path(sys.argv[3]), Path(sys.argv[2]))
+        sys.exit(0)
     sys.exit(main())
