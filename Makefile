@@ -22,6 +22,7 @@ test: $(VENV)/.setup-done lint
 
 bench: $(VENV)/.setup-done
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_plugin.py
 
 clean:
 	rm -rf $(VENV) build dist demo_out
