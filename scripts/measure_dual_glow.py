@@ -9,9 +9,10 @@ the MRI latents, AD-vs-CN classification from regional PET (the paper's table 2)
 out-of-distribution check, and speed and memory. The cohort must be written with
 ``modality-synth phantom ... --clean`` (the noise-free PET is the ground truth).
 
-Two input paths are measured. ``brainmask``: the T1 is normalised in its brain mask,
-exactly as the training data were (``synth_core.data.VolumeStore``), and the model runs
-on the tensor. ``translate``: the user's path, ``synth_core.translate`` on the file.
+Accuracy and the out-of-distribution check go through ``synth_core.translate`` (the
+user's path). The age grid, the latents and the downstream features call the model on
+the tensor directly (ages outside the trained range are allowed there), normalised
+exactly as ``translate`` and the training store normalise a scan (its own foreground).
 Every accuracy is computed in SUVR space (``synth_core.benchmark.normalised_scores``):
 prediction and truth are each normalised with ``fit_normalisation(data, "pet",
 mask=brainmask)`` and compared inside the brain mask with a data range of 2.
@@ -72,9 +73,9 @@ def suvr(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return preprocess.normalise(data, preprocess.fit_normalisation(data, "pet", mask=mask))
 
 
-def as_input(data: np.ndarray, mask: np.ndarray, modality: str = "t1") -> torch.Tensor:
-    """Normalise like the training store (in the brain mask) -> (1, 1, X, Y, Z)."""
-    x = preprocess.normalise(data, preprocess.fit_normalisation(data, modality, mask=mask))
+def as_input(data: np.ndarray, modality: str = "t1") -> torch.Tensor:
+    """Normalise like ``translate`` and the training store (own foreground) -> (1, 1, X, Y, Z)."""
+    x = preprocess.normalise(data, preprocess.fit_normalisation(data, modality))
     if any(s % 16 for s in x.shape):
         raise SystemExit(f"volume shape {x.shape} is not a multiple of 16: use the small phantom")
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
@@ -95,18 +96,22 @@ class Model:
         (``translate`` refuses ages outside the card's range)."""
         return float(min(max(age, self.age_range[0]), self.age_range[1]))
 
-    def normalised(self, t1: np.ndarray, mask: np.ndarray, age: float | None = None,
-                   samples: int = 1, temperature: float | None = None, seed: int = 0) -> np.ndarray:
-        """Brainmask path: normalised PET samples (K, X, Y, Z); PET SUV is proportional to n + 1."""
+    def normalised(self, t1: np.ndarray, age: float | None = None, samples: int = 1,
+                   temperature: float | None = None, seed: int = 0) -> np.ndarray:
+        """Direct path: normalised PET samples (K, X, Y, Z); PET SUV is proportional to n + 1."""
         request = SynthesisRequest(age=age if self.takes_age else None, samples=samples,
                                    temperature=temperature if self.takes_age else None,
                                    generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
-            return self.method.synthesize(as_input(t1, mask), request)[:, 0, 0].numpy()
+            return self.method.synthesize(as_input(t1), request)[:, 0, 0].numpy()
 
-    def translated(self, t1: sc.Volume, age: float | None = None) -> sc.TranslationResult:
+    def translated(self, t1: sc.Volume, age: float | None = None, samples: int = 1,
+                   temperature: float | None = None) -> sc.TranslationResult:
+        stochastic = self.takes_age
         return sc.translate(t1, method=self.key, to="pet", checkpoint=str(self.info.directory),
-                            source="t1", age=self.clamp(age) if self.takes_age and age else None)
+                            source="t1", age=self.clamp(age) if stochastic and age else None,
+                            samples=samples if stochastic else 1,
+                            temperature=temperature if stochastic else None)
 
 
 # -- accuracy ------------------------------------------------------------------------
@@ -119,11 +124,10 @@ def accuracy(models: dict[str, Model], subjects: list[dict[str, Any]]) -> dict[s
         preds = {"noise floor (noisy PET)": noisy.data}
         for name, model in models.items():
             age = model.clamp(s["age"]) if model.takes_age else None
-            preds[f"{name} / brainmask"] = model.normalised(t1.data, mask, age)[0] + 1.0
-            preds[f"{name} / translate"] = model.translated(t1, age).volume.data
+            preds[name] = model.translated(t1, age).volume.data
             if model.takes_age:
-                preds[f"{name} / brainmask, mean of 8 at T=0.7"] = (
-                    model.normalised(t1.data, mask, age, samples=8, temperature=0.7).mean(0) + 1.0)
+                preds[f"{name}, mean of 8 at T=0.7"] = model.translated(
+                    t1, age, samples=8, temperature=0.7).volume.data
         for name, pred in preds.items():
             p = sc.Volume(np.asarray(pred, dtype=np.float32), noisy.affine, "pet")
             for against, t in truth.items():
@@ -143,35 +147,52 @@ def true_log_slope(slope: float, reference: float = 55.0) -> float:
 
 
 def age_response(model: Model, subjects: list[dict[str, Any]], cohort: Path) -> dict[str, Any]:
+    """Region means of one MRI synthesized at every age of AGES, per held-out subject.
+
+    Three views: ``raw`` (proportional to SUV, the model's own scale), ``suvr`` (each
+    synthesis normalised by its brain's 95th percentile, as a reader would), and the
+    ratio to the occipital lobe (which the phantom does not age), whose log-slope is
+    compared with the phantom's true one.
+    """
     truth = json.loads((cohort / "cohort.json").read_text())["parameters"]
     slopes_true = truth["pet"]["age_slope_per_year"]
     regions = AGEING + FLAT
-    curves = {r: [] for r in regions}  # per subject: region mean (SUV-proportional) per age
+    raw = {r: [] for r in regions}  # per subject: region mean per age
+    rel = {r: [] for r in regions}
     for s in subjects:
         mask, t1 = brain(s), volume(s, "t1").data
         labels = np.rint(volume(s, "labels").data).astype(int)
         ids = s["labels_ids"]
         means = {r: [] for r in regions}
+        scaled = {r: [] for r in regions}
         for age in AGES:
-            pet = model.normalised(t1, mask, float(age))[0] + 1.0
+            pet = model.normalised(t1, float(age))[0] + 1.0
+            p95 = suvr(pet, mask) + 1.0
             for r in regions:
                 means[r].append(float(pet[labels == ids[r]].mean()))
+                scaled[r].append(float(p95[labels == ids[r]].mean()))
         for r in regions:
-            curves[r].append(means[r])
-    out: dict[str, Any] = {"subjects": len(subjects), "ages": AGES.tolist(), "regions": {}}
-    occipital = np.log(np.array(curves["occipital"]))
+            raw[r].append(means[r])
+            rel[r].append(scaled[r])
+    out: dict[str, Any] = {"subjects": len(subjects), "ages": AGES.tolist(),
+                           "trained_age_range": list(model.age_range), "regions": {}}
+    occipital = np.log(np.array(raw["occipital"]))
+    inside = (AGES >= model.age_range[0]) & (AGES <= model.age_range[1])
     for r in regions:
-        c = np.array(curves[r])  # (subjects, ages)
-        avg = c.mean(0)
-        log_slopes = [np.polyfit(AGES, np.log(row), 1)[0] for row in c]
-        rel_slopes = [np.polyfit(AGES, np.log(row) - occ, 1)[0] for row, occ in zip(c, occipital, strict=True)]
+        c, v = np.array(raw[r]), np.array(rel[r])  # (subjects, ages)
+        ratio = np.log(c) - occipital
         out["regions"][r] = {
-            "mean_curve": avg.round(4).tolist(),
-            "spearman_of_average": spearman(AGES, avg),
-            "spearman_mean_over_subjects": float(np.mean([spearman(AGES, row) for row in c])),
-            "log_slope_per_year": float(np.mean(log_slopes)),
-            "slope_vs_occipital_per_year": float(np.mean(rel_slopes)),
-            "true_slope_per_year": true_log_slope(slopes_true.get(r, 0.0)),
+            "raw_mean_curve": c.mean(0).round(4).tolist(),
+            "suvr_mean_curve": v.mean(0).round(4).tolist(),
+            "spearman_raw": float(np.mean([spearman(AGES, row) for row in c])),
+            "spearman_suvr": float(np.mean([spearman(AGES, row) for row in v])),
+            "spearman_vs_occipital": float(np.mean([spearman(AGES, row) for row in ratio])),
+            "log_slope_raw": float(np.mean([np.polyfit(AGES, np.log(row), 1)[0] for row in c])),
+            "log_slope_suvr": float(np.mean([np.polyfit(AGES, np.log(row), 1)[0] for row in v])),
+            "slope_vs_occipital": float(np.mean([np.polyfit(AGES, row, 1)[0] for row in ratio])),
+            "slope_vs_occipital_trained_ages": float(np.mean(
+                [np.polyfit(AGES[inside], row[inside], 1)[0] for row in ratio])),
+            "true_slope_vs_occipital": true_log_slope(slopes_true.get(r, 0.0)),
         }
     return out
 
@@ -183,7 +204,7 @@ def disentanglement(model: Model, subjects: list[dict[str, Any]]) -> dict[str, A
     lower, top, ages = [], [], []
     for s in subjects:
         with torch.no_grad():
-            latents, _ = flow.encode_mri(as_input(volume(s, "t1").data, brain(s)))
+            latents, _ = flow.encode_mri(as_input(volume(s, "t1").data))
         pooled = [torch.cat([z.mean((2, 3, 4)), z.std((2, 3, 4))], 1)[0].numpy() for z in latents]
         lower.append(np.concatenate(pooled[:-1]))
         top.append(pooled[-1])
@@ -209,8 +230,7 @@ def downstream(models: dict[str, Model], subjects: list[dict[str, Any]],
         [regional_features(volume(s, "pet").data, s, brain(s)) for s in chosen])}
     for name, model in models.items():
         feats[f"{name} PET"] = np.array([regional_features(
-            model.normalised(volume(s, "t1").data, brain(s), model.clamp(s["age"]))[0] + 1.0,
-            s, brain(s))
+            model.normalised(volume(s, "t1").data, model.clamp(s["age"]))[0] + 1.0, s, brain(s))
             for s in chosen])
     out: dict[str, Any] = {"AD": int((y > 0).sum()), "CN": int((y < 0).sum()),
                            "leave_one_out_accuracy": {k: loo_svm_accuracy(v, y)
@@ -228,22 +248,21 @@ def downstream(models: dict[str, Model], subjects: list[dict[str, Any]],
 
 # -- out of distribution ------------------------------------------------------------------
 def ood(model: Model, subjects: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bits per voxel and warnings of ``translate`` for each phantom modality given as T1."""
     out: dict[str, Any] = {}
-    for given in ("t1", "ct", "pet", "t2"):
-        bits_b, flags_b, flags_t, bits_t = [], [], [], []
+    info: dict[str, Any] = {}
+    for given in ("t1", "t2", "flair", "pet", "ct"):
+        bits, warned = [], 0
         for s in subjects:
-            vol, mask = volume(s, given), brain(s)
-            result = model.method.out_of_distribution(as_input(vol.data, mask, "t1"))
-            bits_b.append(result["bits_per_voxel"])
-            flags_b.append("warning" in result)
+            vol = volume(s, given)
             res = model.translated(sc.Volume(vol.data, vol.affine, "t1"), s["age"])
-            bits_t.append(res.provenance["InputLikelihood"]["bits_per_voxel"])
-            flags_t.append(bool(res.warnings))
-        out[f"{given} given as t1"] = {
-            "brainmask_bits_mean": float(np.mean(bits_b)), "brainmask_warned": int(sum(flags_b)),
-            "translate_bits_mean": float(np.mean(bits_t)), "translate_warned": int(sum(flags_t)),
-            "subjects": len(subjects)}
-    out["reference"] = {k: v for k, v in result.items() if k != "warning"}
+            info = res.provenance["InputLikelihood"]
+            bits.append(info["bits_per_voxel"])
+            warned += bool(res.warnings)
+        out[f"{given} given as t1"] = {"bits_mean": float(np.mean(bits)), "bits_min": min(bits),
+                                       "bits_max": max(bits), "warned": warned,
+                                       "subjects": len(subjects)}
+    out["reference"] = {k: v for k, v in info.items() if k != "bits_per_voxel"}
     return out
 
 
@@ -259,9 +278,8 @@ def probe(args: argparse.Namespace) -> None:
                                             "checkpointing": bool(args.probe_checkpointing)})
     method = get_method_class("dual-glow")(cfg, "t1", "pet")
     s = load_cohort(args.cohort)[0]
-    mask = brain(s)
-    batch = {"source": as_input(volume(s, "t1").data, mask),
-             "target": as_input(volume(s, "pet").data, mask, "pet"), "age": torch.tensor([s["age"]])}
+    batch = {"source": as_input(volume(s, "t1").data),
+             "target": as_input(volume(s, "pet").data, "pet"), "age": torch.tensor([s["age"]])}
     with torch.no_grad():
         method.losses(batch)  # actnorm initialisation; the no-grad forward sets the baseline
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -282,13 +300,13 @@ def probe(args: argparse.Namespace) -> None:
 
 def cost(model: Model, args: argparse.Namespace, subjects: list[dict[str, Any]]) -> dict[str, Any]:
     s = subjects[0]
-    t1, mask = volume(s, "t1").data, brain(s)
+    t1 = volume(s, "t1").data
     out: dict[str, Any] = {}
     for k in (1, 8):
         times = []
         for rep in range(3):
             start = time.perf_counter()
-            model.normalised(t1, mask, s["age"], samples=k, temperature=0.7, seed=rep)
+            model.normalised(t1, s["age"], samples=k, temperature=0.7, seed=rep)
             times.append(time.perf_counter() - start)
         out[f"s_per_volume_{k}_samples"] = float(np.median(times))
     start = time.perf_counter()
@@ -306,6 +324,16 @@ def cost(model: Model, args: argparse.Namespace, subjects: list[dict[str, Any]])
     return out
 
 
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
 # -- main -------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -318,6 +346,7 @@ def main() -> None:
     parser.add_argument("--age-subjects", type=int, default=10)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these sections")
     parser.add_argument("--probe-steps", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--probe-checkpointing", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -344,10 +373,13 @@ def main() -> None:
     if not args.skip_cost:
         sections.append(("cost", lambda: cost(dg, args, subjects)))
     for name, run in sections:
+        if args.only and name not in args.only:
+            continue
         start = time.perf_counter()
         report[name] = run()
         print(f"== {name} ({time.perf_counter() - start:.0f} s)")
-        print(json.dumps(report[name], indent=1))
+        for key, value in report[name].items():
+            print(f"  {key}: {json.dumps(_rounded(value))}")
         sys.stdout.flush()
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

@@ -77,6 +77,28 @@ def test_training_statistics_ring_buffer_and_age_range():
     assert stats.middle_age() == pytest.approx((60.0 + 80.0) / 2)
 
 
+def test_augmentation_flips_and_shifts_both_volumes_of_a_pair_alike():
+    cfg = build_config(KEY, "tiny", {"augment_flip": True, "augment_shift": 1})
+    method = get_method_class(KEY)(cfg, "t1", "pet")
+    mri = torch.arange(8 * 8 * 8, dtype=torch.float32).reshape(1, 1, 8, 8, 8)
+    pet = mri * -2.0 + 5.0
+
+    def moved(v: torch.Tensor, flip: bool, ox: int, oy: int, oz: int) -> torch.Tensor:
+        padded = torch.nn.functional.pad(v.flip(2) if flip else v, (1,) * 6, mode="replicate")
+        return padded[:, :, ox:ox + 8, oy:oy + 8, oz:oz + 8]
+
+    candidates = [(flip, *o) for flip in (False, True) for o in np.ndindex(3, 3, 3)]
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(12):
+        a, b = method._augment(mri, pet)
+        matches = [c for c in candidates if torch.equal(a, moved(mri, *c))]
+        assert len(matches) == 1
+        assert torch.equal(b, moved(pet, *matches[0]))
+        seen.add(matches[0])
+    assert len(seen) > 6 and {m[0] for m in seen} == {False, True}
+
+
 def test_training_needs_ages_inside_the_age_range():
     method = get_method_class(KEY)(build_config(KEY, "tiny"), "t1", "pet")
     x = torch.rand(1, 1, 8, 8, 8) * 2 - 1
