@@ -171,6 +171,15 @@ class Method(nn.Module):
         return None
 
 
+def constant_then_linear_decay(step: int, total: int, decay_start: float) -> float:
+    """Learning-rate multiplier of pix2pix and CycleGAN: 1 until ``decay_start * total``
+    steps, then linear to 0 at ``total`` (the papers' 100 constant + 100 decaying epochs)."""
+    start = decay_start * total
+    if step < start:
+        return 1.0
+    return max(0.0, 1.0 - (step - start) / max(1.0, total - start))
+
+
 _REGISTRY: dict[str, type[Method]] = {}
 
 

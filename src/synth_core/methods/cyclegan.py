@@ -20,6 +20,7 @@ from synth_core.methods.base import (
     StepContext,
     SynthesisRequest,
     TrainSettings,
+    constant_then_linear_decay,
     register,
 )
 from synth_core.nn import GANLoss, ImagePool, PatchDiscriminator, ResnetGenerator, init_weights
@@ -127,11 +128,7 @@ class CycleGAN(Method):
                 torch.optim.Adam(discs, lr=c.train.lr, betas=betas)]
 
     def lr_lambda(self, step: int) -> float:
-        total = self.config.train.max_steps
-        start = self.config.decay_start * total
-        if step < start:
-            return 1.0
-        return max(0.0, 1.0 - (step - start) / max(1.0, total - start))
+        return constant_then_linear_decay(step, self.config.train.max_steps, self.config.decay_start)
 
     def adversarial_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         c = self.config

@@ -19,6 +19,7 @@ from synth_core.methods.base import (
     StepContext,
     SynthesisRequest,
     TrainSettings,
+    constant_then_linear_decay,
     register,
 )
 from synth_core.nn import GANLoss, PatchDiscriminator, UNet, init_weights
@@ -116,11 +117,7 @@ class Pix2Pix(Method):
         ]
 
     def lr_lambda(self, step: int) -> float:
-        total = self.config.train.max_steps
-        start = self.config.decay_start * total
-        if step < start:
-            return 1.0
-        return max(0.0, 1.0 - (step - start) / max(1.0, total - start))
+        return constant_then_linear_decay(step, self.config.train.max_steps, self.config.decay_start)
 
     def adversarial_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         x, y = batch["source"], batch["target"]
