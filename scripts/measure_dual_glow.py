@@ -1,4 +1,4 @@
-"""Measure a DUAL-GLOW checkpoint on held-out phantom subjects (docs/benchmarks-dual-glow.md).
+"""Measure a DUAL-GLOW checkpoint on held-out phantom subjects (docs/benchmarks.md, DUAL-GLOW).
 
     python scripts/measure_dual_glow.py CHECKPOINT_DIR --pix2pix PIX2PIX_DIR \
         --cohort /work/data/phantom-eval [--json OUT.json] [--skip-cost]
@@ -338,7 +338,8 @@ def _rounded(value: Any) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path, help="DUAL-GLOW checkpoint folder")
-    parser.add_argument("--pix2pix", type=Path, help="pix2pix t1->pet checkpoint folder")
+    parser.add_argument("--pix2pix", type=Path, nargs="*", default=[],
+                        help="pix2pix t1->pet checkpoint folders")
     parser.add_argument("--cohort", type=Path, required=True, help="held-out phantom (with --clean)")
     parser.add_argument("--train-cohort", type=Path, default=None,
                         help="training phantom, for the SVM trained on true PET")
@@ -356,8 +357,8 @@ def main() -> None:
     torch.set_grad_enabled(False)
     subjects = load_cohort(args.cohort)[: args.subjects or None]
     models = {"dual-glow": Model(args.checkpoint, "dual-glow")}
-    if args.pix2pix:
-        models["pix2pix"] = Model(args.pix2pix, "pix2pix")
+    for folder in args.pix2pix:
+        models[f"pix2pix ({folder.name})"] = Model(folder, "pix2pix")
     dg = models["dual-glow"]
     report: dict[str, Any] = {"checkpoint": str(args.checkpoint), "cohort": str(args.cohort),
                               "card_steps": dg.info.card.get("steps"),

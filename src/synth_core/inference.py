@@ -219,7 +219,7 @@ def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: f
     if spatial_mode == "2d":
         return _run_slices(model, x, request, progress)
     voxels = int(np.prod(x.shape[2:]))
-    needed_mb = voxels * model_bytes_per_voxel(model) * max(1, request.samples) / 2**20
+    needed_mb = voxels * model_bytes_per_voxel(model) / 2**20  # samples are drawn one at a time
     if window is None and needed_mb > budget_mb:
         if not caps.sliding_window:
             raise UserError(

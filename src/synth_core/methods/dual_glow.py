@@ -128,9 +128,9 @@ def _paper() -> DualGlowSettings:
 
 def _cpu() -> DualGlowSettings:
     # The `small` phantom (48x64x48 at 4 mm): 3 levels of 8 steps, width 64 (the nn
-    # cpu preset). max_steps is what fits in about 50 minutes on 2 shared CPU cores
-    # (measured: docs/methods/dual-glow.md). Gradient clipping guards the first steps
-    # after the warm-up, when a flow's loss can spike.
+    # cpu preset). 1500 steps at the 1.45 s a step measured alone on 2 CPU cores is
+    # about 40 minutes (2.4-3.8 s a step with other runs alongside). Gradient clipping
+    # guards the first steps after the warm-up, when a flow's loss can spike.
     net = cpu_preset()
     train = TrainSettings(max_steps=1500, batch_size=1, lr=1e-3, warmup_steps=net.warmup_steps,
                           val_every=250, checkpoint_every=100, grad_clip=5.0, multiple=16)
