@@ -125,13 +125,14 @@ def test_sigkill_at_any_moment_then_resume_loses_at_most_the_steps_since_the_che
         tiny_cohort, tmp_path):
     out = tmp_path / "run"
     args = CLI + ["train", "--method", "pix2pix", "--preset", "tiny", "--data", str(tiny_cohort),
-                  "--from", "t1", "--to", "pet", "--out", str(out), "--max-steps", "40",
-                  "--checkpoint-every", "1", "--val-every", "1000", "--no-register"]
+                  "--from", "t1", "--to", "pet", "--out", str(out),
+                  "--checkpoint-every", "1", "--val-every", "100000", "--no-register"]
+    long_run = ["--max-steps", "100000"]  # never ends by itself while we kill it
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     last = out / "last.ckpt"
     killed_at = []
     for attempt, delay in enumerate((0.3, 0.05, 0.6)):
-        proc = subprocess.Popen(args + (["--resume"] if attempt else []), env=env,
+        proc = subprocess.Popen(args + long_run + (["--resume"] if attempt else []), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         before = _step_of(last) if last.exists() else 0
         deadline = time.time() + 60
@@ -143,9 +144,11 @@ def test_sigkill_at_any_moment_then_resume_loses_at_most_the_steps_since_the_che
         step = _step_of(last)  # always loads: never half-written
         assert step > before
         killed_at.append(step)
-    done = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=120)
+    final = killed_at[-1] + 5
+    done = subprocess.run(args + ["--resume", "--max-steps", str(final)], env=env,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert _step_of(last) == 40
+    assert _step_of(last) == final
     assert not list(out.glob(".last.ckpt.*.tmp"))
     assert killed_at == sorted(killed_at)
 
