@@ -19,48 +19,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _virtual_display import run_under_xvfb, wait_until
 
 TIMER_MS = 50
 TARGETS = {"timer_p95_ms": 100.0, "stop_s": 2.0, "translate_s": 5.0}
 SAMPLE_T1 = "sub-001_t1 [t1]"
-
-
-def run_under_xvfb() -> int | None:
-    """Re-run this script in a child process on a fresh Xvfb display; its exit status.
-
-    The child quits Qt before the X server goes away (stopping Xvfb under a live
-    QApplication ends it with an X I/O error). None when already on the virtual display.
-    """
-    if os.environ.get("BENCH_PLUGIN_CHILD"):
-        return None
-    from pyvirtualdisplay import Display
-
-    with Display(visible=False, size=(1600, 1000), color_depth=24):
-        env = dict(os.environ, BENCH_PLUGIN_CHILD="1")
-        return subprocess.run([sys.executable, *sys.argv], env=env, check=False).returncode
-
-
-def wait_until(condition, timeout_s: float, poll_ms: int = 20) -> bool:
-    """Run Qt's event loop (as napari.run would) until ``condition()`` or the timeout."""
-    from qtpy.QtCore import QEventLoop, QTimer
-
-    deadline = time.monotonic() + timeout_s
-    loop = QEventLoop()
-    poll = QTimer()
-    poll.setInterval(poll_ms)
-    poll.timeout.connect(lambda: (condition() or time.monotonic() > deadline) and loop.quit())
-    if not condition():
-        poll.start()
-        loop.exec_()
-        poll.stop()
-    return bool(condition())
 
 
 def timer_lateness_ms(duration_s: float) -> np.ndarray:
@@ -85,7 +54,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads for the run (default: torch's own)")
     args = parser.parse_args()
-    status = run_under_xvfb()
+    status = run_under_xvfb("BENCH_PLUGIN_CHILD")
     if status is not None:
         return status
     work = Path(tempfile.mkdtemp(prefix="bench-plugin-"))

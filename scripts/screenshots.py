@@ -15,41 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _virtual_display import run_under_xvfb, wait_until
 
 WINDOW = (1600, 1000)
 SAMPLE = "sub-001"
-
-
-def run_under_xvfb() -> int | None:
-    """Re-run this script in a child on a fresh Xvfb display (Qt quits before X does)."""
-    if os.environ.get("SCREENSHOTS_CHILD"):
-        return None
-    from pyvirtualdisplay import Display
-
-    with Display(visible=False, size=WINDOW, color_depth=24):
-        env = dict(os.environ, SCREENSHOTS_CHILD="1")
-        return subprocess.run([sys.executable, *sys.argv], env=env, check=False).returncode
-
-
-def wait_until(condition, timeout_s: float, poll_ms: int = 20) -> bool:
-    """Run Qt's event loop until ``condition()`` or the timeout."""
-    from qtpy.QtCore import QEventLoop, QTimer
-
-    deadline = time.monotonic() + timeout_s
-    loop = QEventLoop()
-    poll = QTimer()
-    poll.setInterval(poll_ms)
-    poll.timeout.connect(lambda: (condition() or time.monotonic() > deadline) and loop.quit())
-    if not condition():
-        poll.start()
-        loop.exec_()
-        poll.stop()
-    return bool(condition())
 
 
 def main() -> int:
@@ -58,7 +31,7 @@ def main() -> int:
     parser.add_argument("--register", type=Path, action="append", default=[],
                         help="a trained run folder (model.safetensors + model.json) to offer too")
     args = parser.parse_args()
-    status = run_under_xvfb()
+    status = run_under_xvfb("SCREENSHOTS_CHILD", WINDOW)
     if status is not None:
         return status
     work = Path(tempfile.mkdtemp(prefix="screenshots-"))

@@ -4,13 +4,12 @@ closing the viewer stops a run."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _tiny_cohort import write_tiny_cohort
 
 from napari_modality_synth.widgets.train import TrainWidget
 from napari_modality_synth.widgets.translate import TranslateWidget
@@ -19,18 +18,6 @@ from synth_core import list_checkpoints
 PLANNED = 10_000  # the first run is stopped long before
 STOP_AFTER = 5
 MORE = 10  # Resume, with Steps set to the stopped step + MORE, runs to the end
-
-
-def write_tiny_cohort(out: Path) -> Path:
-    """tests/core/conftest.py's tiny paired cohort (t1, t2, pet at 4 mm, 16^3 voxels)."""
-    name = "modality_synth_core_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "core" / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name].write_tiny_cohort(out)
 
 
 @pytest.fixture(autouse=True)

@@ -3,13 +3,12 @@ provenance; errors become notifications; controls follow the method's capabiliti
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from _tiny_cohort import write_tiny_cohort
 
 import synth_core
 from napari_modality_synth.layers import volume_to_layer_data
@@ -18,18 +17,6 @@ from napari_modality_synth.widgets.translate import TranslateWidget
 from synth_core import Volume
 
 CHECKPOINT = "plugin-tiny-pix2pix-t1-pet"
-
-
-def write_tiny_cohort(out: Path) -> Path:
-    """tests/core/conftest.py's tiny paired cohort (t1, t2, pet at 4 mm, 16^3 voxels)."""
-    name = "modality_synth_core_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "core" / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name].write_tiny_cohort(out)
 
 
 @pytest.fixture(scope="session")
