@@ -153,6 +153,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     info = zoo.resolve(checkpoint, method=method, source=source, target=to)
     runs_reverse = check_request(info, to=to, age=age, steps=steps, samples=samples,
                                  temperature=temperature, reverse=reverse)
+    if steps is None and get_method_class(method).capabilities.steps is not None:
+        steps = (info.card.get("capabilities") or {}).get("default_steps")  # recorded in provenance
     in_modality = info.target if runs_reverse else info.source
     if source is not None and source != in_modality and not info.card.get("any_to_any"):
         raise UserError(
@@ -187,8 +189,10 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     out = _run(model, tensor, request, memory_budget_mb, window,
                lambda f: report(0.2 + 0.7 * f, "synthesizing"))
     out = out[:, 0, 0].float().cpu().numpy()  # (K, X, Y, Z)
-    target_params = NormParams.from_dict(card["normalisation"]["target_reference"]) if not runs_reverse \
-        else params
+    # A synthesis has no intensities of its own: it takes the typical map of the training
+    # subjects of the modality it is in (older cards lack the source's: then the input's own map).
+    reference = card["normalisation"].get("source_reference" if runs_reverse else "target_reference")
+    target_params = NormParams.from_dict(reference) if reference else params
     out_modality = to
     mean_n = out.mean(0)
     mean = denormalise(unpad(mean_n, pad_info), target_params)

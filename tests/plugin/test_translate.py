@@ -190,3 +190,53 @@ def test_samples_of_a_stochastic_method_add_a_std_layer(make_napari_viewer, qtbo
     np.testing.assert_allclose(std.affine.affine_matrix, small_volume.affine, atol=1e-12)
     assert list(viewer.layers).index(mean) > list(viewer.layers).index(std)  # the mean on top
     assert mean.metadata["provenance"]["Synthetic"] is True
+
+
+BIDPM = "plugin-tiny-bidpm-t1-t2"
+
+
+@pytest.fixture(scope="session")
+def tiny_bidpm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny Bi-DPM t1 <-> t2 trained here and registered in the session's zoo; its name."""
+    import torch
+
+    from synth_core.training import TrainRequest, train
+
+    root = tmp_path_factory.mktemp("plugin-bidpm")
+    cohort = write_tiny_cohort(root / "cohort")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(TrainRequest(method="bi-dpm", data=cohort, source="t1", target="t2", out=root / "run",
+                           preset="tiny", name=BIDPM, overrides={"val_every": 1000, "checkpoint_every": 1000}))
+    finally:
+        torch.set_num_threads(before)
+    return BIDPM
+
+
+def test_bidpm_runs_backwards_with_the_chosen_step_count(make_napari_viewer, qtbot, tiny_bidpm):
+    from napari_modality_synth._sample_data import _subject
+
+    t2 = _subject().volumes["t2"]
+    viewer, widget = _widget(make_napari_viewer)
+    _add(viewer, t2, "sub-001_t2 [t2]")
+    widget.method.setCurrentIndex(widget.method.findData("bi-dpm"))
+    assert widget.source.currentData() == "t2"
+    widget.target.setCurrentIndex(widget.target.findData("t1"))
+    index = next(i for i, text in enumerate(_texts(widget.checkpoint)) if text.startswith(BIDPM))
+    widget.checkpoint.setCurrentIndex(index)
+    assert not widget.controls.rows["steps"].isHidden()
+    assert widget.controls.steps.value() == 1  # the trained time points, from the model card
+    assert widget.controls.reverse.isChecked()  # t2 -> t1 runs the t1 -> t2 model backwards
+    widget.controls.steps.setValue(3)
+    widget.device.setCurrentIndex(widget.device.findData("cpu"))
+    widget.button.click()
+    name = "sub-001_t2 [t2] -> t1 (bi-dpm)"
+    qtbot.waitUntil(lambda: name in viewer.layers, timeout=20000)
+    qtbot.waitUntil(lambda: not widget.worker.is_running, timeout=5000)
+    layer = viewer.layers[name]
+    expected = synth_core.translate(t2, "bi-dpm", "t1", source="t2", checkpoint=BIDPM, steps=3,
+                                    device="cpu")
+    np.testing.assert_allclose(layer.data, expected.volume.data, rtol=1e-5, atol=1e-4)
+    params = layer.metadata["provenance"]["Parameters"]
+    assert (params["steps"], params["reverse"]) == (3, True)

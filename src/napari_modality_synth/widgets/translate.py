@@ -163,7 +163,10 @@ class TranslateWidget(QWidget):
     def _checkpoint_changed(self, *_: Any) -> None:
         info = self.checkpoint.currentData()
         key = self.method.currentData()
-        caps = self.methods[key]["capabilities"] if key else {}
+        caps = dict(self.methods[key]["capabilities"]) if key else {}
+        if info is not None and (info.card.get("capabilities") or {}).get("default_steps"):
+            # An ODE model's own default (Bi-DPM: the time points it was trained on).
+            caps["default_steps"] = info.card["capabilities"]["default_steps"]
         self.controls.configure(caps, _choices.age_range(info))
         source, target = self.source.currentData(), self.target.currentData()
         self.controls.set_reverse(info is not None and _choices.runs_reverse(info, source, target))

@@ -37,7 +37,8 @@ class TranslationDataset(Dataset):
       Subjects with only one of the two modalities join the half that can use them.
     - ``partial``: ``round(paired_fraction * n)`` of the subjects having both modalities
       are paired, the rest are split into halves as above; a ``paired_fraction`` share of
-      each epoch's items are paired (``"paired"`` says which).
+      each epoch's items are paired (``"paired"`` says which), or a ``paired_share``
+      when given (Bi-DPM trains on half-paired batches whatever the paired fraction).
 
     Locations: ``spatial="3d"`` with ``patch_size=None`` is the whole volume; with a
     patch size a random crop whose centre is drawn from the mask, re-drawn (up to 8
@@ -52,6 +53,8 @@ class TranslationDataset(Dataset):
         source, target: modality keys (``t1``, ``pet``, ...).
         mode: ``paired``, ``unpaired`` or ``partial``.
         paired_fraction: share of paired subjects and items (``partial`` only).
+        paired_share: ``partial`` only: the share of items that are paired, if not
+            ``paired_fraction`` (the paired subjects are then drawn more often).
         spatial: ``3d`` or ``2d``.
         patch_size: voxels, one int or one per axis (3 in 3D, 2 in 2D); None = whole.
         samples_per_epoch: items per epoch; default the number of subjects (3D) or of
@@ -76,6 +79,7 @@ class TranslationDataset(Dataset):
         *,
         mode: str = "paired",
         paired_fraction: float = 1.0,
+        paired_share: float | None = None,
         spatial: str = "3d",
         patch_size: int | Sequence[int] | None = None,
         samples_per_epoch: int | None = None,
@@ -89,6 +93,8 @@ class TranslationDataset(Dataset):
             raise UserError(f"spatial {spatial!r} is not one of {', '.join(SPATIAL)}")
         if not 0.0 <= paired_fraction <= 1.0:
             raise UserError(f"paired_fraction {paired_fraction} must lie in [0, 1]")
+        if paired_share is not None and not 0.0 <= paired_share <= 1.0:
+            raise UserError(f"paired_share {paired_share} must lie in [0, 1]")
         self.store, self.source, self.target = store, source, target
         self.mode, self.spatial, self.seed = mode, spatial, int(seed)
         self.min_slice_fraction = float(min_slice_fraction)
@@ -108,7 +114,10 @@ class TranslationDataset(Dataset):
         self.samples_per_epoch = n_units if samples_per_epoch is None else int(samples_per_epoch)
         if self.samples_per_epoch < 1:
             raise UserError(f"samples_per_epoch {samples_per_epoch} must be positive")
-        self.n_paired_items = round(self.paired_fraction * self.samples_per_epoch)
+        share = self.paired_fraction
+        if mode == "partial" and paired_share is not None and self.paired_subjects:
+            share = float(paired_share)
+        self.n_paired_items = round(share * self.samples_per_epoch)
         self._perm: tuple[int, np.ndarray] | None = None
 
     # ------------------------------------------------------------ setup

@@ -1,6 +1,12 @@
 """Synthesis methods: the contract (``base``) and one module per method."""
 
-from synth_core.methods import cyclegan, dual_glow, pix2pix  # noqa: F401  (registers the methods)
+from synth_core.methods import (  # noqa: F401  (registers the methods)
+    bi_dpm,
+    cyclegan,
+    dual_glow,
+    flow_matching,
+    pix2pix,
+)
 from synth_core.methods.base import (
     Capabilities,
     Method,

@@ -157,6 +157,11 @@ class Method(nn.Module):
         """Multi-optimiser methods: run every optimiser once through ``ctx``; return losses."""
         raise NotImplementedError
 
+    def card_capabilities(self) -> dict[str, Any]:
+        """Capabilities that depend on this model's config (e.g. Bi-DPM's default step
+        count is the number of time points it was trained on); merged into the card."""
+        return {}
+
     def inference_modules(self) -> Iterable[str]:
         """Names of the sub-modules whose weights are exported (the rest is training-only)."""
         return [name for name, _ in self.named_children()]

@@ -142,7 +142,14 @@ class SynthesisModule(pl.LightningModule):
         x, y, mask = batch["source"], batch["target"], batch["mask"]
         request = SynthesisRequest(age=_first_age(batch))
         with torch.no_grad():
-            pred = self._val_method.synthesize(x, request).mean(0)
+            if self._val_method.config.train.spatial == "2d":
+                # 2D methods see the held-out volume as its axial slices (last axis).
+                slices = x[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
+                pred = torch.cat([self._val_method.synthesize(slices[i:i + 16], request).mean(0)
+                                  for i in range(0, len(slices), 16)])
+                pred = pred.permute(1, 2, 3, 0).unsqueeze(0)
+            else:
+                pred = self._val_method.synthesize(x, request).mean(0)
         p = pred[0, 0].float().cpu().numpy()
         t = y[0, 0].float().cpu().numpy()
         m = mask[0, 0].bool().cpu().numpy()

@@ -171,6 +171,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     train_set = TranslationDataset(
         store, split.train, request.source, request.target, mode=mode,
         paired_fraction=request.paired_fraction, spatial=config.train.spatial,
+        paired_share=getattr(config, "paired_share", None),
         patch_size=config.train.patch_size, seed=seed,
     )
     val_set = ValidationVolumes(store, [r for r in split.val if r in usable],
@@ -181,6 +182,12 @@ def train(request: TrainRequest, sink: EventSink | None = None,
 
     method = cls(config, request.source, request.target)
     module = SynthesisModule(method)
+    norm_ref = {"target_reference": target_norm_reference(
+        store, [r.subject_id for r in split.train if request.target in r.paths], request.target)}
+    if cls.capabilities.bidirectional:
+        # --reverse brings a synthesis back to the source modality's units.
+        norm_ref["source_reference"] = target_norm_reference(
+            store, [r.subject_id for r in split.train if request.source in r.paths], request.source)
     run = request.out
     run.mkdir(parents=True, exist_ok=True)
     spacing = _model_spacing(request, split.train)
@@ -192,15 +199,10 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         "source": request.source,
         "target": request.target,
         "config": dataclasses.asdict(config),
-        "capabilities": cls.capabilities.to_dict(),
+        "capabilities": cls.capabilities.to_dict() | method.card_capabilities(),
         "spacing": list(spacing) if spacing else None,
         "multiple": config.train.multiple,
-        "normalisation": {
-            "source": "per-volume, synth_core.preprocess.fit_normalisation",
-            "target_reference": target_norm_reference(store, [r.subject_id for r in split.train
-                                                              if request.target in r.paths],
-                                                      request.target),
-        },
+        "normalisation": {"source": "per-volume, synth_core.preprocess.fit_normalisation"} | norm_ref,
         "training_data": summarise(records, split) | {"mode": mode, "path": str(request.data)},
         "age_range": _age_range(split.train),
         "seed": seed,
