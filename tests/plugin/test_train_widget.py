@@ -132,3 +132,30 @@ def test_closing_the_viewer_stops_a_run(make_napari_viewer, qtbot, cohort, tmp_p
     finally:
         handle.shutdown()  # never leave a run going, even when the assertion fails
     assert handle.stop.is_set() and (out / "last.ckpt").is_file()
+
+
+def test_partially_paired_bidpm_from_the_widget(make_napari_viewer, qtbot, cohort, tmp_path):
+    viewer = make_napari_viewer()
+    widget = _docked(viewer, TrainWidget(viewer))
+    widget.method.setCurrentIndex(widget.method.findData("pix2pix"))
+    assert [widget.mode.itemData(i) for i in range(widget.mode.count())] == ["paired"]
+    assert widget.paired_fraction.isHidden()
+    widget.method.setCurrentIndex(widget.method.findData("bi-dpm"))
+    assert [widget.mode.itemData(i) for i in range(widget.mode.count())] == ["paired", "partial"]
+    assert widget.preset.findData("cpu-2step") >= 0
+    widget.mode.setCurrentIndex(widget.mode.findData("partial"))
+    assert not widget.paired_fraction.isHidden()
+    widget.paired_fraction.setValue(0.34)
+    widget.data.setText(str(cohort))
+    widget.source.setCurrentIndex(widget.source.findData("t1"))
+    widget.target.setCurrentIndex(widget.target.findData("t2"))
+    widget.preset.setCurrentIndex(widget.preset.findData("tiny"))
+    widget.device.setCurrentIndex(widget.device.findData("cpu"))
+    widget.out.setText(str(tmp_path / "bidpm"))
+    request = widget.request()
+    assert (request.method, request.mode, request.paired_fraction) == ("bi-dpm", "partial", 0.34)
+    worker = widget.start()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=60000)
+    assert widget.result is not None and widget.result.steps == 4
+    card = widget.result.model.card
+    assert card["training_data"]["mode"] == "partial"

@@ -25,6 +25,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QApplication,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -92,6 +93,15 @@ class TrainWidget(QWidget):
                 combo.addItem(modality, modality)
             combo.setCurrentIndex(combo.findData(default))
         self.preset = QComboBox()
+        # How the two modalities go together in the data: the kinds the method trains on.
+        self.mode = QComboBox()
+        self.paired_fraction = QDoubleSpinBox()
+        self.paired_fraction.setRange(0.01, 1.0)
+        self.paired_fraction.setSingleStep(0.05)
+        self.paired_fraction.setDecimals(2)
+        self.paired_fraction.setValue(0.1)
+        self.paired_fraction.setToolTip("share of the training subjects used as pairs; the others "
+                                        "are split into unpaired source and target halves")
         self.settings = {name: QLineEdit() for name in SETTINGS}
         for edit in self.settings.values():
             edit.setPlaceholderText("preset's")
@@ -112,6 +122,9 @@ class TrainWidget(QWidget):
         form.addRow("From", self.source)
         form.addRow("To", self.target)
         form.addRow("Preset", self.preset)
+        form.addRow("Data pairing", self.mode)
+        form.addRow("Paired fraction", self.paired_fraction)
+        self._form = form
         for name, (_, _, label) in SETTINGS.items():
             form.addRow(label, self.settings[name])
         form.addRow("Device", self.device)
@@ -127,6 +140,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.plot, 1)
 
         self.method.currentIndexChanged.connect(self._fill_presets)
+        self.mode.currentIndexChanged.connect(self._show_fraction)
         self.out.textChanged.connect(self._update_buttons)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
@@ -174,6 +188,7 @@ class TrainWidget(QWidget):
             source=self.source.currentData(), target=self.target.currentData(),
             out=Path(self.out.text().strip()).expanduser(), preset=self.preset.currentData(),
             overrides=self.overrides(), resume=resume, accelerator=self.device.currentData(),
+            mode=self.mode.currentData(), paired_fraction=self.paired_fraction.value(),
         )
 
     # --- runs ----------------------------------------------------------------------------
@@ -278,6 +293,19 @@ class TrainWidget(QWidget):
             self.preset.addItem(preset, preset)
         if "cpu" in presets:
             self.preset.setCurrentIndex(presets.index("cpu"))
+        kinds = self.methods.get(self.method.currentData(), {}).get("capabilities", {}).get("data", ())
+        self.mode.clear()
+        for kind in kinds:
+            if kind in ("paired", "unpaired", "partial"):
+                self.mode.addItem({"partial": "partially paired"}.get(kind, kind), kind)
+        self._show_fraction()
+
+    def _show_fraction(self, *_: Any) -> None:
+        partial = self.mode.currentData() == "partial"
+        self.paired_fraction.setVisible(partial)
+        label = self._form.labelForField(self.paired_fraction)
+        if label is not None:
+            label.setVisible(partial)
 
     def _browse_data_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Training data folder")
