@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, default=None)
     t.add_argument("--mode", choices=["paired", "unpaired", "partial"], default=None)
     t.add_argument("--paired-fraction", type=float, default=1.0)
+    t.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="any setting of the method's config, e.g. distance=lpips, "
+                        "lpips_weights=/models/vgg16.safetensors, net.features=32 (repeatable)")
     t.add_argument("--resume", action="store_true")
     t.add_argument("--devices", type=int, default=1)
     t.add_argument("--num-nodes", type=int, default=1)
@@ -192,6 +195,7 @@ def _train(args: argparse.Namespace) -> int:
         "max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "val_every": args.val_every, "checkpoint_every": args.checkpoint_every,
     }
+    overrides |= _parse_settings(args.settings)
     request = TrainRequest(
         method=args.method, data=args.data, source=args.source, target=args.target, out=args.out,
         preset=args.preset, overrides=overrides, resume=args.resume, devices=args.devices,
@@ -220,6 +224,21 @@ def _train(args: argparse.Namespace) -> int:
     if result.registered is not None:
         print(f"registered checkpoint {result.registered.name!r} (see `modality-synth models`)")
     return 0
+
+
+def _parse_settings(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a VALUE that reads as JSON (numbers, true, lists) is taken as such."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r} is not KEY=VALUE; e.g. --set distance=lpips")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out[key.strip()] = value
+    return out
 
 
 def _models(args: argparse.Namespace) -> int:

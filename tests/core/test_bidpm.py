@@ -160,3 +160,21 @@ def test_partial_data_gives_bidpm_half_paired_batches(tiny_cohort):
     assert sum(bool(ds[i]["paired"]) for i in range(len(ds))) == 20
     with pytest.raises(UserError, match="paired_share"):
         TranslationDataset(store, records, "t1", "t2", mode="partial", paired_share=1.5)
+
+
+def test_cli_set_reaches_nested_and_method_settings(tiny_cohort, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--method", "bi-dpm", "--preset", "tiny", "--data", str(tiny_cohort),
+                 "--from", "t1", "--to", "t2", "--out", str(out), "--no-register",
+                 "--set", "net.features=6", "--set", "time_points=2", "--set", "lambda_u=0.3"])
+    assert code == 0, capsys.readouterr().err
+    card = json.loads((out / "model.json").read_text())
+    assert card["config"]["net"]["features"] == 6 and card["config"]["time_points"] == 2
+    assert card["capabilities"]["default_steps"] == 2
+    for bad, message in (("distance", "not KEY=VALUE"), ("net.width=3", "no setting 'net.width'"),
+                         ("time_points=two", "takes a value like 1"), ("nope.x=1", "no group")):
+        code = main(["train", "--method", "bi-dpm", "--preset", "tiny", "--data", str(tiny_cohort),
+                     "--from", "t1", "--to", "t2", "--out", str(tmp_path / "bad"), "--set", bad])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
+        assert not (tmp_path / "bad").exists()

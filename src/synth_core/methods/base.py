@@ -209,7 +209,10 @@ def method_keys() -> list[str]:
 
 
 def build_config(key: str, preset: str = "cpu", overrides: dict[str, Any] | None = None) -> Any:
-    """The method's config from a named preset, with ``train.<field>`` or field overrides."""
+    """The method's config from a named preset, with overrides of its fields: a
+    ``TrainSettings`` field by its name (``lr``), a method field by its name
+    (``distance``), a nested one with dots (``net.features``). Values must have the
+    field's type (an int is accepted for a float; a list for a tuple)."""
     cls = get_method_class(key)
     if preset not in cls.presets:
         raise UserError(
@@ -219,10 +222,25 @@ def build_config(key: str, preset: str = "cpu", overrides: dict[str, Any] | None
     for name, value in (overrides or {}).items():
         if value is None:
             continue
-        target = config.train if hasattr(config.train, name) else config
-        if not hasattr(target, name):
+        *path, leaf = name.split(".")
+        target = config
+        for part in path:  # a nested setting such as "net.features"
+            target = getattr(target, part, None)
+            if not dataclasses.is_dataclass(target):
+                raise UserError(f"method {key!r} has no group of settings {part!r} (in {name!r})")
+        if not path and hasattr(config.train, leaf):
+            target = config.train
+        if not hasattr(target, leaf) or dataclasses.is_dataclass(getattr(target, leaf)):
             raise UserError(f"method {key!r} has no setting {name!r}")
-        setattr(target, name, value)
+        current = getattr(target, leaf)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(current, bool) != isinstance(value, bool) or (
+                isinstance(current, (int, float)) and not isinstance(value, (int, float))):
+            raise UserError(f"setting {name!r} of {key!r} takes a value like {current!r}, not {value!r}")
+        elif isinstance(current, float) and isinstance(value, int):
+            value = float(value)
+        setattr(target, leaf, value)
     return config
 
 
