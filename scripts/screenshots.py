@@ -3,7 +3,8 @@
     .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--register RUN_DIR ...]
 
 Opens a real napari viewer on a virtual X server (Xvfb) with the phantom sample and, one
-dock widget at a time: Translate after translating the sample T1 to PET, Compare after
+dock widget at a time: Translate after translating the sample T1 to PET (and its T2 back
+to T1 with Bi-DPM), Compare after
 comparing that with the true PET in the brain mask, Age explorer after an age series (or
 its "unavailable" state when no method takes an age), Train during and after a short
 run. The checkpoints used are the bundled ones; ``--register`` adds trained run folders
@@ -64,6 +65,8 @@ class Shots:
             info = register_user_checkpoint(run, run.name)
             print(f"offering {info.name} ({info.method} {info.source} -> {info.target})")
         pix2pix = self.checkpoint("pix2pix", "t1", "pet")
+        bidpm = self.checkpoint("bi-dpm", "t1", "t2")
+        self.translate(bidpm, "bi-dpm", "t2", "t1", steps=1, shot="translate_bidpm.png")  # backwards
         result = self.translate(pix2pix)
         self.compare(result)
         age_methods = [k for k, v in synth_core.list_methods().items()
@@ -134,30 +137,35 @@ class Shots:
         print(f"wrote {path}")
 
     # --- the widgets ---------------------------------------------------------------------
-    def translate(self, checkpoint: str) -> str:
+    def translate(self, checkpoint: str, method: str = "pix2pix", source: str = "t1", target: str = "pet",
+                  steps: int | None = None, shot: str = "translate.png") -> str:
         from napari_modality_synth.widgets.translate import TranslateWidget
 
         widget = TranslateWidget(self.viewer)
         self.show(widget, "Translate")
-        widget.input.setCurrentIndex(widget.input.findText(f"{SAMPLE}_t1 [t1]"))
-        widget.method.setCurrentIndex(widget.method.findData("pix2pix"))
-        widget.target.setCurrentIndex(widget.target.findData("pet"))
+        given = f"{SAMPLE}_{source} [{source}]"
+        widget.input.setCurrentIndex(widget.input.findText(given))
+        widget.method.setCurrentIndex(widget.method.findData(method))
+        widget.source.setCurrentIndex(widget.source.findData(source))
+        widget.target.setCurrentIndex(widget.target.findData(target))
         widget.checkpoint.setCurrentIndex(next(
             i for i in range(widget.checkpoint.count()) if widget.checkpoint.itemText(i).startswith(checkpoint)))
+        if steps is not None:
+            widget.controls.steps.setValue(steps)
         widget.button.click()
         wait_until(lambda: bool(widget.added), 120)
         wait_until(lambda: not widget.worker.is_running, 10)
         name = widget.added[0].name
-        # Side by side: the input T1, the synthesized PET, the true PET.
-        true_pet = f"{SAMPLE}_pet [pet]"
-        self.only(f"{SAMPLE}_t1 [t1]", name, true_pet)
-        self.viewer.layers[true_pet].contrast_limits = self.viewer.layers[name].contrast_limits
+        # Side by side: the input, the synthesized scan, the acquired one.
+        truth = f"{SAMPLE}_{target} [{target}]"
+        self.only(given, name, truth)
+        self.viewer.layers[truth].contrast_limits = self.viewer.layers[name].contrast_limits
         canvas = getattr(self.viewer, "canvas", None)  # napari >= 0.9 moved the grid there
         grid = canvas.grid if canvas is not None else self.viewer.grid
         grid.enabled = True
         grid.shape = (1, -1)
         self.axial()
-        self.save("translate.png")
+        self.save(shot)
         grid.enabled = False
         return name
 
