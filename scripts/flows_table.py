@@ -4,7 +4,8 @@
 
 One table per direction: rows are models, columns step counts, cells ``SSIM / PSNR``
 (mean over subjects); the best cell of each direction is in bold; the noise floor closes
-each table.
+each table. ``--summary``: one table, rows models, columns directions, each cell the best
+SSIM over step counts with its PSNR and step count.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("bench", nargs="+", type=Path)
     parser.add_argument("--mask", choices=["head", "brain"], default="head")
+    parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()
     prefix = "brain_" if args.mask == "brain" else ""
     rows = [r for path in args.bench for r in json.loads(path.read_text())]
+    if args.summary:
+        summary(rows, prefix)
+        return
     steps = sorted({r["steps"] for r in rows if r["steps"] is not None})
     for direction in sorted({r["direction"] for r in rows}):
         mine = [r for r in rows if r["direction"] == direction]
@@ -43,6 +48,29 @@ def main() -> None:
         floor = mine[0]
         print(f"| noise floor | {floor[f'{prefix}noise_floor_ssim']:.3f} / "
               f"{floor[f'{prefix}noise_floor_psnr']:.2f} |" + " |" * (len(steps) - 1))
+
+
+def summary(rows: list[dict], prefix: str) -> None:
+    directions = sorted({r["direction"] for r in rows})
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    print("| model | " + " | ".join(directions) + " |")
+    print("|---|" + "---|" * len(directions))
+    for model in models:
+        cells = []
+        for direction in directions:
+            mine = [r for r in rows if r["model"] == model and r["direction"] == direction]
+            if not mine:
+                cells.append("")
+                continue
+            r = max(mine, key=lambda r: r[f"{prefix}ssim"][0])
+            at = "" if r["steps"] is None else f" ({r['steps']})"
+            cells.append(f"{r[f'{prefix}ssim'][0]:.3f} / {r[f'{prefix}psnr'][0]:.2f}{at}")
+        print(f"| {model} | " + " | ".join(cells) + " |")
+    floors = []
+    for direction in directions:
+        r = next(r for r in rows if r["direction"] == direction)
+        floors.append(f"{r[f'{prefix}noise_floor_ssim']:.3f} / {r[f'{prefix}noise_floor_psnr']:.2f}")
+    print("| noise floor | " + " | ".join(floors) + " |")
 
 
 if __name__ == "__main__":
