@@ -125,19 +125,28 @@ def _phantom(args: argparse.Namespace) -> int:
 
 def _translate(args: argparse.Namespace) -> int:
     from synth_core.inference import translate
-    from synth_core.io import load_volume, save_volume, sidecar_path
+    from synth_core.io import guess_modality, load_volume, save_volume, sidecar_path
 
     _check_output(args.input, args.output, args.overwrite)
     std_path = _std_path(args.output) if args.samples > 1 else None
     if std_path is not None:
         _check_output(args.input, std_path, args.overwrite)
     volume = load_volume(args.input, modality=args.source)
+    # Without --from, a modality the file name states (BIDS-style "sub-01_t2.nii.gz") is the
+    # source: a T2 must not run through a T1 model just because that model fits --to.
+    guessed = guess_modality(args.input) if args.source is None else None
     bar = _bar(100, "translate")
-    result = translate(volume, args.method, args.to, source=args.source, checkpoint=args.checkpoint,
-                       age=args.age, steps=args.steps, samples=args.samples,
-                       temperature=args.temperature, reverse=args.reverse, device=args.device,
-                       memory_budget_mb=args.memory_budget_mb, seed=args.seed,
-                       progress=lambda f, msg: bar(int(f * 100)))
+    try:
+        result = translate(volume, args.method, args.to, source=args.source or guessed,
+                           checkpoint=args.checkpoint, age=args.age, steps=args.steps,
+                           samples=args.samples, temperature=args.temperature, reverse=args.reverse,
+                           device=args.device, memory_budget_mb=args.memory_budget_mb, seed=args.seed,
+                           progress=lambda f, msg: bar(int(f * 100)))
+    except UserError as exc:
+        if guessed is None:
+            raise
+        raise UserError(f"{exc} (the input was taken as {guessed} from its file name; pass --from "
+                        "to say otherwise)") from None
     bar(None)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

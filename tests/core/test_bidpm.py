@@ -178,3 +178,19 @@ def test_cli_set_reaches_nested_and_method_settings(tiny_cohort, tmp_path, capsy
         err = capsys.readouterr().err
         assert code == 2 and message in err, err
         assert not (tmp_path / "bad").exists()
+
+
+def test_cli_takes_the_source_modality_from_the_file_name(flows, tiny_cohort, tmp_path, capsys):
+    """A T2 file does not run through a T1 -> T2 model's forward direction by default."""
+    t2 = tmp_path / "sub-006_t2.nii.gz"
+    t2.write_bytes((tiny_cohort / "sub-006" / "sub-006_t2.nii.gz").read_bytes())
+    code = main(["translate", str(t2), "-o", str(tmp_path / "x.nii.gz"), "--method", "pix2pix",
+                 "--to", "pet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "t2 -> pet" in err and "--from" in err, err
+    assert not (tmp_path / "x.nii.gz").exists()
+    # ... and the stated modality picks the direction of a bidirectional model.
+    code = main(["translate", str(t2), "-o", str(tmp_path / "t1.nii.gz"), "--method", "bi-dpm",
+                 "--to", "t1", "--checkpoint", "tiny-bidpm-t1-t2"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "t1.json").read_text())["Parameters"]["reverse"] is True
