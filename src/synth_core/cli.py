@@ -260,12 +260,16 @@ def _models(args: argparse.Namespace) -> int:
     if not rows:
         print("no checkpoints; train one with `modality-synth train`")
         return 0
-    print(f"{'name':<34} {'method':<12} {'source->target':<16} {'preset':<7} {'origin':<8} "
-          f"{'val_psnr':>8} {'val_ssim':>8}  sha256")
+    # Columns as wide as their longest entry, so long keys (rectified-flow, cpu-2step) stay aligned.
+    w_name = max(34, *(len(r["name"]) for r in rows))
+    w_method = max(12, *(len(r["method"]) for r in rows))
+    w_preset = max(7, *(len(str(r["preset"])) for r in rows))
+    print(f"{'name':<{w_name}} {'method':<{w_method}} {'source->target':<16} {'preset':<{w_preset}} "
+          f"{'origin':<8} {'val_psnr':>8} {'val_ssim':>8}  sha256")
     for r in rows:
         val = r["validation"] or {}
-        print(f"{r['name']:<34} {r['method']:<12} {r['source'] + '->' + r['target']:<16} "
-              f"{str(r['preset']):<7} {r['origin']:<8} {val.get('val_psnr', float('nan')):>8.2f} "
+        print(f"{r['name']:<{w_name}} {r['method']:<{w_method}} {r['source'] + '->' + r['target']:<16} "
+              f"{str(r['preset']):<{w_preset}} {r['origin']:<8} {val.get('val_psnr', float('nan')):>8.2f} "
               f"{val.get('val_ssim', float('nan')):>8.3f}  {r['sha256'][:12]}")
     return 0
 
