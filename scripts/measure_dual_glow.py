@@ -117,6 +117,7 @@ class Model:
 # -- accuracy ------------------------------------------------------------------------
 def accuracy(models: dict[str, Model], subjects: list[dict[str, Any]]) -> dict[str, Any]:
     rows: dict[str, list[dict[str, float]]] = {}
+    failures: dict[str, list[str]] = {}
     for s in subjects:
         mask, t1 = brain(s), volume(s, "t1")
         noisy, clean = volume(s, "pet"), volume(s, "pet_clean")
@@ -126,8 +127,11 @@ def accuracy(models: dict[str, Model], subjects: list[dict[str, Any]]) -> dict[s
             age = model.clamp(s["age"]) if model.takes_age else None
             preds[name] = model.translated(t1, age).volume.data
             if model.takes_age:
-                preds[f"{name}, mean of 8 at T=0.7"] = model.translated(
-                    t1, age, samples=8, temperature=0.7).volume.data
+                try:
+                    preds[f"{name}, mean of 8 at T=0.7"] = model.translated(
+                        t1, age, samples=8, temperature=0.7).volume.data
+                except sc.UserError as exc:  # non-finite samples: counted, not scored
+                    failures.setdefault(f"{name}, mean of 8 at T=0.7", []).append(f"{s['id']}: {exc}")
         for name, pred in preds.items():
             p = sc.Volume(np.asarray(pred, dtype=np.float32), noisy.affine, "pet")
             for against, t in truth.items():
@@ -135,8 +139,11 @@ def accuracy(models: dict[str, Model], subjects: list[dict[str, Any]]) -> dict[s
                     continue
                 scores = normalised_scores(p, t, "pet", mask)
                 rows.setdefault(f"{name} vs {against}", []).append(scores)
-    return {k: {m: (float(np.mean([r[m] for r in v])), float(np.std([r[m] for r in v])))
-                for m in v[0]} for k, v in rows.items()}
+    out: dict[str, Any] = {k: {m: (float(np.mean([r[m] for r in v])), float(np.std([r[m] for r in v])))
+                               for m in v[0]} for k, v in rows.items()}
+    if failures:
+        out["failed (translate refused non-finite output)"] = failures
+    return out
 
 
 # -- age response --------------------------------------------------------------------

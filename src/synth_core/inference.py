@@ -189,6 +189,15 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     out = _run(model, tensor, request, memory_budget_mb, window,
                lambda f: report(0.2 + 0.7 * f, "synthesizing"))
     out = out[:, 0, 0].float().cpu().numpy()  # (K, X, Y, Z)
+    finite = np.isfinite(out)
+    if not finite.all():
+        # A synthetic scan with holes must never be written: say so, and what usually helps.
+        hint = ("lower --temperature (0 gives the deterministic mode)" if temperature
+                else "check that the input is the modality the model expects")
+        raise UserError(
+            f"{info.method} produced non-finite values (NaN or infinity) in {1 - finite.mean():.1%} "
+            f"of the voxels of this input, so no volume was made; {hint}"
+        )
     # A synthesis has no intensities of its own: it takes the typical map of the training
     # subjects of the modality it is in (older cards lack the source's: then the input's own map).
     reference = card["normalisation"].get("source_reference" if runs_reverse else "target_reference")

@@ -140,3 +140,18 @@ def test_training_data_is_normalised_exactly_as_translate_normalises_a_scan(tiny
     vol = _input_volume(tiny_cohort, sid="sub-002")
     at_inference = fit_normalisation(vol.data, "t1", mask=foreground_mask(vol.data, "t1"))
     assert store.norm_params("sub-002", "t1").to_dict() == at_inference.to_dict()
+
+
+def test_non_finite_model_output_is_an_error_not_a_volume(trained, tiny_cohort, monkeypatch):
+    import torch
+
+    from synth_core import inference
+
+    def broken(model, x, request, *args):
+        out = torch.zeros((1, *x.shape))
+        out[..., 0, 0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(inference, "_run", broken)
+    with pytest.raises(UserError, match=r"non-finite values .* check that the input"):
+        sc.translate(_input_volume(tiny_cohort), method="pix2pix", to="pet")
