@@ -155,7 +155,9 @@ def test_partially_paired_bidpm_from_the_widget(make_napari_viewer, qtbot, cohor
     request = widget.request()
     assert (request.method, request.mode, request.paired_fraction) == ("bi-dpm", "partial", 0.34)
     worker = widget.start()
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=60000)
-    assert widget.result is not None and widget.result.steps == 4
+    # The result arrives through the event loop after the worker thread ends: wait for it.
+    qtbot.waitUntil(lambda: widget.result is not None or widget.status.text() == "failed", timeout=60000)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=5000)
+    assert widget.result is not None and widget.result.steps == 4, widget.status.text()
     card = widget.result.model.card
     assert card["training_data"]["mode"] == "partial"
