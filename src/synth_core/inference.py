@@ -21,7 +21,7 @@ import torch
 from synth_core import zoo
 from synth_core._version import __version__
 from synth_core.errors import UserError
-from synth_core.methods import Method, SynthesisRequest, get_method_class
+from synth_core.methods import Method, SynthesisRequest, get_method_class, synthesize_slices
 from synth_core.nn.sliding_window import sliding_window
 from synth_core.preprocess import (
     NormParams,
@@ -230,7 +230,7 @@ def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: f
     caps = model.capabilities
     spatial_mode = model.config.train.spatial
     if spatial_mode == "2d":
-        return _run_slices(model, x, request, progress)
+        return synthesize_slices(model, x, request, progress=progress)
     voxels = int(np.prod(x.shape[2:]))
     needed_mb = voxels * model_bytes_per_voxel(model) / 2**20  # samples are drawn one at a time
     if window is None and needed_mb > budget_mb:
@@ -251,21 +251,6 @@ def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: f
         return out
     with torch.no_grad():
         return sliding_window(lambda w: model.synthesize(w, request), x, window, 0.25, progress)
-
-
-def _run_slices(model: Method, x: torch.Tensor, request: SynthesisRequest,
-                progress: Callable[[float], None]) -> torch.Tensor:
-    """2D methods: axial slices (last axis) in small batches."""
-    depth = x.shape[-1]
-    outs = []
-    batch = 8
-    with torch.no_grad():
-        for start in range(0, depth, batch):
-            chunk = x[0, :, :, :, start:start + batch].permute(3, 0, 1, 2)  # (b, C, X, Y)
-            y = model.synthesize(chunk, request)  # (K, b, C, X, Y)
-            outs.append(y.permute(0, 2, 3, 4, 1))  # (K, C, X, Y, b)
-            progress(min(1.0, (start + batch) / depth))
-    return torch.cat(outs, dim=-1).unsqueeze(1)  # (K, 1, C, X, Y, Z)
 
 
 def model_bytes_per_voxel(model: Method) -> float:

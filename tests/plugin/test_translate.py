@@ -19,26 +19,30 @@ from synth_core import Volume
 CHECKPOINT = "plugin-tiny-pix2pix-t1-pet"
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny pix2pix t1 -> pet trained here and registered in the session's zoo; its name."""
+def _train_tiny(root: Path, method: str, source: str, target: str, name: str) -> str:
+    """Train ``method`` (tiny preset) on a tiny cohort under ``root``, registered as ``name``."""
     import torch
 
     from synth_core.training import TrainRequest, train
 
-    root = tmp_path_factory.mktemp("plugin-translate")
     cohort = write_tiny_cohort(root / "cohort")
     # One intra-op thread: on a shared, oversubscribed machine two OpenMP threads spin-wait
     # on each other and a tiny step takes seconds instead of milliseconds.
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(TrainRequest(method="pix2pix", data=cohort, source="t1", target="pet", out=root / "run",
-                           preset="tiny", name=CHECKPOINT,
+        train(TrainRequest(method=method, data=cohort, source=source, target=target, out=root / "run",
+                           preset="tiny", name=name,
                            overrides={"val_every": 1000, "checkpoint_every": 1000}))
     finally:
         torch.set_num_threads(before)
-    return CHECKPOINT
+    return name
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny pix2pix t1 -> pet trained here and registered in the session's zoo; its name."""
+    return _train_tiny(tmp_path_factory.mktemp("plugin-translate"), "pix2pix", "t1", "pet", CHECKPOINT)
 
 
 @pytest.fixture(scope="module")
@@ -198,20 +202,7 @@ BIDPM = "plugin-tiny-bidpm-t1-t2"
 @pytest.fixture(scope="session")
 def tiny_bidpm(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny Bi-DPM t1 <-> t2 trained here and registered in the session's zoo; its name."""
-    import torch
-
-    from synth_core.training import TrainRequest, train
-
-    root = tmp_path_factory.mktemp("plugin-bidpm")
-    cohort = write_tiny_cohort(root / "cohort")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(TrainRequest(method="bi-dpm", data=cohort, source="t1", target="t2", out=root / "run",
-                           preset="tiny", name=BIDPM, overrides={"val_every": 1000, "checkpoint_every": 1000}))
-    finally:
-        torch.set_num_threads(before)
-    return BIDPM
+    return _train_tiny(tmp_path_factory.mktemp("plugin-bidpm"), "bi-dpm", "t1", "t2", BIDPM)
 
 
 def test_bidpm_runs_backwards_with_the_chosen_step_count(make_napari_viewer, qtbot, tiny_bidpm):

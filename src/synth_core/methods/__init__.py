@@ -19,6 +19,7 @@ from synth_core.methods.base import (
     get_method_class,
     method_keys,
     register,
+    synthesize_slices,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "get_method_class",
     "method_keys",
     "register",
+    "synthesize_slices",
 ]

@@ -176,6 +176,24 @@ class Method(nn.Module):
         return None
 
 
+def synthesize_slices(method: Method, x: torch.Tensor, request: SynthesisRequest, batch: int = 8,
+                      progress: Callable[[float], None] | None = None) -> torch.Tensor:
+    """A 2D method on a volume: its axial slices (last axis) in batches, reassembled.
+
+    ``x`` (1, C, X, Y, Z) -> samples (K, 1, C, X, Y, Z); used by validation and ``translate``.
+    """
+    depth = x.shape[-1]
+    outs = []
+    with torch.no_grad():
+        for start in range(0, depth, batch):
+            chunk = x[0, :, :, :, start:start + batch].permute(3, 0, 1, 2)  # (b, C, X, Y)
+            y = method.synthesize(chunk, request)  # (K, b, C, X, Y)
+            outs.append(y.permute(0, 2, 3, 4, 1))  # (K, C, X, Y, b)
+            if progress is not None:
+                progress(min(1.0, (start + batch) / depth))
+    return torch.cat(outs, dim=-1).unsqueeze(1)
+
+
 def constant_then_linear_decay(step: int, total: int, decay_start: float) -> float:
     """Learning-rate multiplier of pix2pix and CycleGAN: 1 until ``decay_start * total``
     steps, then linear to 0 at ``total`` (the papers' 100 constant + 100 decaying epochs)."""

@@ -20,7 +20,16 @@ from typing import Any
 import torch
 
 from synth_core.errors import UserError
-from synth_core.methods._velocity import MAX_STEPS, VelocityMethod, VelocityNetSettings
+from synth_core.methods._velocity import (
+    MAX_STEPS,
+    VelocityMethod,
+    VelocityNetSettings,
+    cpu_net,
+    cpu_train,
+    paper_train,
+    tiny_net,
+    tiny_train,
+)
 from synth_core.methods.base import Capabilities, TrainSettings, register
 from synth_core.nn.flow_matching import bidpm_states, bidpm_weights, mmd, uniform_times
 from synth_core.nn.perceptual import l1_ssim, load_lpips
@@ -60,21 +69,12 @@ class BiDPMConfig:
     paired_share: float = 0.5
     beta1: float = 0.9
     beta2: float = 0.999
-    train: TrainSettings = field(default_factory=lambda: TrainSettings(
-        max_steps=100_000, batch_size=16, lr=1e-4, spatial="2d", ema_decay=0.9999,
-        val_every=2000, checkpoint_every=1000, multiple=8))
+    train: TrainSettings = field(default_factory=paper_train)
 
 
 def _cpu() -> BiDPMConfig:
-    # Axial slices of the `small` phantom (48x64 at 4 mm), 8 per step; a 16-wide
-    # four-level U-Net (0.3 M parameters, 0.6 MB in float16) keeps the bundled
-    # checkpoints small; a step takes about 0.16 s (N = 1) on one core. EMA decay 0.999: with a few thousand steps, 0.9999 would
-    # still average in the first, untrained weights.
-    return BiDPMConfig(
-        net=VelocityNetSettings(features=16, mults=(1, 1, 2, 2), blocks=1),
-        train=TrainSettings(max_steps=3000, batch_size=8, lr=1e-3, spatial="2d", ema_decay=0.999,
-                            val_every=500, checkpoint_every=250, multiple=8),
-    )
+    # The `small` phantom on CPU, with the baselines' network and optimisation.
+    return BiDPMConfig(net=cpu_net(), train=cpu_train())
 
 
 def _cpu_2step() -> BiDPMConfig:
@@ -94,11 +94,7 @@ def _paper_2step() -> BiDPMConfig:
 
 
 def _tiny() -> BiDPMConfig:
-    return BiDPMConfig(
-        net=VelocityNetSettings(features=4, mults=(1, 2), blocks=1),
-        train=TrainSettings(max_steps=4, batch_size=4, lr=1e-3, spatial="2d", ema_decay=0.9,
-                            val_every=2, checkpoint_every=2, multiple=4),
-    )
+    return BiDPMConfig(net=tiny_net(), train=tiny_train())
 
 
 @register

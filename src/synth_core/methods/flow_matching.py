@@ -24,7 +24,16 @@ import torch
 from torch.nn import functional as F
 
 from synth_core.errors import UserError
-from synth_core.methods._velocity import MAX_STEPS, VelocityMethod, VelocityNetSettings
+from synth_core.methods._velocity import (
+    MAX_STEPS,
+    VelocityMethod,
+    VelocityNetSettings,
+    cpu_net,
+    cpu_train,
+    paper_train,
+    tiny_net,
+    tiny_train,
+)
 from synth_core.methods.base import Capabilities, TrainSettings, register
 from synth_core.nn.flow_matching import CFM_VARIANTS, make_path
 
@@ -38,8 +47,8 @@ class FlowMatchingConfig:
     Attributes:
         net: the velocity U-Net (shared with Bi-DPM so comparisons differ only in training).
         variant: ``cfm`` only: ``i``, ``ot`` or ``vp``.
-        sigma: the constant path noise of the CFM variants (torchcfm's examples use 0.01-0.1;
-            0.01 here, images are in [-1, 1]).
+        sigma: the constant path noise of the CFM variants; the paper gives none, 0.01 is
+            small against images in [-1, 1].
         beta1, beta2: Adam betas.
     """
 
@@ -48,26 +57,16 @@ class FlowMatchingConfig:
     sigma: float = 0.01
     beta1: float = 0.9
     beta2: float = 0.999
-    train: TrainSettings = field(default_factory=lambda: TrainSettings(
-        max_steps=100_000, batch_size=16, lr=1e-4, spatial="2d", ema_decay=0.9999,
-        val_every=2000, checkpoint_every=1000, multiple=8))
+    train: TrainSettings = field(default_factory=paper_train)
 
 
 def _cpu(variant: str = "i") -> FlowMatchingConfig:
-    # The same network, batch, learning rate and EMA as Bi-DPM's cpu preset.
-    return FlowMatchingConfig(
-        net=VelocityNetSettings(features=16, mults=(1, 1, 2, 2), blocks=1), variant=variant,
-        train=TrainSettings(max_steps=3000, batch_size=8, lr=1e-3, spatial="2d", ema_decay=0.999,
-                            val_every=500, checkpoint_every=250, multiple=8),
-    )
+    # Bi-DPM's cpu network and optimisation (methods/_velocity.py).
+    return FlowMatchingConfig(net=cpu_net(), variant=variant, train=cpu_train())
 
 
 def _tiny(variant: str = "i") -> FlowMatchingConfig:
-    return FlowMatchingConfig(
-        net=VelocityNetSettings(features=4, mults=(1, 2), blocks=1), variant=variant,
-        train=TrainSettings(max_steps=4, batch_size=4, lr=1e-3, spatial="2d", ema_decay=0.9,
-                            val_every=2, checkpoint_every=2, multiple=4),
-    )
+    return FlowMatchingConfig(net=tiny_net(), variant=variant, train=tiny_train())
 
 
 class _FlowMatching(VelocityMethod):

@@ -39,8 +39,8 @@ _SCALE = (0.458, 0.448, 0.450)
 def l1_ssim(a: torch.Tensor, b: torch.Tensor, ssim_weight: float = 0.5,
             data_range: float = 2.0) -> torch.Tensor:
     """``(1 - w) * L1 + w * (1 - SSIM)`` between batches ``a`` and ``b`` of shape
-    (B, C, *S), 2D or 3D; SSIM is torchmetrics' (Gaussian window 11, sigma 1.5, the
-    paper's and scikit-image's ``gaussian_weights`` setting), differentiable."""
+    (B, C, *S), 2D or 3D; SSIM is torchmetrics' (Gaussian window 11, sigma 1.5, Wang et al.'s
+    setting; a smaller odd window on inputs under 11 voxels), differentiable."""
     loss = (1.0 - ssim_weight) * F.l1_loss(a, b)
     if ssim_weight > 0:
         kernel = min(11, *[s if s % 2 else s - 1 for s in a.shape[2:]])

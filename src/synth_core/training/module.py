@@ -18,7 +18,7 @@ import torch
 
 from synth_core import metrics
 from synth_core.errors import UserError
-from synth_core.methods import Method, SynthesisRequest
+from synth_core.methods import Method, SynthesisRequest, synthesize_slices
 from synth_core.nn import EMA
 
 NORMALISED_RANGE = 2.0  # normalised intensities span about [-1, 1]
@@ -142,12 +142,8 @@ class SynthesisModule(pl.LightningModule):
         x, y, mask = batch["source"], batch["target"], batch["mask"]
         request = SynthesisRequest(age=_first_age(batch))
         with torch.no_grad():
-            if self._val_method.config.train.spatial == "2d":
-                # 2D methods see the held-out volume as its axial slices (last axis).
-                slices = x[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
-                pred = torch.cat([self._val_method.synthesize(slices[i:i + 16], request).mean(0)
-                                  for i in range(0, len(slices), 16)])
-                pred = pred.permute(1, 2, 3, 0).unsqueeze(0)
+            if self._val_method.config.train.spatial == "2d":  # slice by slice, as translate does
+                pred = synthesize_slices(self._val_method, x, request).mean(0)
             else:
                 pred = self._val_method.synthesize(x, request).mean(0)
         p = pred[0, 0].float().cpu().numpy()
