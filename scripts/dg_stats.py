@@ -6,6 +6,8 @@ measurements need from it:
 * ``spearman``: Spearman's rank correlation (scipy.stats.spearmanr).
 * ``kfold_ridge_r2``: out-of-sample R^2 of ridge regression, the penalty chosen inside
   each training fold by the closed-form leave-one-out error (nested cross-validation).
+* ``ridge_r2``: R^2 on a test set of ridge regression fitted on a training set (penalty
+  by the training set's leave-one-out error); ``r2``: 1 - SSE/SST.
 * ``svm_fit`` / ``svm_predict``: a soft-margin RBF-kernel SVM solved in its dual with
   L-BFGS-B under the box constraints 0 <= alpha <= C. The bias is absorbed into the
   kernel (K + 1), which removes the dual's equality constraint; otherwise it is the
@@ -66,6 +68,20 @@ def kfold_ridge_r2(x: np.ndarray, y: np.ndarray, folds: int = 5, repeats: int = 
             pred[fold] = xv @ w + b
         scores.append(1.0 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
     return float(np.mean(scores))
+
+
+def r2(y: np.ndarray, pred: np.ndarray) -> float:
+    """Out-of-sample coefficient of determination (negative: worse than the mean)."""
+    return float(1.0 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
+def ridge_r2(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+             y_test: np.ndarray) -> float:
+    """Fit ridge on the training set (standardised, penalty by LOO), R^2 on the test set."""
+    xt, xv = _standardise(x_train, x_test)
+    penalty = min(RIDGE_PENALTIES, key=lambda p: _loo_error(xt, y_train, p))
+    w, b = _ridge(xt, y_train, penalty)
+    return r2(y_test, xv @ w + b)
 
 
 @dataclass

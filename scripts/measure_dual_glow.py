@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from dg_stats import kfold_ridge_r2, loo_svm_accuracy, spearman, svm_fit, svm_predict
+from dg_stats import kfold_ridge_r2, loo_svm_accuracy, r2, ridge_r2, spearman, svm_fit, svm_predict
 
 import synth_core as sc
 from synth_core import preprocess, zoo
@@ -205,21 +205,51 @@ def age_response(model: Model, subjects: list[dict[str, Any]], cohort: Path) -> 
 
 
 # -- disentanglement -------------------------------------------------------------------
-def disentanglement(model: Model, subjects: list[dict[str, Any]]) -> dict[str, Any]:
-    """R^2 of ridge regression of age on pooled MRI latents (nested CV, see dg_stats)."""
+def _latent_features(model: Model, subjects: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per subject: pooled lower and top MRI latents and the model's own age heads' output."""
     flow = model.method.flow
-    lower, top, ages = [], [], []
+    out: dict[str, list[Any]] = {"lower": [], "top": [], "keep_head": [], "adversary_heads": [],
+                                 "age": []}
+    lo, hi = flow.config.age_range
+    years = lambda n: lo + (float(n) + 1.0) * (hi - lo) / 2.0  # noqa: E731 (inverse of normalise_age)
     for s in subjects:
         with torch.no_grad():
             latents, _ = flow.encode_mri(as_input(volume(s, "t1").data))
+            out["keep_head"].append(years(flow.age_keep_mri(latents[-1])))
+            out["adversary_heads"].append([years(head(z)) for head, z in
+                                           zip(flow.age_adversaries, latents[:-1], strict=True)])
         pooled = [torch.cat([z.mean((2, 3, 4)), z.std((2, 3, 4))], 1)[0].numpy() for z in latents]
-        lower.append(np.concatenate(pooled[:-1]))
-        top.append(pooled[-1])
-        ages.append(s["age"])
-    y = np.array(ages)
-    return {"subjects": len(y), "features_lower": len(lower[0]), "features_top": len(top[0]),
-            "r2_lower": kfold_ridge_r2(np.array(lower), y),
-            "r2_top": kfold_ridge_r2(np.array(top), y)}
+        out["lower"].append(np.concatenate(pooled[:-1]))
+        out["top"].append(pooled[-1])
+        out["age"].append(s["age"])
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def disentanglement(model: Model, subjects: list[dict[str, Any]],
+                    train_subjects: list[dict[str, Any]]) -> dict[str, Any]:
+    """How well age is predicted from the lower and the top MRI latents of held-out subjects.
+
+    Three predictors: ridge regression on pooled latents (per-channel mean and SD) by nested
+    cross-validation on the held-out subjects alone; the same ridge fitted on the training
+    cohort's latents (when given); and the model's own age heads, trained with it (the top
+    MRI head without gradient reversal, the lower ones behind it).
+    """
+    held = _latent_features(model, subjects)
+    y = held["age"]
+    out: dict[str, Any] = {
+        "subjects": len(y), "features_lower": held["lower"].shape[1],
+        "features_top": held["top"].shape[1],
+        "r2_lower": kfold_ridge_r2(held["lower"], y), "r2_top": kfold_ridge_r2(held["top"], y),
+        "r2_top_keep_head": r2(y, held["keep_head"]),
+        "r2_lower_adversary_heads": [r2(y, p) for p in held["adversary_heads"].T],
+    }
+    if train_subjects:
+        fit = _latent_features(model, train_subjects)
+        out["probe_training_subjects"] = len(fit["age"])
+        for part in ("lower", "top"):
+            out[f"r2_{part}_probe_fitted_on_training_cohort"] = ridge_r2(
+                fit[part], fit["age"], held[part], y)
+    return out
 
 
 # -- downstream: AD vs CN ----------------------------------------------------------------
@@ -349,7 +379,7 @@ def main() -> None:
                         help="pix2pix t1->pet checkpoint folders")
     parser.add_argument("--cohort", type=Path, required=True, help="held-out phantom (with --clean)")
     parser.add_argument("--train-cohort", type=Path, default=None,
-                        help="training phantom, for the SVM trained on true PET")
+                        help="training phantom: the SVM trained on true PET and the latent probe")
     parser.add_argument("--subjects", type=int, default=0, help="use only the first N (0: all)")
     parser.add_argument("--age-subjects", type=int, default=10)
     parser.add_argument("--json", type=Path, default=None)
@@ -363,6 +393,7 @@ def main() -> None:
         return
     torch.set_grad_enabled(False)
     subjects = load_cohort(args.cohort)[: args.subjects or None]
+    train_cohort = load_cohort(args.train_cohort) if args.train_cohort else []
     models = {"dual-glow": Model(args.checkpoint, "dual-glow")}
     for folder in args.pix2pix:
         models[f"pix2pix ({folder.name})"] = Model(folder, "pix2pix")
@@ -373,9 +404,8 @@ def main() -> None:
     sections = [
         ("accuracy", lambda: accuracy(models, subjects)),
         ("age_response", lambda: age_response(dg, subjects[: args.age_subjects], args.cohort)),
-        ("disentanglement", lambda: disentanglement(dg, subjects)),
-        ("downstream", lambda: downstream(
-            models, subjects, load_cohort(args.train_cohort) if args.train_cohort else [])),
+        ("disentanglement", lambda: disentanglement(dg, subjects, train_cohort)),
+        ("downstream", lambda: downstream(models, subjects, train_cohort)),
         ("out_of_distribution", lambda: ood(dg, subjects)),
     ]
     if not args.skip_cost:

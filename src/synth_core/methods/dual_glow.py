@@ -50,7 +50,7 @@ class DualGlowSettings:
 
     The network fields mean what they mean in :class:`~synth_core.nn.flows.DualGlowConfig`
     (levels, steps_per_level, hidden_channels, relation_hidden, learned_scale,
-    age_conditioning, age_range, age_head_hidden, gradient_reversal_scale, lambda_mri,
+    age_conditioning, age_range, age_head_hidden, age_effect, gradient_reversal_scale, lambda_mri,
     age_loss_weight, n_bins, checkpointing). The others:
 
     Attributes:
@@ -80,6 +80,7 @@ class DualGlowSettings:
     age_conditioning: bool = True
     age_range: tuple[float, float] = (50.0, 100.0)
     age_head_hidden: int = 32
+    age_effect: str = "uniform"
     gradient_reversal_scale: float = 1.0
     lambda_mri: float = 0.001
     age_loss_weight: float = 0.01
@@ -143,7 +144,7 @@ def _tiny() -> DualGlowSettings:
     """For tests: 2 levels of 2 steps, width 8 (about 80 thousand parameters)."""
     return DualGlowSettings(
         levels=2, steps_per_level=2, hidden_channels=8, relation_hidden=4, age_head_hidden=4,
-        ood_window=8,
+        age_effect="regional", ood_window=8,
         train=TrainSettings(max_steps=6, batch_size=1, lr=1e-3, warmup_steps=2, val_every=3,
                             checkpoint_every=3, multiple=4),
     )

@@ -14,6 +14,8 @@ from typing import Any
 
 from synth_core.errors import UserError
 
+AGE_EFFECTS = ("uniform", "regional")
+
 
 @dataclass(frozen=True)
 class DualGlowConfig:
@@ -32,6 +34,15 @@ class DualGlowConfig:
         age_range: (min, max) age in years that maps to [-1, 1]; ages outside it are
             refused at sampling time.
         age_head_hidden: channels of the age regression heads (not given in the paper).
+        age_effect: how the age enters the top PET prior (the paper does not say).
+            ``"uniform"``: one broadcast age channel next to the MRI latent; a
+            convolution sees the same value everywhere, so age can only shift each
+            latent channel by the same amount at every position (measured: the whole
+            brain brightens with age). ``"regional"``: the relation network also reads
+            normalised voxel coordinates, and a second zero-initialised network gives
+            a per-position slope that multiplies the age, so age can move one region's
+            latent and not another's. Checkpoints written before this field existed are
+            ``"uniform"`` (the default here); both presets use ``"regional"``.
         gradient_reversal_scale: factor of the reversed gradient (1 in the GRL paper).
         lambda_mri: weight lambda of the MRI likelihood term, eq. 12 (paper: 0.001).
         age_loss_weight: weight of every age regression loss (paper: 0.01).
@@ -55,6 +66,7 @@ class DualGlowConfig:
     age_conditioning: bool = True
     age_range: tuple[float, float] = (50.0, 100.0)
     age_head_hidden: int = 32
+    age_effect: str = "uniform"
     gradient_reversal_scale: float = 1.0
     lambda_mri: float = 0.001
     age_loss_weight: float = 0.01
@@ -79,6 +91,8 @@ class DualGlowConfig:
         lo, hi = self.age_range
         if not lo < hi:
             problems.append(f"age_range must be (min, max) with min < max, got {self.age_range}")
+        if self.age_effect not in AGE_EFFECTS:
+            problems.append(f"age_effect must be one of {AGE_EFFECTS}, got {self.age_effect!r}")
         if self.n_bins < 2:
             problems.append(f"n_bins must be >= 2, got {self.n_bins}")
         if any(s % 2**self.levels for s in self.volume_shape):
@@ -118,6 +132,7 @@ def cpu_preset() -> DualGlowConfig:
         steps_per_level=8,
         hidden_channels=64,
         relation_hidden=32,
+        age_effect="regional",
         warmup_steps=200,
         volume_shape=(48, 64, 48),
         voxel_size_mm=4.0,
@@ -129,7 +144,7 @@ def paper_preset() -> DualGlowConfig:
 
     Checkpointing is on so that both flows fit on one GPU at the cost of ~30% more time.
     """
-    return DualGlowConfig(checkpointing=True)
+    return DualGlowConfig(checkpointing=True, age_effect="regional")
 
 
 PRESETS = {"cpu": cpu_preset, "paper": paper_preset}

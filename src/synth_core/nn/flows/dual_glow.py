@@ -20,6 +20,21 @@ route for age into the PET is the given age. Regression heads behind gradient
 reversal remove age from the lower MRI latents; heads without reversal keep it in
 the top MRI and top PET latents.
 
+Where age acts (``age_effect``; the paper does not say how c enters mu_theta). A
+constant age channel through a convolution adds the same amount to a latent channel at
+every position ("uniform"), so it can brighten or darken the whole brain but not age
+one region: that is what the first trained models did. With "regional" the top
+relation network also reads the voxel coordinates of the top grid (normalised to
+[-1, 1], so any input size works), and a second relation network of the same shape,
+reading the MRI latent and the coordinates but not the age, gives a slope per latent
+voxel:
+
+    mu_top = g([z'_m, xyz, c]) + c * a_mu([z'_m, xyz]),
+    log sigma_top = h([z'_m, xyz, c]) + c * a_sigma([z'_m, xyz])
+
+with c the age normalised to [-1, 1]. The slope starts at zero, and its gradient is a
+regression of the top PET latent's residual on age, position by position.
+
 Units. Inputs are intensities normalised to [-1, 1]. Losses are in bits per voxel
 (bpv): the NLL in nats divided by (number of voxels * ln 2). For comparability with
 Glow's bits per dimension, the inputs are treated as ``n_bins`` discrete levels of
@@ -47,12 +62,22 @@ from synth_core.nn.gradient_reversal import GradientReversal
 AgeLike = float | Sequence[float] | Tensor
 
 
+def _coordinates(like: Tensor) -> Tensor:
+    """(B, 3, d, h, w): each voxel's position along the three axes, from -1 to 1."""
+    axes = [torch.linspace(-1.0, 1.0, n, device=like.device, dtype=like.dtype)
+            for n in like.shape[2:]]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+    return grid.unsqueeze(0).expand(like.shape[0], -1, -1, -1, -1)
+
+
 class DualGlow(nn.Module):
     """The DUAL-GLOW network, its loss and its sampler.
 
     Attributes:
         mri_flow, pet_flow: the two :class:`Glow3d` (f_m and f_p).
         relation_nets: one :class:`RelationNet` per level, bottom to top.
+        age_slope: with ``age_effect="regional"``, the network giving the top prior's
+            change per unit of normalised age, position by position.
         age_adversaries: heads on the lower MRI latents, behind gradient reversal.
         age_keep_mri, age_keep_pet: heads on the top MRI and top PET latents.
     """
@@ -67,12 +92,18 @@ class DualGlow(nn.Module):
         mri_ch = latent_channels(cfg.mri_channels, cfg.levels)
         pet_ch = latent_channels(cfg.pet_channels, cfg.levels)
         relation_in = list(mri_ch)
+        self.regional_age = cfg.age_conditioning and cfg.age_effect == "regional"
+        coords = 3 if self.regional_age else 0
         if cfg.age_conditioning:
-            relation_in[-1] = 8 * mri_ch[-2] + 1
+            relation_in[-1] = 8 * mri_ch[-2] + coords + 1
         self.relation_nets = nn.ModuleList(
             RelationNet(c_in, c_out, cfg.relation_hidden, cfg.learned_scale)
             for c_in, c_out in zip(relation_in, pet_ch, strict=True)
         )
+        if self.regional_age:
+            self.age_slope = RelationNet(
+                8 * mri_ch[-2] + coords, pet_ch[-1], cfg.relation_hidden, cfg.learned_scale
+            )
         if cfg.age_conditioning:
             self.reversal = GradientReversal(cfg.gradient_reversal_scale)
             self.age_adversaries = nn.ModuleList(
@@ -138,14 +169,22 @@ class DualGlow(nn.Module):
         priors = []
         top = len(mri_latents) - 1
         for level, (z_m, net) in enumerate(zip(mri_latents, self.relation_nets, strict=True)):
-            condition = z_m
-            if level == top and self.config.age_conditioning:
-                if age_normalised is None:
-                    raise ValueError("pet_prior needs age_normalised for an age-conditioned model")
-                below, _ = self.mri_flow.squeeze(mri_latents[level - 1])
-                age_channel = age_normalised.view(-1, 1, 1, 1, 1).expand(-1, 1, *below.shape[2:])
-                condition = torch.cat([below, age_channel.to(below.dtype)], dim=1)
-            priors.append(net(condition))
+            if level < top or not self.config.age_conditioning:
+                priors.append(net(z_m))
+                continue
+            if age_normalised is None:
+                raise ValueError("pet_prior needs age_normalised for an age-conditioned model")
+            below, _ = self.mri_flow.squeeze(mri_latents[level - 1])
+            if self.regional_age:
+                below = torch.cat([below, _coordinates(below)], dim=1)
+            age = age_normalised.to(below.dtype).view(-1, 1, 1, 1, 1)
+            age_channel = age.expand(-1, 1, *below.shape[2:])
+            mean, log_scale = net(torch.cat([below, age_channel], dim=1))
+            if self.regional_age:
+                slope_mean, slope_log_scale = self.age_slope(below)
+                mean = mean + age * slope_mean
+                log_scale = log_scale + age * slope_log_scale
+            priors.append((mean, log_scale))
         return priors
 
     def _dequantize(self, x: Tensor) -> Tensor:
