@@ -219,3 +219,21 @@ def test_bundled_checkpoint_flags_ct_and_pet_given_as_t1_but_not_a_held_out_t1()
         given = subject.volumes[modality]
         as_t1 = Volume(given.data, given.affine, "t1")
         assert len(synth_core.translate(as_t1, **kw).warnings) == 1, modality
+
+
+def test_export_last_writes_the_state_of_last_ckpt(dual_glow_run, tmp_path):
+    from synth_core.training import export_last
+
+    out = tmp_path / "last"
+    info = export_last(dual_glow_run.run_dir, out)
+    assert info.card["steps"] == dual_glow_run.steps and "validation" not in info.card
+    # Here the last step is also the exported best one: the same weights.
+    exported = zoo.load_method(info).state_dict()
+    best = zoo.load_method(dual_glow_run.model).state_dict()
+    assert exported.keys() == best.keys()
+    for key, value in best.items():
+        torch.testing.assert_close(exported[key], value)
+    with pytest.raises(UserError, match="exists"):
+        export_last(dual_glow_run.run_dir, out)
+    with pytest.raises(UserError, match="no model.json"):
+        export_last(tmp_path, tmp_path / "other")

@@ -286,6 +286,31 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     return RunResult(run, module.batches_done, stopped["flag"], model_info, registered)
 
 
+def export_last(run: Path, out: Path) -> zoo.CheckpointInfo:
+    """Export a run's latest training state (``last.ckpt``) as a checkpoint folder ``out``.
+
+    A run exports the weights with the best validation score, but a study may need the
+    weights of a given step (e.g. DUAL-GLOW's age response, which validation does not
+    score). The card is the run's, with the step count of ``last.ckpt`` and without the
+    best step's validation scores; EMA weights are exported where the method keeps them,
+    as training does. ``last.ckpt`` is read with ``weights_only=True``.
+    """
+    if out.exists():
+        raise UserError(f"{out} exists; choose a new folder for the export")
+    card = json.loads((run / zoo.CARD).read_text()) if (run / zoo.CARD).is_file() else None
+    if card is None or not (run / LAST).is_file():
+        raise UserError(f"{run} has no {zoo.CARD} and {LAST}; pass a run folder written by "
+                        "`modality-synth train` after its first validation")
+    ckpt = torch.load(run / LAST, map_location="cpu", weights_only=True)
+    method = get_method_class(card["method"])(
+        config_from_dict(card["method"], card["config"]), card["source"], card["target"])
+    module = SynthesisModule(method)
+    module.load_state_dict(ckpt["state_dict"])
+    module.on_load_checkpoint(ckpt)
+    card.pop("validation", None)
+    return zoo.save_model(module.inference_copy(), out, card | {"steps": module.batches_done})
+
+
 def _model_spacing(request: TrainRequest, records: list[Any]) -> tuple[float, ...] | None:
     """The voxel size the model is trained at, which translate resamples inputs to (mm)."""
     if request.spacing:
