@@ -80,6 +80,7 @@ class TrainSettings:
         checkpoint_every: write the resumable ``last.ckpt`` every N steps.
         grad_clip: gradient-norm clipping (0 = off).
         ema_decay: exponential moving average of weights (0 = off), where a paper uses it.
+        ema_warmup: ramp the EMA's decay up from 0.1 (see ``synth_core.nn.EMA``).
         warmup_steps: linear learning-rate warm-up.
         multiple: input sizes are padded to a multiple of this (2**depth of the net).
         seed: global seed.
@@ -94,6 +95,7 @@ class TrainSettings:
     checkpoint_every: int = 100
     grad_clip: float = 0.0
     ema_decay: float = 0.0
+    ema_warmup: bool = False
     warmup_steps: int = 0
     multiple: int = 16
     seed: int = 0
@@ -132,6 +134,9 @@ class Method(nn.Module):
     capabilities: ClassVar[Capabilities]
     config_class: ClassVar[type]
     presets: ClassVar[dict[str, Callable[[], Any]]]
+    #: Name prefixes of state the weight average (``train.ema_decay``) copies instead of
+    #: averaging: statistics of the training data kept with the weights.
+    ema_copied: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, source: str, target: str) -> None:
         super().__init__()

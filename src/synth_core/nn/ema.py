@@ -23,18 +23,28 @@ class EMA:
     value ``p_0``: ``shadow_n = decay**n p_0 + (1 - decay) sum_{k=1..n} decay**(n-k) p_k``.
     Floating-point buffers (batch-norm running statistics) are averaged the same way, so
     they stay consistent with the averaged weights; integer buffers (step counters) are
-    copied. The decay is constant: the papers name no warm-up.
+    copied. By default the decay is constant (the papers that average name no warm-up).
 
     Args:
         model: the network being trained; the shadow starts as a copy of its state.
         decay: weight of the past, in [0, 1] (0.999 to 0.9999 are usual).
+        warmup: use ``min(decay, (1 + n) / (10 + n))`` at update n (counted from 0), the
+            schedule of TensorFlow's ``ExponentialMovingAverage(num_updates=...)``, so the
+            shadow forgets its starting state within a few dozen updates. Needed where the
+            state before the first step is not a model, e.g. a Glow whose actnorm layers
+            initialise from the first batch (their parameters are placeholders until then).
+        copied: name prefixes of tensors that are copied, never averaged (running
+            statistics of the data that are not weights, such as a ring buffer).
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = False,
+                 copied: tuple[str, ...] = ()) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
         self.model = model
         self.decay = float(decay)
+        self.warmup = warmup
+        self.copied = tuple(copied)
         self.num_updates = 0
         self.shadow: dict[str, torch.Tensor] = {
             name: value.detach().clone() for name, value in _tracked(model)
@@ -43,12 +53,15 @@ class EMA:
     @torch.no_grad()
     def update(self) -> None:
         """Fold the model's current parameters and buffers into the shadow."""
+        decay = self.decay
+        if self.warmup:
+            decay = min(decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
         for name, value in _tracked(self.model):
             shadow = self.shadow[name]
             if shadow.device != value.device:  # the model was moved after the EMA was made
                 shadow = self.shadow[name] = shadow.to(value.device)
-            if shadow.is_floating_point():
-                shadow.lerp_(value.detach(), 1.0 - self.decay)
+            if shadow.is_floating_point() and not name.startswith(self.copied):
+                shadow.lerp_(value.detach(), 1.0 - decay)
             else:
                 shadow.copy_(value)
         self.num_updates += 1

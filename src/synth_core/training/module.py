@@ -72,7 +72,8 @@ class SynthesisModule(pl.LightningModule):
         self.last_losses: dict[str, float] = {}
         self.seen_indices: list[tuple[int, int]] = []  # (epoch, dataset index), for the DDP test
         decay = method.config.train.ema_decay
-        self.ema = EMA(method, decay) if decay > 0 else None
+        self.ema = EMA(method, decay, warmup=method.config.train.ema_warmup,
+                       copied=method.ema_copied) if decay > 0 else None
         self._val_scores: list[dict[str, float]] = []
 
     # -- optimisation -----------------------------------------------------------
