@@ -293,6 +293,28 @@ def test_ema_matches_closed_form_average() -> None:
         ema.copy_to(nn.Linear(3, 2))
 
 
+def test_ema_warmup_forgets_the_start_and_copied_state_is_not_averaged() -> None:
+    model = nn.Linear(2, 1)
+    model.register_buffer("stats_ring", torch.full((3,), float("nan")))
+    with torch.no_grad():
+        model.weight.fill_(0.0)  # a placeholder, like actnorm before its first batch
+    ema = EMA(model, 0.999, warmup=True, copied=("stats_",))
+    expected = torch.zeros(1, 2)
+    for n in range(30):
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+            model.stats_ring[n % 3] = float(n)
+        ema.update()
+        decay = min(0.999, (1.0 + n) / (10.0 + n))
+        expected = decay * expected + (1 - decay) * 1.0
+        torch.testing.assert_close(ema.shadow["stats_ring"], model.stats_ring, equal_nan=True)
+    torch.testing.assert_close(ema.shadow["weight"], expected)
+    # Without the warm-up 0.999**30 = 97 % of the placeholder would remain; with it, little.
+    assert (1.0 - ema.shadow["weight"]).abs().max() < 0.3
+    plain = EMA(nn.Linear(2, 1), 0.999)
+    assert plain.warmup is False and plain.copied == ()
+
+
 def test_init_weights_normal_std() -> None:
     net = nn.Sequential(nn.Conv3d(8, 16, 4), nn.BatchNorm3d(256), nn.ConvTranspose2d(16, 32, 4))
     init_weights(net, "normal", 0.02)

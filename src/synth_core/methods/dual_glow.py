@@ -152,7 +152,7 @@ def _tiny() -> DualGlowSettings:
         levels=2, steps_per_level=2, hidden_channels=8, relation_hidden=4, age_head_hidden=4,
         age_effect="regional", ood_window=8,
         train=TrainSettings(max_steps=6, batch_size=1, lr=1e-3, warmup_steps=2, val_every=3,
-                            checkpoint_every=3, multiple=4),
+                            checkpoint_every=3, multiple=4, ema_decay=0.9, ema_warmup=True),
     )
 
 
