@@ -209,7 +209,7 @@ def _latent_features(model: Model, subjects: list[dict[str, Any]]) -> dict[str, 
     """Per subject: pooled lower and top MRI latents and the model's own age heads' output."""
     flow = model.method.flow
     out: dict[str, list[Any]] = {"lower": [], "top": [], "keep_head": [], "adversary_heads": [],
-                                 "age": []}
+                                 "pet_top": [], "pet_keep_head": [], "age": []}
     lo, hi = flow.config.age_range
     years = lambda n: lo + (float(n) + 1.0) * (hi - lo) / 2.0  # noqa: E731 (inverse of normalise_age)
     for s in subjects:
@@ -218,16 +218,21 @@ def _latent_features(model: Model, subjects: list[dict[str, Any]]) -> dict[str, 
             out["keep_head"].append(years(flow.age_keep_mri(latents[-1])))
             out["adversary_heads"].append([years(head(z)) for head, z in
                                            zip(flow.age_adversaries, latents[:-1], strict=True)])
-        pooled = [torch.cat([z.mean((2, 3, 4)), z.std((2, 3, 4))], 1)[0].numpy() for z in latents]
-        out["lower"].append(np.concatenate(pooled[:-1]))
-        out["top"].append(pooled[-1])
+            pet_latents, _ = flow.pet_flow.encode(as_input(volume(s, "pet").data, "pet"))
+            out["pet_keep_head"].append(years(flow.age_keep_pet(pet_latents[-1])))
+        pooled = [torch.cat([z.mean((2, 3, 4)), z.std((2, 3, 4))], 1)[0].numpy()
+                  for z in (*latents, pet_latents[-1])]
+        out["lower"].append(np.concatenate(pooled[:-2]))
+        out["top"].append(pooled[-2])
+        out["pet_top"].append(pooled[-1])
         out["age"].append(s["age"])
     return {k: np.array(v) for k, v in out.items()}
 
 
 def disentanglement(model: Model, subjects: list[dict[str, Any]],
                     train_subjects: list[dict[str, Any]]) -> dict[str, Any]:
-    """How well age is predicted from the lower and the top MRI latents of held-out subjects.
+    """How well age is predicted from the lower and the top MRI latents of held-out subjects
+    (and from the top PET latent of their true PET, which a head also keeps age in).
 
     Three predictors: ridge regression on pooled latents (per-channel mean and SD) by nested
     cross-validation on the held-out subjects alone; the same ridge fitted on the training
@@ -241,12 +246,14 @@ def disentanglement(model: Model, subjects: list[dict[str, Any]],
         "features_top": held["top"].shape[1],
         "r2_lower": kfold_ridge_r2(held["lower"], y), "r2_top": kfold_ridge_r2(held["top"], y),
         "r2_top_keep_head": r2(y, held["keep_head"]),
+        "r2_pet_top": kfold_ridge_r2(held["pet_top"], y),
+        "r2_pet_top_keep_head": r2(y, held["pet_keep_head"]),
         "r2_lower_adversary_heads": [r2(y, p) for p in held["adversary_heads"].T],
     }
     if train_subjects:
         fit = _latent_features(model, train_subjects)
         out["probe_training_subjects"] = len(fit["age"])
-        for part in ("lower", "top"):
+        for part in ("lower", "top", "pet_top"):
             out[f"r2_{part}_probe_fitted_on_training_cohort"] = ridge_r2(
                 fit[part], fit["age"], held[part], y)
     return out

@@ -23,7 +23,7 @@ from synth_core.nn.flows import (
     cpu_preset,
     paper_preset,
 )
-from synth_core.nn.flows import dual_glow as dg_module
+from synth_core.nn.flows.priors import coordinates_like
 from synth_core.nn.gradient_reversal import GradientReversal
 
 SEEDS = [0, 1, 2]
@@ -446,7 +446,7 @@ def test_regional_age_slope_starts_at_zero_and_old_configs_stay_uniform() -> Non
     assert not hasattr(uniform, "age_slope")
     mean, log_scale = model.pet_prior(z_m, model.normalise_age(90.0, 2))[-1]
     slope_mean, slope_log_scale = model.age_slope(
-        torch.cat([model.mri_flow.squeeze(z_m[0])[0], dg_module._coordinates(mean)], 1)
+        torch.cat([model.mri_flow.squeeze(z_m[0])[0], coordinates_like(mean)], 1)
     )
     assert slope_mean.abs().max() == 0 and slope_log_scale.abs().max() == 0
     # A card written before age_effect existed loads as the model it was.

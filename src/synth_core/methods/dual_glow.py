@@ -50,7 +50,8 @@ class DualGlowSettings:
 
     The network fields mean what they mean in :class:`~synth_core.nn.flows.DualGlowConfig`
     (levels, steps_per_level, hidden_channels, relation_hidden, learned_scale,
-    age_conditioning, age_range, age_head_hidden, age_effect, gradient_reversal_scale, lambda_mri,
+    age_conditioning, age_range, age_head_hidden, age_effect, age_head_coordinates,
+    gradient_reversal_scale, lambda_mri,
     age_loss_weight, n_bins, checkpointing). The others:
 
     Attributes:
@@ -81,6 +82,7 @@ class DualGlowSettings:
     age_range: tuple[float, float] = (50.0, 100.0)
     age_head_hidden: int = 32
     age_effect: str = "uniform"
+    age_head_coordinates: bool = False
     gradient_reversal_scale: float = 1.0
     lambda_mri: float = 0.001
     age_loss_weight: float = 0.01

@@ -43,6 +43,9 @@ class DualGlowConfig:
             a per-position slope that multiplies the age, so age can move one region's
             latent and not another's. Checkpoints written before this field existed are
             ``"uniform"`` (the default here); both presets use ``"regional"``.
+        age_head_coordinates: the age heads also read voxel positions (see
+            :class:`~synth_core.nn.flows.priors.AgeRegressor`); off in checkpoints from
+            before the field existed.
         gradient_reversal_scale: factor of the reversed gradient (1 in the GRL paper).
         lambda_mri: weight lambda of the MRI likelihood term, eq. 12 (paper: 0.001).
         age_loss_weight: weight of every age regression loss (paper: 0.01).
@@ -67,6 +70,7 @@ class DualGlowConfig:
     age_range: tuple[float, float] = (50.0, 100.0)
     age_head_hidden: int = 32
     age_effect: str = "uniform"
+    age_head_coordinates: bool = False
     gradient_reversal_scale: float = 1.0
     lambda_mri: float = 0.001
     age_loss_weight: float = 0.01

@@ -56,18 +56,15 @@ from torch import Tensor, nn
 from synth_core.errors import UserError
 from synth_core.nn.flows.config import DualGlowConfig
 from synth_core.nn.flows.glow import Glow3d, latent_channels
-from synth_core.nn.flows.priors import AgeRegressor, RelationNet, gaussian_log_prob
+from synth_core.nn.flows.priors import (
+    AgeRegressor,
+    RelationNet,
+    coordinates_like,
+    gaussian_log_prob,
+)
 from synth_core.nn.gradient_reversal import GradientReversal
 
 AgeLike = float | Sequence[float] | Tensor
-
-
-def _coordinates(like: Tensor) -> Tensor:
-    """(B, 3, d, h, w): each voxel's position along the three axes, from -1 to 1."""
-    axes = [torch.linspace(-1.0, 1.0, n, device=like.device, dtype=like.dtype)
-            for n in like.shape[2:]]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
-    return grid.unsqueeze(0).expand(like.shape[0], -1, -1, -1, -1)
 
 
 class DualGlow(nn.Module):
@@ -107,10 +104,12 @@ class DualGlow(nn.Module):
         if cfg.age_conditioning:
             self.reversal = GradientReversal(cfg.gradient_reversal_scale)
             self.age_adversaries = nn.ModuleList(
-                AgeRegressor(c, cfg.age_head_hidden) for c in mri_ch[:-1]
+                AgeRegressor(c, cfg.age_head_hidden, cfg.age_head_coordinates) for c in mri_ch[:-1]
             )
-            self.age_keep_mri = AgeRegressor(mri_ch[-1], cfg.age_head_hidden)
-            self.age_keep_pet = AgeRegressor(pet_ch[-1], cfg.age_head_hidden)
+            self.age_keep_mri = AgeRegressor(mri_ch[-1], cfg.age_head_hidden,
+                                             cfg.age_head_coordinates)
+            self.age_keep_pet = AgeRegressor(pet_ch[-1], cfg.age_head_hidden,
+                                             cfg.age_head_coordinates)
         # -log2 of the bin width 2 / n_bins: turns a density into a code length per voxel.
         self.bits_per_voxel_offset = math.log2(cfg.n_bins / 2.0)
 
@@ -176,7 +175,7 @@ class DualGlow(nn.Module):
                 raise ValueError("pet_prior needs age_normalised for an age-conditioned model")
             below, _ = self.mri_flow.squeeze(mri_latents[level - 1])
             if self.regional_age:
-                below = torch.cat([below, _coordinates(below)], dim=1)
+                below = torch.cat([below, coordinates_like(below)], dim=1)
             age = age_normalised.to(below.dtype).view(-1, 1, 1, 1, 1)
             age_channel = age.expand(-1, 1, *below.shape[2:])
             mean, log_scale = net(torch.cat([below, age_channel], dim=1))

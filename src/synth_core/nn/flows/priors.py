@@ -33,6 +33,14 @@ def gaussian_log_prob(
     return log_p.expand_as(z).reshape(z.shape[0], -1).sum(dim=1)
 
 
+def coordinates_like(like: Tensor) -> Tensor:
+    """(B, 3, d, h, w): each voxel's position along the three axes, from -1 to 1."""
+    axes = [torch.linspace(-1.0, 1.0, n, device=like.device, dtype=like.dtype)
+            for n in like.shape[2:]]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+    return grid.unsqueeze(0).expand(like.shape[0], -1, -1, -1, -1)
+
+
 def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv3d:
     conv = nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1)
     for p in conv.parameters():
@@ -83,13 +91,18 @@ class AgeRegressor(nn.Module):
 
     Two 3x3x3 convolutions with ReLU, global average pooling, a linear layer. The paper
     calls these discriminators (MLPs "with an adaptive number of layers"); age is
-    continuous, so this is a regression trained with MSE on the age in [-1, 1].
+    continuous, so this is a regression trained with MSE on the age in [-1, 1]. With
+    ``coordinates`` the first convolution also reads each voxel's normalised position,
+    so that the pooled features can depend on where a pattern is (the size of the
+    ventricles, say), not only on how much of it there is.
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int) -> None:
+    def __init__(self, in_channels: int, hidden_channels: int, coordinates: bool = False) -> None:
         super().__init__()
+        self.coordinates = coordinates
         self.features = nn.Sequential(
-            nn.Conv3d(in_channels, hidden_channels, kernel_size=3, padding=1),
+            nn.Conv3d(in_channels + (3 if coordinates else 0), hidden_channels, kernel_size=3,
+                      padding=1),
             nn.ReLU(),
             nn.Conv3d(hidden_channels, hidden_channels, kernel_size=3, padding=1),
             nn.ReLU(),
@@ -97,5 +110,7 @@ class AgeRegressor(nn.Module):
         self.head = nn.Linear(hidden_channels, 1)
 
     def forward(self, latent: Tensor) -> Tensor:
+        if self.coordinates:
+            latent = torch.cat([latent, coordinates_like(latent)], dim=1)
         pooled = self.features(latent).mean(dim=(2, 3, 4))
         return self.head(pooled).squeeze(1)
