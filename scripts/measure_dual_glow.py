@@ -209,7 +209,8 @@ def _latent_features(model: Model, subjects: list[dict[str, Any]]) -> dict[str, 
     """Per subject: pooled lower and top MRI latents and the model's own age heads' output."""
     flow = model.method.flow
     out: dict[str, list[Any]] = {"lower": [], "top": [], "keep_head": [], "adversary_heads": [],
-                                 "pet_top": [], "pet_keep_head": [], "age": []}
+                                 "pet_top": [], "pet_keep_head": [], "age": [],
+                                 "lower_voxels": [], "top_voxels": [], "pet_top_voxels": []}
     lo, hi = flow.config.age_range
     years = lambda n: lo + (float(n) + 1.0) * (hi - lo) / 2.0  # noqa: E731 (inverse of normalise_age)
     for s in subjects:
@@ -225,6 +226,9 @@ def _latent_features(model: Model, subjects: list[dict[str, Any]]) -> dict[str, 
         out["lower"].append(np.concatenate(pooled[:-2]))
         out["top"].append(pooled[-2])
         out["pet_top"].append(pooled[-1])
+        out["lower_voxels"].append(torch.cat([z.flatten() for z in latents[:-1]]).numpy())
+        out["top_voxels"].append(latents[-1].flatten().numpy())
+        out["pet_top_voxels"].append(pet_latents[-1].flatten().numpy())
         out["age"].append(s["age"])
     return {k: np.array(v) for k, v in out.items()}
 
@@ -234,10 +238,12 @@ def disentanglement(model: Model, subjects: list[dict[str, Any]],
     """How well age is predicted from the lower and the top MRI latents of held-out subjects
     (and from the top PET latent of their true PET, which a head also keeps age in).
 
-    Three predictors: ridge regression on pooled latents (per-channel mean and SD) by nested
+    Four predictors: ridge regression on pooled latents (per-channel mean and SD) by nested
     cross-validation on the held-out subjects alone; the same ridge fitted on the training
-    cohort's latents (when given); and the model's own age heads, trained with it (the top
-    MRI head without gradient reversal, the lower ones behind it).
+    cohort's latents (when given); ridge on every latent voxel (``*_voxels``, fitted on the
+    training cohort), which can read where a pattern is and not only how much of it there
+    is; and the model's own age heads, trained with it (the top MRI head without gradient
+    reversal, the lower ones behind it).
     """
     held = _latent_features(model, subjects)
     y = held["age"]
@@ -253,7 +259,7 @@ def disentanglement(model: Model, subjects: list[dict[str, Any]],
     if train_subjects:
         fit = _latent_features(model, train_subjects)
         out["probe_training_subjects"] = len(fit["age"])
-        for part in ("lower", "top", "pet_top"):
+        for part in ("lower", "top", "pet_top", "lower_voxels", "top_voxels", "pet_top_voxels"):
             out[f"r2_{part}_probe_fitted_on_training_cohort"] = ridge_r2(
                 fit[part], fit["age"], held[part], y)
     return out
