@@ -174,6 +174,47 @@ def _with_statistics(run, folder: Path, bits: list[float]) -> Path:
     return folder
 
 
+def test_ood_warning_checks_each_level_and_calibration_uses_the_checkpoints_weights(
+        dual_glow_run, tiny_cohort, tmp_path):
+    vol = _t1(tiny_cohort, "sub-006")
+    kw = dict(method=KEY, to="pet", age=70)
+    info = synth_core.translate(vol, checkpoint=str(dual_glow_run.run_dir), **kw).provenance[
+        "InputLikelihood"]
+    bits, levels = info["bits_per_voxel"], info["level_bits"]
+    assert len(levels) == 2 and len(info["training_level_mean"]) == 2  # recorded in training
+    spread = torch.tensor([-0.05, 0.05] * 4)
+    for level in range(2):  # the total in range, one level far from the training MRIs'
+        method = zoo.load_method(dual_glow_run.model)
+        method.stats.mri_bits.copy_(bits + spread)
+        shifted = torch.tensor(levels)
+        shifted[level] += 3.0
+        method.stats.mri_level_bits.copy_(shifted + spread[:, None])
+        folder = tmp_path / f"level{level}"
+        zoo.save_model(method, folder, dual_glow_run.model.card)
+        res = synth_core.translate(vol, checkpoint=str(folder), **kw)
+        assert len(res.warnings) == 1 and f"latent bits at level {level + 1}, below" in res.warnings[0]
+    # A checkpoint from before the per-level statistics: loads, and checks the total only.
+    state = {k: v for k, v in zoo.load_method(dual_glow_run.model).state_dict().items()
+             if k != "stats.mri_level_bits"}
+    old = get_method_class(KEY)(config_from_dict(KEY, dual_glow_run.model.card["config"]), "t1",
+                                "pet")
+    old.load_state_dict(state)
+    assert old.stats.level_reference() is None
+    result = old.out_of_distribution(torch.zeros(1, 1, 8, 8, 8))
+    assert "training_level_mean" not in result and "level_bits" in result
+    # Calibration refills the reference with the checkpoint's own weights.
+    method = zoo.load_method(dual_glow_run.model)
+    inputs = [torch.randn(1, 1, 8, 8, 8).clamp(-1, 1) for _ in range(3)]
+    assert method.calibrate(inputs) == 3
+    mean, _, count = method.stats.bits_reference()
+    expected = torch.stack([method.flow.mri_bits_per_voxel(x) for x in inputs]).mean()
+    assert count == 3 and mean == pytest.approx(float(expected), abs=1e-5)
+    l_mean, _, l_count = method.stats.level_reference()
+    expected = torch.cat([method.flow.mri_level_bits(x) for x in inputs]).mean(0)
+    assert l_count == 3
+    torch.testing.assert_close(l_mean, expected)
+
+
 def test_ood_warning_is_two_sided_around_the_training_statistics(dual_glow_run, tiny_cohort,
                                                                   tmp_path):
     vol = _t1(tiny_cohort, "sub-006")

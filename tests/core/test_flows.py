@@ -261,8 +261,8 @@ def test_dual_glow_loss_is_finite_and_matches_an_independent_computation() -> No
     model = trained_once(tiny_config())
     mri, pet = pair(1)
     out = model.loss(mri, pet, age=[60.0, 80.0], dequantize=False)
-    assert set(out) == {"loss", "bpd_pet", "bpd_mri", "age_adv", "age_keep"}
-    assert all(torch.isfinite(v) for v in out.values())
+    assert set(out) == {"loss", "bpd_pet", "bpd_mri", "age_adv", "age_keep", "level_bits_mri"}
+    assert all(torch.isfinite(v).all() for v in out.values())
     # bpd_pet recomputed with torch.distributions and the discretisation constant log2(128)
     z_m, _ = model.mri_flow.encode(mri)
     z_p, logdet_p = model.pet_flow.encode(pet)
@@ -280,6 +280,11 @@ def test_dual_glow_loss_is_finite_and_matches_an_independent_computation() -> No
         + cfg.age_loss_weight * (out["age_adv"] + out["age_keep"])
     )
     assert out["loss"].item() == pytest.approx(total.item(), abs=1e-5)
+    # per-level latent bits of the MRI: -log2 N(z; 0, 1) averaged over each level's elements
+    normal = torch.distributions.Normal(0.0, 1.0)
+    levels = torch.stack([-normal.log_prob(z).mean() / math.log(2) for z in z_m])
+    torch.testing.assert_close(out["level_bits_mri"], levels)
+    torch.testing.assert_close(model.mri_level_bits(mri).mean(0), levels)
 
 
 def test_mri_bits_per_voxel_equals_the_loss_term() -> None:

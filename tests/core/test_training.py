@@ -245,3 +245,20 @@ def _with_nan_steps(steps):
         original(self, nan_steps=steps, **({"train": train} if train is not None else {}))
 
     return init
+
+
+def test_export_callback_keeps_the_best_or_the_last_validation():
+    from types import SimpleNamespace
+
+    from synth_core.training.callbacks import ExportBestCallback
+
+    for keep, expected in (("best", [1, 3]), ("last", [1, 2, 3, 4])):
+        exported: list[int] = []
+        callback = ExportBestCallback(
+            lambda m, metrics, out=exported: out.append(metrics["step"]), keep=keep)
+        for step, psnr in enumerate([20.0, 18.0, 21.0, 19.0], start=1):
+            trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True,
+                                      callback_metrics={"val_psnr": torch.tensor(psnr)})
+            callback.on_validation_end(trainer, SimpleNamespace(batches_done=step))
+        assert exported == expected, keep
+        assert callback.best == 21.0

@@ -137,6 +137,8 @@ class Method(nn.Module):
     #: Name prefixes of state the weight average (``train.ema_decay``) copies instead of
     #: averaging: statistics of the training data kept with the weights.
     ema_copied: ClassVar[tuple[str, ...]] = ()
+    #: Which weights a run exports: "best" (highest validation PSNR) or "last" (its end).
+    export_weights: ClassVar[str] = "best"
 
     def __init__(self, config: Any, source: str, target: str) -> None:
         super().__init__()

@@ -81,14 +81,19 @@ class StopCallback(pl.Callback):
 class ExportBestCallback(pl.Callback):
     """Exports the weights as safetensors plus card whenever validation PSNR improves.
 
-    ``export`` is called as ``export(module, metrics)`` on rank zero only.
+    ``export`` is called as ``export(module, metrics)`` on rank zero only. With
+    ``keep="last"`` every validation exports (the run ends with its latest state), for
+    methods whose validation score does not rank what the model is for.
     """
 
     def __init__(self, export: Callable[[Any, dict[str, float]], None], monitor: str = "val_psnr",
-                 best: float | None = None) -> None:
+                 best: float | None = None, keep: str = "best") -> None:
+        if keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
         self.export = export
         self.monitor = monitor
         self.best = best
+        self.keep = keep
         self.exported = False
 
     def on_validation_end(self, trainer: pl.Trainer, module: Any) -> None:
@@ -98,8 +103,8 @@ class ExportBestCallback(pl.Callback):
         score = metrics.get(self.monitor)
         if score is None:
             return
-        if self.best is None or score > self.best:
-            self.best = score
+        if self.best is None or score > self.best or self.keep == "last":
+            self.best = score if self.best is None or score > self.best else self.best
             if trainer.is_global_zero:
                 self.export(module, metrics | {"step": module.batches_done})
                 self.exported = True

@@ -228,7 +228,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     callbacks: list[pl.Callback] = [
         progress,
         StopCallback(stop, run / LAST, on_stopped=lambda: stopped.update(flag=True)),
-        ExportBestCallback(export),
+        ExportBestCallback(export, keep=cls.export_weights),
         ModelCheckpoint(dirpath=run, filename="last", save_top_k=1, monitor=None,
                         every_n_train_steps=config.train.checkpoint_every * n_opt,
                         enable_version_counter=False, save_on_train_epoch_end=False),
@@ -274,7 +274,8 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     model_info = None
     registered = None
     if trainer.is_global_zero:
-        if not (run / zoo.WEIGHTS).is_file():
+        final = not stopped["flag"] and not trainer.interrupted
+        if not (run / zoo.WEIGHTS).is_file() or (cls.export_weights == "last" and final):
             export(module, dict(progress.metrics))
         model_info = zoo.CheckpointInfo(run.name, run, json.loads((run / zoo.CARD).read_text()), "path")
         if request.register and not stopped["flag"]:

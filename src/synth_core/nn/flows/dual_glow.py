@@ -252,6 +252,7 @@ class DualGlow(nn.Module):
             "loss": total,
             "bpd_pet": bpd_pet.detach(),
             "bpd_mri": bpd_mri.detach(),
+            "level_bits_mri": self.latent_bits([z.detach() for z in z_m]).mean(0),
             "age_adv": age_adv.detach(),
             "age_keep": age_keep.detach(),
         }
@@ -308,6 +309,26 @@ class DualGlow(nn.Module):
                     ]
                 samples.append(self.pet_flow.decode(latents))
             return torch.stack(samples)
+        finally:
+            self.train(was_training)
+
+    @staticmethod
+    def latent_bits(latents: list[Tensor]) -> Tensor:
+        """(B, L): -log2 N(z_l; 0, I) per latent element at each level (no log-determinant).
+
+        The levels separate what the total mixes: a PET given as T1 has the total bits of
+        some T1s but lacks the fine detail the lowest level codes (docs/methods/dual-glow.md).
+        """
+        return torch.stack([-gaussian_log_prob(z) / (z[0].numel() * math.log(2.0))
+                            for z in latents], dim=1)
+
+    @torch.no_grad()
+    def mri_level_bits(self, mri: Tensor) -> Tensor:
+        """(B, L) :meth:`latent_bits` of the MRI latents, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.latent_bits(self.mri_flow.encode(mri)[0])
         finally:
             self.train(was_training)
 
