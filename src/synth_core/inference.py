@@ -167,14 +167,7 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     card = info.card
 
     report(0.1, "preparing volume")
-    ras, orientation = reorient_to_ras(volume)
-    spacing = tuple(card.get("spacing") or ras.spacing)
-    work = ras if np.allclose(ras.spacing, spacing, rtol=1e-3) else resample(ras, spacing, order=1)
-    mask = foreground_mask(work.data, in_modality)
-    params = fit_normalisation(work.data, in_modality, mask=mask)
-    x = normalise(work.data, params).astype(np.float32)
-    background = float(normalise(np.zeros(1, dtype=np.float32), params)[0])
-    padded, pad_info = pad_to_multiple(x, int(card.get("multiple", 16)), value=background)
+    padded, (ras, orientation, work, params, pad_info) = model_input(volume, card, in_modality)
 
     request = SynthesisRequest(reverse=runs_reverse, age=age, steps=steps, samples=samples,
                                temperature=temperature,
@@ -223,6 +216,21 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
                                     provenance | {"Description": "voxel-wise standard deviation over samples"})
     report(1.0, "done")
     return TranslationResult(result, std_volume, provenance, warnings)
+
+
+def model_input(volume: Volume, card: dict[str, Any], modality: str) -> tuple[np.ndarray, tuple]:
+    """A scan as the model sees it: RAS, the card's voxel size, normalised in its own
+    foreground, padded to the card's multiple. Returns the (X, Y, Z) float32 array and what
+    undoing it needs: (ras, orientation, resampled volume, normalisation, padding)."""
+    ras, orientation = reorient_to_ras(volume)
+    spacing = tuple(card.get("spacing") or ras.spacing)
+    work = ras if np.allclose(ras.spacing, spacing, rtol=1e-3) else resample(ras, spacing, order=1)
+    mask = foreground_mask(work.data, modality)
+    params = fit_normalisation(work.data, modality, mask=mask)
+    x = normalise(work.data, params).astype(np.float32)
+    background = float(normalise(np.zeros(1, dtype=np.float32), params)[0])
+    padded, pad_info = pad_to_multiple(x, int(card.get("multiple", 16)), value=background)
+    return padded, (ras, orientation, work, params, pad_info)
 
 
 def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: float,
