@@ -311,6 +311,15 @@ def test_ema_warmup_forgets_the_start_and_copied_state_is_not_averaged() -> None
     torch.testing.assert_close(ema.shadow["weight"], expected)
     # Without the warm-up 0.999**30 = 97 % of the placeholder would remain; with it, little.
     assert (1.0 - ema.shadow["weight"]).abs().max() < 0.3
+    # A state saved before a copied tensor existed still loads (the tensor keeps its value).
+    saved = ema.state_dict()
+    del saved["shadow"]["stats_ring"]
+    again = EMA(model, 0.999, warmup=True, copied=("stats_",))
+    again.load_state_dict(saved)
+    torch.testing.assert_close(again.shadow["weight"], ema.shadow["weight"])
+    with pytest.raises(ValueError, match="differing names"):
+        del saved["shadow"]["weight"]
+        again.load_state_dict(saved)
     plain = EMA(nn.Linear(2, 1), 0.999)
     assert plain.warmup is False and plain.copied == ()
 

@@ -90,7 +90,10 @@ class EMA:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict()`` returned; the tensor names must match the model's."""
-        shadow = state["shadow"]
+        shadow = dict(state["shadow"])
+        for name in self.shadow.keys() - shadow.keys():
+            if name.startswith(self.copied):  # copied state added since: the model's own
+                shadow[name] = self.shadow[name]
         if shadow.keys() != self.shadow.keys():
             missing = sorted(self.shadow.keys() ^ shadow.keys())
             raise ValueError(f"EMA state does not match the model; differing names: {missing}")
