@@ -132,8 +132,8 @@ def _paper() -> DualGlowSettings:
 
 def _cpu() -> DualGlowSettings:
     # The `small` phantom (48x64x48 at 4 mm): 3 levels of 8 steps, width 64 (the nn
-    # cpu preset). 1500 steps at the 1.45 s a step measured alone on 2 CPU cores is
-    # about 40 minutes (2.4-3.8 s a step with other runs alongside). Gradient clipping
+    # cpu preset). 2000 steps at the 1.43 s a step measured alone on 2 CPU cores is
+    # about 48 minutes (2-3.8 s a step with other runs alongside). Gradient clipping
     # guards the first steps after the warm-up, when a flow's loss can spike.
     net = cpu_preset()
     # The weight average (not in the paper): at batch size 1 and a constant learning rate the
@@ -141,7 +141,7 @@ def _cpu() -> DualGlowSettings:
     # single snapshots wandered (docs/methods/dual-glow.md); an EMA over about the last
     # 1000 steps averages that out. Its warm-up keeps actnorm's pre-initialisation
     # placeholders out of the average.
-    train = TrainSettings(max_steps=1500, batch_size=1, lr=1e-3, warmup_steps=net.warmup_steps,
+    train = TrainSettings(max_steps=2000, batch_size=1, lr=1e-3, warmup_steps=net.warmup_steps,
                           val_every=250, checkpoint_every=100, grad_clip=5.0, multiple=16,
                           ema_decay=0.999, ema_warmup=True)
     # Pair augmentation (augment_flip / augment_shift) stays off: measured on the phantom it
