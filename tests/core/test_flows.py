@@ -23,7 +23,7 @@ from synth_core.nn.flows import (
     cpu_preset,
     paper_preset,
 )
-from synth_core.nn.flows.priors import coordinates_like
+from synth_core.nn.flows.priors import AgeRegressor, coordinates_like
 from synth_core.nn.gradient_reversal import GradientReversal
 
 SEEDS = [0, 1, 2]
@@ -460,3 +460,14 @@ def test_regional_age_slope_starts_at_zero_and_old_configs_stay_uniform() -> Non
     assert DualGlowConfig.from_dict(values).age_effect == "uniform"
     with pytest.raises(UserError, match="age_effect"):
         tiny_config(age_effect="local")
+
+
+def test_grid_age_head_is_linear_in_the_cell_means() -> None:
+    head = AgeRegressor(3, 4, grid=2)
+    x = torch.randn(2, 3, 4, 6, 4)
+    cells = F.adaptive_avg_pool3d(x, 2).flatten(1)
+    linear = head.readout[-1]
+    torch.testing.assert_close(head(x), (cells @ linear.weight.T + linear.bias).squeeze(1))
+    model = DualGlow(tiny_config(age_head_grid=2))
+    out = model.loss(*pair(0), age=[60.0, 80.0])
+    assert torch.isfinite(out["age_adv"]) and torch.isfinite(out["age_keep"])

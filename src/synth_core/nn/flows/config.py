@@ -46,6 +46,8 @@ class DualGlowConfig:
         age_head_coordinates: the age heads also read voxel positions (see
             :class:`~synth_core.nn.flows.priors.AgeRegressor`); off in checkpoints from
             before the field existed.
+        age_head_grid: 0 for the convolutional age heads; N > 0 for heads linear in the
+            latent averaged over N**3 cells (same class).
         gradient_reversal_scale: factor of the reversed gradient (1 in the GRL paper).
         lambda_mri: weight lambda of the MRI likelihood term, eq. 12 (paper: 0.001).
         age_loss_weight: weight of every age regression loss (paper: 0.01).
@@ -71,6 +73,7 @@ class DualGlowConfig:
     age_head_hidden: int = 32
     age_effect: str = "uniform"
     age_head_coordinates: bool = False
+    age_head_grid: int = 0
     gradient_reversal_scale: float = 1.0
     lambda_mri: float = 0.001
     age_loss_weight: float = 0.01
@@ -97,6 +100,8 @@ class DualGlowConfig:
             problems.append(f"age_range must be (min, max) with min < max, got {self.age_range}")
         if self.age_effect not in AGE_EFFECTS:
             problems.append(f"age_effect must be one of {AGE_EFFECTS}, got {self.age_effect!r}")
+        if self.age_head_grid < 0:
+            problems.append(f"age_head_grid must be >= 0, got {self.age_head_grid}")
         if self.n_bins < 2:
             problems.append(f"n_bins must be >= 2, got {self.n_bins}")
         if any(s % 2**self.levels for s in self.volume_shape):

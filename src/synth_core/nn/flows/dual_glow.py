@@ -104,12 +104,13 @@ class DualGlow(nn.Module):
         if cfg.age_conditioning:
             self.reversal = GradientReversal(cfg.gradient_reversal_scale)
             self.age_adversaries = nn.ModuleList(
-                AgeRegressor(c, cfg.age_head_hidden, cfg.age_head_coordinates) for c in mri_ch[:-1]
+                AgeRegressor(c, cfg.age_head_hidden, cfg.age_head_coordinates, cfg.age_head_grid)
+                for c in mri_ch[:-1]
             )
             self.age_keep_mri = AgeRegressor(mri_ch[-1], cfg.age_head_hidden,
-                                             cfg.age_head_coordinates)
+                                             cfg.age_head_coordinates, cfg.age_head_grid)
             self.age_keep_pet = AgeRegressor(pet_ch[-1], cfg.age_head_hidden,
-                                             cfg.age_head_coordinates)
+                                             cfg.age_head_coordinates, cfg.age_head_grid)
         # -log2 of the bin width 2 / n_bins: turns a density into a code length per voxel.
         self.bits_per_voxel_offset = math.log2(cfg.n_bins / 2.0)
 

@@ -94,12 +94,21 @@ class AgeRegressor(nn.Module):
     continuous, so this is a regression trained with MSE on the age in [-1, 1]. With
     ``coordinates`` the first convolution also reads each voxel's normalised position,
     so that the pooled features can depend on where a pattern is (the size of the
-    ventricles, say), not only on how much of it there is.
+    ventricles, say), not only on how much of it there is. With ``grid`` > 0 the head is
+    instead linear in the latent averaged over ``grid``**3 cells: a location-aware readout
+    like the ridge probes of the measurements, which generalise where the pooled
+    convolutional head does not (docs/benchmarks.md).
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, coordinates: bool = False) -> None:
+    def __init__(self, in_channels: int, hidden_channels: int, coordinates: bool = False,
+                 grid: int = 0) -> None:
         super().__init__()
         self.coordinates = coordinates
+        self.grid = grid
+        if grid > 0:  # a linear readout of the latent averaged over grid**3 cells
+            self.readout = nn.Sequential(nn.AdaptiveAvgPool3d(grid), nn.Flatten(),
+                                         nn.Linear(in_channels * grid**3, 1))
+            return
         self.features = nn.Sequential(
             nn.Conv3d(in_channels + (3 if coordinates else 0), hidden_channels, kernel_size=3,
                       padding=1),
@@ -110,6 +119,8 @@ class AgeRegressor(nn.Module):
         self.head = nn.Linear(hidden_channels, 1)
 
     def forward(self, latent: Tensor) -> Tensor:
+        if self.grid > 0:
+            return self.readout(latent).squeeze(1)
         if self.coordinates:
             latent = torch.cat([latent, coordinates_like(latent)], dim=1)
         pooled = self.features(latent).mean(dim=(2, 3, 4))
