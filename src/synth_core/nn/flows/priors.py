@@ -120,7 +120,10 @@ class AgeRegressor(nn.Module):
 
     def forward(self, latent: Tensor) -> Tensor:
         if self.grid > 0:
-            return self.readout(latent).squeeze(1)
+            # Bounded like the normalised age: behind gradient reversal the flow maximises
+            # this head's error, and an unbounded linear output lets it do so without limit
+            # by scaling the latent (measured: the age loss reached 1e29 within 100 steps).
+            return torch.tanh(self.readout(latent)).squeeze(1)
         if self.coordinates:
             latent = torch.cat([latent, coordinates_like(latent)], dim=1)
         pooled = self.features(latent).mean(dim=(2, 3, 4))
