@@ -212,7 +212,10 @@ def _latent_features(model: Model, subjects: list[dict[str, Any]]) -> dict[str, 
                                  "pet_top": [], "pet_keep_head": [], "age": [],
                                  "lower_voxels": [], "top_voxels": [], "pet_top_voxels": []}
     lo, hi = flow.config.age_range
-    years = lambda n: lo + (float(n) + 1.0) * (hi - lo) / 2.0  # noqa: E731 (inverse of normalise_age)
+
+    def years(normalised: torch.Tensor) -> float:  # the inverse of DualGlow.normalise_age
+        return lo + (float(normalised) + 1.0) * (hi - lo) / 2.0
+
     for s in subjects:
         with torch.no_grad():
             latents, _ = flow.encode_mri(as_input(volume(s, "t1").data))

@@ -330,7 +330,8 @@ class DualGlowMethod(Method):
         self.stats.reset_bits()
         count = 0
         for mri in mris:
-            self.stats.record(self.flow.mri_bits_per_voxel(mri), None, self.flow.mri_level_bits(mri))
+            bits, level_bits = self.flow.mri_likelihood(mri)
+            self.stats.record(bits, None, level_bits)
             count += 1
         return count
 
@@ -368,8 +369,8 @@ class DualGlowMethod(Method):
         range is as suspect as one far above. Returns the figures for the sidecar and,
         when flagged, a ``warning``.
         """
-        bits = float(self.flow.mri_bits_per_voxel(x).mean())
-        levels = self.flow.mri_level_bits(x).mean(0)
+        total, per_level = self.flow.mri_likelihood(x)
+        bits, levels = float(total.mean()), per_level.mean(0)
         reference = self.stats.bits_reference()
         result: dict[str, Any] = {"bits_per_voxel": round(bits, 4),
                                   "level_bits": [round(float(v), 4) for v in levels]}

@@ -103,8 +103,10 @@ class ExportBestCallback(pl.Callback):
         score = metrics.get(self.monitor)
         if score is None:
             return
-        if self.best is None or score > self.best or self.keep == "last":
-            self.best = score if self.best is None or score > self.best else self.best
+        improved = self.best is None or score > self.best
+        if improved:
+            self.best = score
+        if improved or self.keep == "last":
             if trainer.is_global_zero:
                 self.export(module, metrics | {"step": module.batches_done})
                 self.exported = True

@@ -265,7 +265,8 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             warnings.filterwarnings("ignore", message=text)
         trainer.fit(module, train_loader, val_loader if len(val_set) else None, ckpt_path=ckpt,
                     weights_only=True)
-    if not stopped["flag"] and not trainer.interrupted:
+    finished = not stopped["flag"] and not trainer.interrupted
+    if finished:
         # The periodic checkpoint may be up to checkpoint_every steps old: save the end
         # state, so that extending a finished run with --resume --max-steps repeats nothing.
         trainer.save_checkpoint(run / LAST)
@@ -274,8 +275,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     model_info = None
     registered = None
     if trainer.is_global_zero:
-        final = not stopped["flag"] and not trainer.interrupted
-        if not (run / zoo.WEIGHTS).is_file() or (cls.export_weights == "last" and final):
+        if not (run / zoo.WEIGHTS).is_file() or (cls.export_weights == "last" and finished):
             export(module, dict(progress.metrics))
         model_info = zoo.CheckpointInfo(run.name, run, json.loads((run / zoo.CARD).read_text()), "path")
         if request.register and not stopped["flag"]:

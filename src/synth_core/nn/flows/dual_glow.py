@@ -324,16 +324,22 @@ class DualGlow(nn.Module):
                             for z in latents], dim=1)
 
     @torch.no_grad()
-    def mri_level_bits(self, mri: Tensor) -> Tensor:
-        """(B, L) :meth:`latent_bits` of the MRI latents, in eval mode."""
+    def mri_likelihood(self, mri: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass of the MRI flow in eval mode: (:meth:`mri_bits_per_voxel` (B,),
+        :meth:`mri_level_bits` (B, L)), for the out-of-distribution test."""
         was_training = self.training
         self.eval()
         try:
-            return self.latent_bits(self.mri_flow.encode(mri)[0])
+            z_m, logdet = self.mri_flow.encode(mri)
+            log_p = torch.stack([gaussian_log_prob(z) for z in z_m]).sum(dim=0)
+            return self._bits_per_voxel(-(log_p + logdet), mri), self.latent_bits(z_m)
         finally:
             self.train(was_training)
 
-    @torch.no_grad()
+    def mri_level_bits(self, mri: Tensor) -> Tensor:
+        """(B, L) :meth:`latent_bits` of the MRI latents, in eval mode."""
+        return self.mri_likelihood(mri)[1]
+
     def mri_bits_per_voxel(self, mri: Tensor) -> Tensor:
         """Exact -log2 p(x_m) per voxel under the MRI flow and N(0, I) latents, shape (B,).
 
@@ -341,11 +347,4 @@ class DualGlow(nn.Module):
         above the training set's typical value is unlike the training MRIs (for
         out-of-distribution warnings).
         """
-        was_training = self.training
-        self.eval()
-        try:
-            z_m, logdet = self.mri_flow.encode(mri)
-            log_p = torch.stack([gaussian_log_prob(z) for z in z_m]).sum(dim=0)
-            return self._bits_per_voxel(-(log_p + logdet), mri)
-        finally:
-            self.train(was_training)
+        return self.mri_likelihood(mri)[0]
