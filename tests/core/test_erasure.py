@@ -136,3 +136,22 @@ def test_dual_glow_method_reports_the_correlation_and_keeps_the_statistics_out_o
     if weight > 0:  # the reference (3 MRIs) is full at the third batch
         assert math.isnan(monitors[1]) and all(math.isfinite(m) for m in monitors[2:])
     assert not any("erasure" in key for key in method.state_dict())
+
+
+def test_smoothing_averages_each_channels_correlations_over_neighbouring_voxels() -> None:
+    gen = torch.Generator().manual_seed(3)
+    latents = [torch.randn(6, 2, 4, 5, 4, generator=gen), torch.randn(6, 3, 2, 2, 2, generator=gen)]
+    erasure = LinearAgeErasure(reference=6, smooth=3)
+    for i in range(6):
+        erasure.remember(torch.tensor([[float(i)]]), torch.tensor([float(i)]))
+    erasure.refresh(lambda x: [z[int(x.item()) : int(x.item()) + 1] for z in latents],
+                    torch.device("cpu"))
+    first = 2 * 4 * 5 * 4
+    r, push = erasure.r[:first].reshape(2, 4, 5, 4), erasure.push[:first].reshape(2, 4, 5, 4)
+    assert push[1, 1, 2, 1] == pytest.approx(float(r[1, 0:3, 1:4, 0:3].mean()), abs=1e-6)
+    assert push[0, 0, 0, 0] == pytest.approx(float(r[0, 0:2, 0:2, 0:2].mean()), abs=1e-6)
+    # a grid smaller than the neighbourhood: every voxel gets its channel's mean
+    top_r, top_push = erasure.r[first:].reshape(3, 8), erasure.push[first:].reshape(3, 8)
+    torch.testing.assert_close(top_push, top_r.mean(1, keepdim=True).expand(3, 8))
+    with pytest.raises(ValueError, match="odd"):
+        LinearAgeErasure(smooth=2)

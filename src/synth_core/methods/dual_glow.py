@@ -78,6 +78,8 @@ class DualGlowSettings:
         age_erasure_reference, age_erasure_every: how many recent training MRIs the
             correlations are computed over, re-encoded with the current weights every
             ``age_erasure_every`` batches (about 0.15 s per MRI on the cpu preset).
+        age_erasure_smooth: average the correlations the penalty pushes against over
+            this many latent voxels along each axis (see ``LinearAgeErasure``).
         train: the engine's settings (paper: lr 1e-3, 90 epochs of ADNI at batch 1).
     """
 
@@ -107,6 +109,7 @@ class DualGlowSettings:
     age_erasure: float = 0.0
     age_erasure_reference: int = 64
     age_erasure_every: int = 50
+    age_erasure_smooth: int = 0
     train: TrainSettings = field(
         default_factory=lambda: TrainSettings(
             # 90 epochs of the paper's 726 ADNI training pairs at batch size 1 (the
@@ -272,7 +275,8 @@ class DualGlowMethod(Method):
         self.flow = DualGlow(config.network())
         self.stats = TrainingStatistics(config.ood_window, config.levels)
         # Training-only running statistics (not saved, not exported; see erasure.py).
-        self.erasure = (LinearAgeErasure(config.age_erasure_reference, config.age_erasure_every)
+        self.erasure = (LinearAgeErasure(config.age_erasure_reference, config.age_erasure_every,
+                                         config.age_erasure_smooth)
                         if config.age_erasure > 0 and config.age_conditioning else None)
         # Peak inference memory per input voxel, for the engine's budget check: about
         # 4 bytes times the coupling width plus 64 (measured on the cpu preset: 333 B per
