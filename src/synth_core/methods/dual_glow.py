@@ -36,7 +36,6 @@ from synth_core.methods.base import (
     register,
 )
 from synth_core.nn.flows import DualGlow, DualGlowConfig, cpu_preset, paper_preset
-from synth_core.nn.flows.erasure import LinearAgeErasure
 
 # Temperature used when the request gives none. One sample: the mode (T = 0), the most
 # probable PET under the learned prior, deterministic and the best point estimate
@@ -72,14 +71,6 @@ class DualGlowSettings:
             along each axis (edges replicated). Not in the paper (726 subjects); with
             the phantom's 16 training subjects the top relation network memorises the
             subjects without it (docs/methods/dual-glow.md).
-        age_erasure: weight of the linear age-erasure penalty on the lower MRI latents
-            (0: off, the paper's model); not in the paper, added because gradient reversal
-            alone left age in those latents (:mod:`synth_core.nn.flows.erasure`).
-        age_erasure_reference, age_erasure_every: how many recent training MRIs the
-            correlations are computed over, re-encoded with the current weights every
-            ``age_erasure_every`` batches (about 0.15 s per MRI on the cpu preset).
-        age_erasure_smooth: average the correlations the penalty pushes against over
-            this many latent voxels along each axis (see ``LinearAgeErasure``).
         train: the engine's settings (paper: lr 1e-3, 90 epochs of ADNI at batch 1).
     """
 
@@ -106,10 +97,6 @@ class DualGlowSettings:
     ood_margin_bits: float = 0.25
     augment_flip: bool = False
     augment_shift: int = 0
-    age_erasure: float = 0.0
-    age_erasure_reference: int = 64
-    age_erasure_every: int = 50
-    age_erasure_smooth: int = 0
     train: TrainSettings = field(
         default_factory=lambda: TrainSettings(
             # 90 epochs of the paper's 726 ADNI training pairs at batch size 1 (the
@@ -274,10 +261,6 @@ class DualGlowMethod(Method):
             )
         self.flow = DualGlow(config.network())
         self.stats = TrainingStatistics(config.ood_window, config.levels)
-        # Training-only running statistics (not saved, not exported; see erasure.py).
-        self.erasure = (LinearAgeErasure(config.age_erasure_reference, config.age_erasure_every,
-                                         config.age_erasure_smooth)
-                        if config.age_erasure > 0 and config.age_conditioning else None)
         # Peak inference memory per input voxel, for the engine's budget check: about
         # 4 bytes times the coupling width plus 64 (measured on the cpu preset: 333 B per
         # voxel at 48x64x48, 177 at 96x128x96; samples run one after the other, so 8
@@ -328,12 +311,7 @@ class DualGlowMethod(Method):
         """Eq. 12/16 in bits per voxel plus the age losses; records the MRI's bits per voxel."""
         ages = self._training_ages(batch)
         mri, pet = self._augment(batch["source"], batch["target"])
-        if self.erasure is not None and ages is not None:
-            self.erasure.remember(mri, self.flow.normalise_age(ages, len(ages)))
-            if self.erasure.due():
-                self.erasure.refresh(lambda x: self.flow.encode_mri(x)[0][:-1], mri.device)
-        out = self.flow.loss(mri, pet, age=None if ages is None else ages.to(mri.device),
-                             erasure=self.erasure, erasure_weight=self.config.age_erasure)
+        out = self.flow.loss(mri, pet, age=None if ages is None else ages.to(mri.device))
         level_bits = out.pop("level_bits_mri")
         if torch.isfinite(out["bpd_mri"]) and torch.isfinite(level_bits).all():
             self.stats.record(out["bpd_mri"].reshape(1), ages, level_bits)

@@ -55,7 +55,6 @@ from torch import Tensor, nn
 
 from synth_core.errors import UserError
 from synth_core.nn.flows.config import DualGlowConfig
-from synth_core.nn.flows.erasure import LinearAgeErasure
 from synth_core.nn.flows.glow import Glow3d, latent_channels
 from synth_core.nn.flows.priors import (
     AgeRegressor,
@@ -204,8 +203,6 @@ class DualGlow(nn.Module):
         pet: Tensor,
         age: AgeLike | None = None,
         dequantize: bool | None = None,
-        erasure: LinearAgeErasure | None = None,
-        erasure_weight: float = 0.0,
     ) -> dict[str, Tensor]:
         """The training objective (eq. 12, with eq. 16 and the age losses when conditioned).
 
@@ -214,19 +211,13 @@ class DualGlow(nn.Module):
             pet: (B, C_p, D, H, W) in [-1, 1], same spatial size, paired with ``mri``.
             age: years, one value or one per sample; required when age-conditioned.
             dequantize: add one bin of uniform noise; defaults to ``self.training``.
-            erasure, erasure_weight: an optional :class:`LinearAgeErasure` over the lower
-                MRI latents and the weight of its penalty (not in the paper; its
-                statistics are refreshed by the caller, see ``erasure.py``).
 
         Returns:
             Scalars (batch means): 'loss' = bpd_pet + lambda_mri * bpd_mri
             + age_loss_weight * (age_adv + age_keep); 'bpd_pet' = -log p(x_p | x_m) in
             bits per voxel; 'bpd_mri' = -log p(x_m) in bits per voxel; 'age_adv' = sum
             of the MSEs of the heads behind reversal; 'age_keep' = sum of the MSEs of the
-            top MRI and top PET heads (both 0 without age conditioning); with ``erasure``,
-            'age_corr' = the lower latents' mean squared correlation with age at the
-            erasure's last refresh, and the loss also has ``erasure_weight`` times its
-            penalty.
+            top MRI and top PET heads (both 0 without age conditioning).
         """
         if mri.shape[0] != pet.shape[0] or mri.shape[2:] != pet.shape[2:]:
             raise UserError(
@@ -258,10 +249,6 @@ class DualGlow(nn.Module):
             )
         cfg = self.config
         total = bpd_pet + cfg.lambda_mri * bpd_mri + cfg.age_loss_weight * (age_adv + age_keep)
-        extra = {}
-        if erasure is not None and age_n is not None:
-            total = total + erasure_weight * erasure.penalty(z_m[:-1], age_n)
-            extra["age_corr"] = torch.tensor(erasure.monitor())
         return {
             "loss": total,
             "bpd_pet": bpd_pet.detach(),
@@ -269,7 +256,6 @@ class DualGlow(nn.Module):
             "level_bits_mri": self.latent_bits([z.detach() for z in z_m]).mean(0),
             "age_adv": age_adv.detach(),
             "age_keep": age_keep.detach(),
-            **extra,
         }
 
     # --- inference -------------------------------------------------------------------
