@@ -92,7 +92,7 @@ def main() -> None:
     model = Model(args.checkpoint, "dual-glow") if args.checkpoint else None
     train, y_train = features(args.train_cohort, model)
     test, y_test = features(args.cohort, model)
-    shape = tuple(as_input(volume(load_cohort(args.cohort)[0], "t1").data).shape[2:])
+    shape = tuple(volume(load_cohort(args.cohort)[0], "t1").data.shape)  # as_input keeps it
     train["detail2 given coarse"], test["detail2 given coarse"] = residual_detail(train, test, shape)
     print(f"{len(y_train)} training, {len(y_test)} held-out subjects")
     print("| features | count | age R^2 on held-out |\n|---|---|---|")

@@ -96,11 +96,10 @@ def main() -> None:
     optimiser = torch.optim.Adam([p for prior in priors for p in prior.parameters()], lr=1e-3)
     for step in range(args.steps):
         latents, kept = train[rng.integers(len(train))]
-        loss = sum(
-            (0.5 * ((z - mean) * torch.exp(-log_scale)) ** 2 + log_scale).mean()
-            for prior, z, k in zip(priors, latents, kept, strict=True)
-            for mean, log_scale in [prior(condition(k))]
-        )
+        loss = torch.zeros(())
+        for prior, z, k in zip(priors, latents, kept, strict=True):
+            mean, log_scale = prior(condition(k))
+            loss = loss + (0.5 * ((z - mean) * torch.exp(-log_scale)) ** 2 + log_scale).mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
