@@ -193,12 +193,13 @@ def test_layer_logdet_equals_brute_force_jacobian(name: str) -> None:
         assert abs(expected) > 1e-2
 
 
-@pytest.mark.parametrize("split_prior", [0, 4])
-def test_glow_logdet_equals_brute_force_jacobian(split_prior: int) -> None:
+@pytest.mark.parametrize("split_prior", [(0, False), (4, False), (4, True)])
+def test_glow_logdet_equals_brute_force_jacobian(split_prior: tuple[int, bool]) -> None:
     torch.manual_seed(0)
     flow = perturb(
         Glow3d(1, levels=2, steps_per_level=2, hidden_channels=4,
-               split_prior_hidden=split_prior), seed=5, std=0.3
+               split_prior_hidden=split_prior[0], split_prior_coordinates=split_prior[1]),
+        seed=5, std=0.3,
     ).double()
     x = volume("random", 0, (1, 1, 4, 4, 4)).double()
     _, logdet = flow.encode(x)

@@ -54,6 +54,8 @@ class DualGlowConfig:
             split prior, :class:`~synth_core.nn.flows.layers.SplitPrior3d`, width N),
             so the lower latents are residuals given the coarser levels. An experiment
             on disentanglement (docs/methods/dual-glow.md); off in both presets.
+        mri_split_prior_coordinates: those split priors also read each voxel's
+            normalised position (a prediction that can differ by place).
         gradient_reversal_scale: factor of the reversed gradient (1 in the GRL paper).
         lambda_mri: weight lambda of the MRI likelihood term, eq. 12 (paper: 0.001).
         age_loss_weight: weight of every age regression loss (paper: 0.01).
@@ -81,6 +83,7 @@ class DualGlowConfig:
     age_head_coordinates: bool = False
     age_head_grid: int = 0
     mri_split_prior_hidden: int = 0
+    mri_split_prior_coordinates: bool = False
     gradient_reversal_scale: float = 1.0
     lambda_mri: float = 0.001
     age_loss_weight: float = 0.01

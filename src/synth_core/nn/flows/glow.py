@@ -55,6 +55,7 @@ class Glow3d(nn.Module):
             an N(0, I) prior; N > 0 normalises it by a :class:`SplitPrior3d` of width N
             reading the kept half, so the lower latents are residuals given the levels
             above (Glow's learned split prior).
+        split_prior_coordinates: the split priors also read each voxel's position.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class Glow3d(nn.Module):
         hidden_channels: int,
         checkpointing: bool = False,
         split_prior_hidden: int = 0,
+        split_prior_coordinates: bool = False,
     ) -> None:
         super().__init__()
         if levels < 1 or steps_per_level < 1:
@@ -87,7 +89,8 @@ class Glow3d(nn.Module):
             if level < levels - 1:
                 if split_prior_hidden > 0:
                     self.split_priors.append(SplitPrior3d(
-                        channels // 2, channels - channels // 2, split_prior_hidden))
+                        channels // 2, channels - channels // 2, split_prior_hidden,
+                        split_prior_coordinates))
                 channels //= 2
         self.latent_channels = latent_channels(in_channels, levels)
 

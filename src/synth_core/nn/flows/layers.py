@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from synth_core.nn.flows.priors import coordinates_like
+
 
 def _per_sample(value: Tensor, batch: int) -> Tensor:
     """A logdet shared by every sample (a scalar) as one value per sample, shape (B,)."""
@@ -242,25 +244,32 @@ class SplitPrior3d(nn.Module):
     it as an option (``mri_split_prior_hidden``) to keep age, which the coarser levels
     carry, out of the lower latents.
 
-    ``mu`` and ``log sigma`` come from conv -> ReLU -> conv (3x3x3) on ``h``; the last
-    convolution starts at zero, so the layer starts as the identity. ``log sigma`` is
-    bounded to (-4, 4) by ``4 tanh(raw / 4)`` so that a near-constant channel (the
-    background) cannot blow ``eps`` up. logdet = -sum(log sigma).
+    ``mu`` and ``log sigma`` come from conv -> ReLU -> conv (3x3x3) on ``h`` (and, with
+    ``coordinates``, on each voxel's position normalised to [-1, 1], so the prediction
+    can differ by place); the last convolution starts at zero, so the layer starts as the
+    identity. ``log sigma`` is bounded to (-4, 4) by ``4 tanh(raw / 4)`` so that a
+    near-constant channel (the background) cannot blow ``eps`` up.
+    logdet = -sum(log sigma).
     """
 
-    def __init__(self, keep_channels: int, out_channels: int, hidden_channels: int) -> None:
+    def __init__(self, keep_channels: int, out_channels: int, hidden_channels: int,
+                 coordinates: bool = False) -> None:
         super().__init__()
         self.out_channels = out_channels
+        self.coordinates = coordinates
         last = nn.Conv3d(hidden_channels, 2 * out_channels, kernel_size=3, padding=1)
         for p in last.parameters():
             nn.init.zeros_(p)
         self.net = nn.Sequential(
-            nn.Conv3d(keep_channels, hidden_channels, kernel_size=3, padding=1),
+            nn.Conv3d(keep_channels + (3 if coordinates else 0), hidden_channels, kernel_size=3,
+                      padding=1),
             nn.ReLU(),
             last,
         )
 
     def _mean_and_log_scale(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        if self.coordinates:
+            h = torch.cat([h, coordinates_like(h)], dim=1)
         out = self.net(h)
         mean, raw = out[:, : self.out_channels], out[:, self.out_channels :]
         return mean, 4.0 * torch.tanh(raw / 4.0)
