@@ -52,7 +52,7 @@ class DualGlowSettings:
     The network fields mean what they mean in :class:`~synth_core.nn.flows.DualGlowConfig`
     (levels, steps_per_level, hidden_channels, relation_hidden, learned_scale,
     age_conditioning, age_range, age_head_hidden, age_effect, age_head_coordinates, age_head_grid,
-    mri_split_prior_hidden, mri_split_prior_coordinates, gradient_reversal_scale, lambda_mri,
+    gradient_reversal_scale, lambda_mri,
     age_loss_weight, n_bins, checkpointing). The others:
 
     Attributes:
@@ -85,8 +85,6 @@ class DualGlowSettings:
     age_effect: str = "uniform"
     age_head_coordinates: bool = False
     age_head_grid: int = 0
-    mri_split_prior_hidden: int = 0
-    mri_split_prior_coordinates: bool = False
     gradient_reversal_scale: float = 1.0
     lambda_mri: float = 0.001
     age_loss_weight: float = 0.01

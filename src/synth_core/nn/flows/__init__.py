@@ -9,7 +9,6 @@ from synth_core.nn.flows.layers import (
     FlowStep,
     InvConv1x1x1LU,
     Split3d,
-    SplitPrior3d,
     Squeeze3d,
 )
 from synth_core.nn.flows.priors import AgeRegressor, RelationNet, gaussian_log_prob
@@ -25,7 +24,6 @@ __all__ = [
     "InvConv1x1x1LU",
     "RelationNet",
     "Split3d",
-    "SplitPrior3d",
     "Squeeze3d",
     "cpu_preset",
     "gaussian_log_prob",

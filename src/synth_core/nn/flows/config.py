@@ -48,14 +48,6 @@ class DualGlowConfig:
             before the field existed.
         age_head_grid: 0 for the convolutional age heads; N > 0 for heads linear in the
             latent averaged over N**3 cells (same class).
-        mri_split_prior_hidden: 0 (the paper) gives every MRI latent an N(0, I) prior
-            as it leaves the flow; N > 0 first normalises each lower MRI latent by a
-            learned Gaussian conditioned on the half that stays in the flow (Glow's
-            split prior, :class:`~synth_core.nn.flows.layers.SplitPrior3d`, width N),
-            so the lower latents are residuals given the coarser levels. An experiment
-            on disentanglement (docs/methods/dual-glow.md); off in both presets.
-        mri_split_prior_coordinates: those split priors also read each voxel's
-            normalised position (a prediction that can differ by place).
         gradient_reversal_scale: factor of the reversed gradient (1 in the GRL paper).
         lambda_mri: weight lambda of the MRI likelihood term, eq. 12 (paper: 0.001).
         age_loss_weight: weight of every age regression loss (paper: 0.01).
@@ -82,8 +74,6 @@ class DualGlowConfig:
     age_effect: str = "uniform"
     age_head_coordinates: bool = False
     age_head_grid: int = 0
-    mri_split_prior_hidden: int = 0
-    mri_split_prior_coordinates: bool = False
     gradient_reversal_scale: float = 1.0
     lambda_mri: float = 0.001
     age_loss_weight: float = 0.01
@@ -112,9 +102,6 @@ class DualGlowConfig:
             problems.append(f"age_effect must be one of {AGE_EFFECTS}, got {self.age_effect!r}")
         if self.age_head_grid < 0:
             problems.append(f"age_head_grid must be >= 0, got {self.age_head_grid}")
-        if self.mri_split_prior_hidden < 0:
-            problems.append(
-                f"mri_split_prior_hidden must be >= 0, got {self.mri_split_prior_hidden}")
         if self.n_bins < 2:
             problems.append(f"n_bins must be >= 2, got {self.n_bins}")
         if any(s % 2**self.levels for s in self.volume_shape):

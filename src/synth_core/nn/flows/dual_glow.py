@@ -84,9 +84,7 @@ class DualGlow(nn.Module):
         cfg = config or DualGlowConfig()
         self.config = cfg
         flow_args = (cfg.levels, cfg.steps_per_level, cfg.hidden_channels, cfg.checkpointing)
-        self.mri_flow = Glow3d(cfg.mri_channels, *flow_args,
-                               split_prior_hidden=cfg.mri_split_prior_hidden,
-                               split_prior_coordinates=cfg.mri_split_prior_coordinates)
+        self.mri_flow = Glow3d(cfg.mri_channels, *flow_args)
         self.pet_flow = Glow3d(cfg.pet_channels, *flow_args)
         mri_ch = latent_channels(cfg.mri_channels, cfg.levels)
         pet_ch = latent_channels(cfg.pet_channels, cfg.levels)

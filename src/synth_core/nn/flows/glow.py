@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from synth_core.nn.blocks import InputShapeError
-from synth_core.nn.flows.layers import FlowStep, Split3d, SplitPrior3d, Squeeze3d
+from synth_core.nn.flows.layers import FlowStep, Split3d, Squeeze3d
 
 
 def latent_channels(in_channels: int, levels: int) -> list[int]:
@@ -51,11 +51,6 @@ class Glow3d(nn.Module):
         hidden_channels: width of each coupling network.
         checkpointing: recompute each step in backward instead of storing its
             activations (less memory, about 30% more time; see the module docstring).
-        split_prior_hidden: 0 (the paper) leaves each factored-out half as it is, with
-            an N(0, I) prior; N > 0 normalises it by a :class:`SplitPrior3d` of width N
-            reading the kept half, so the lower latents are residuals given the levels
-            above (Glow's learned split prior).
-        split_prior_coordinates: the split priors also read each voxel's position.
     """
 
     def __init__(
@@ -65,8 +60,6 @@ class Glow3d(nn.Module):
         steps_per_level: int,
         hidden_channels: int,
         checkpointing: bool = False,
-        split_prior_hidden: int = 0,
-        split_prior_coordinates: bool = False,
     ) -> None:
         super().__init__()
         if levels < 1 or steps_per_level < 1:
@@ -79,7 +72,6 @@ class Glow3d(nn.Module):
         self.squeeze = Squeeze3d()
         self.split = Split3d()
         self.stages = nn.ModuleList()
-        self.split_priors = nn.ModuleList()
         channels = in_channels
         for level in range(levels):
             channels *= 8
@@ -87,10 +79,6 @@ class Glow3d(nn.Module):
                 nn.ModuleList(FlowStep(channels, hidden_channels) for _ in range(steps_per_level))
             )
             if level < levels - 1:
-                if split_prior_hidden > 0:
-                    self.split_priors.append(SplitPrior3d(
-                        channels // 2, channels - channels // 2, split_prior_hidden,
-                        split_prior_coordinates))
                 channels //= 2
         self.latent_channels = latent_channels(in_channels, levels)
 
@@ -138,9 +126,6 @@ class Glow3d(nn.Module):
                 logdet = logdet + ld
             if level < self.levels - 1:
                 h, z = self.split(h)
-                if len(self.split_priors):
-                    z, ld = self.split_priors[level](h, z)
-                    logdet = logdet + ld
                 latents.append(z)
         latents.append(h)
         return latents, logdet
@@ -152,10 +137,7 @@ class Glow3d(nn.Module):
         h = latents[-1]
         for level in reversed(range(self.levels)):
             if level < self.levels - 1:
-                z = latents[level]
-                if len(self.split_priors):
-                    z = self.split_priors[level].inverse(h, z)
-                h = self.split.inverse(h, z)
+                h = self.split.inverse(h, latents[level])
             for step in reversed(self._steps(level)):
                 h = step.inverse(h)
             h = self.squeeze.inverse(h)

@@ -4,8 +4,7 @@ Every bijective layer has ``forward(x) -> (y, logdet)`` and ``inverse(y) -> x``,
 ``x`` and ``y`` are volumes of shape (B, C, D, H, W) and ``logdet`` is
 ``log|det dy/dx|`` per sample, shape (B,), in nats (eq. 4-5 of DUAL-GLOW, Sun et al.
 ICCV 2019; the layers themselves are Glow's, Kingma & Dhariwal 2018, made 3D).
-``Split3d`` is the exception: it is volume-preserving but returns two tensors, and
-``SplitPrior3d`` maps the pair it returns to a normalised latent.
+``Split3d`` is the exception: it is volume-preserving but returns two tensors.
 """
 
 from __future__ import annotations
@@ -13,8 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from synth_core.nn.flows.priors import coordinates_like
 
 
 def _per_sample(value: Tensor, batch: int) -> Tensor:
@@ -230,55 +227,3 @@ class Split3d(nn.Module):
 
     def inverse(self, h_keep: Tensor, z: Tensor) -> Tensor:
         return torch.cat([h_keep, z], dim=1)
-
-
-class SplitPrior3d(nn.Module):
-    """Glow's learned prior at a split, as a bijection: ``eps = (z - mu(h)) / sigma(h)``.
-
-    Glow (Kingma & Dhariwal 2018, code) models the factored-out half ``z`` of a level as
-    N(mu(h), sigma(h)) given the half ``h`` that stays in the flow. Written as an
-    affine map of ``z`` conditioned on ``h`` (a coupling whose output leaves the flow),
-    the latent becomes the normalised residual ``eps``, whose prior is N(0, I): the
-    likelihood is the same as with the conditional prior, but whatever in ``z`` the
-    kept half predicts is no longer in the latent. Not in DUAL-GLOW; the MRI flow uses
-    it as an option (``mri_split_prior_hidden``) to keep age, which the coarser levels
-    carry, out of the lower latents.
-
-    ``mu`` and ``log sigma`` come from conv -> ReLU -> conv (3x3x3) on ``h`` (and, with
-    ``coordinates``, on each voxel's position normalised to [-1, 1], so the prediction
-    can differ by place); the last convolution starts at zero, so the layer starts as the
-    identity. ``log sigma`` is bounded to (-4, 4) by ``4 tanh(raw / 4)`` so that a
-    near-constant channel (the background) cannot blow ``eps`` up.
-    logdet = -sum(log sigma).
-    """
-
-    def __init__(self, keep_channels: int, out_channels: int, hidden_channels: int,
-                 coordinates: bool = False) -> None:
-        super().__init__()
-        self.out_channels = out_channels
-        self.coordinates = coordinates
-        last = nn.Conv3d(hidden_channels, 2 * out_channels, kernel_size=3, padding=1)
-        for p in last.parameters():
-            nn.init.zeros_(p)
-        self.net = nn.Sequential(
-            nn.Conv3d(keep_channels + (3 if coordinates else 0), hidden_channels, kernel_size=3,
-                      padding=1),
-            nn.ReLU(),
-            last,
-        )
-
-    def _mean_and_log_scale(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        if self.coordinates:
-            h = torch.cat([h, coordinates_like(h)], dim=1)
-        out = self.net(h)
-        mean, raw = out[:, : self.out_channels], out[:, self.out_channels :]
-        return mean, 4.0 * torch.tanh(raw / 4.0)
-
-    def forward(self, h: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-        """(kept half h, factored-out half z) -> (eps, logdet (B,))."""
-        mean, log_scale = self._mean_and_log_scale(h)
-        return (z - mean) * torch.exp(-log_scale), -log_scale.sum(dim=(1, 2, 3, 4))
-
-    def inverse(self, h: Tensor, eps: Tensor) -> Tensor:
-        mean, log_scale = self._mean_and_log_scale(h)
-        return eps * torch.exp(log_scale) + mean
