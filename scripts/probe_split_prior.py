@@ -12,7 +12,8 @@ on the training cohort's latents, and reports the age R^2 of the voxel probe
 (``dg_stats.ridge_r2``, as in ``measure_dual_glow.py``) on the raw latents and on the
 residuals of the held-out subjects. ``--coordinates`` also gives the prior the voxel
 positions. It tests the next step named in docs/benchmarks.md ("Disentanglement") without
-retraining a model; a prior trained with the flow could do better or worse.
+retraining a model. A prior trained with the flow was tried later (fifth session, removed again):
+it did no better than the MRI likelihood's weight alone (docs/benchmarks.md).
 """
 
 from __future__ import annotations
