@@ -108,6 +108,23 @@ def test_training_needs_ages_inside_the_age_range():
         method.losses({"source": x, "target": x, "age": torch.tensor([30.0])})
 
 
+def test_a_diverged_batch_is_named_and_kept_out_of_the_ood_reference():
+    x = torch.rand(1, 1, 8, 8, 8) * 2 - 1
+    batch = {"source": x, "target": x, "age": torch.tensor([70.0])}
+    methods = {limit: get_method_class(KEY)(build_config(KEY, "tiny", {"divergence_bits": limit}),
+                                            "t1", "pet") for limit in (64.0, 0.5, 0.0)}
+    for limit, method in methods.items():
+        for _ in range(2):
+            out = method.losses(batch)
+        assert 0.5 < float(out["loss"].detach()) < 64  # a fresh model: a few bits per voxel
+        reason = method.diverged(out)
+        if limit == 0.5:
+            assert "objectives above 0.5 bits per voxel (a uniform guess costs 8" in reason
+            assert method.stats.bits_reference() is None  # the skipped steps recorded nothing
+        else:  # the default, and 0 = off
+            assert reason is None and method.stats.bits_reference()[2] == 2
+
+
 def test_engine_trains_and_exports_statistics(dual_glow_run):
     card = dual_glow_run.model.card
     assert dual_glow_run.steps == 12

@@ -116,6 +116,37 @@ def test_resume_refuses_other_modalities_and_extends_a_finished_run(tiny_cohort,
     assert seen == [4, 5]
 
 
+def test_resume_may_change_the_learning_rate_and_records_it(tiny_cohort, tmp_path):
+    out = tmp_path / "run"
+    train(_request(tiny_cohort, out, overrides={"max_steps": 2, "lr": 2e-4}))
+    before = torch.load(out / "last.ckpt", weights_only=True)["lr_schedulers"]
+    # the first run's own settings may be repeated (the same command line or form)
+    train(_request(tiny_cohort, out, resume=True,
+                   overrides={"max_steps": 4, "lr": 5e-5, "batch_size": 1}))
+    after = torch.load(out / "last.ckpt", weights_only=True)
+    for old, new in zip(before, after["lr_schedulers"], strict=True):  # generator, discriminator
+        assert new["base_lrs"] == pytest.approx([b / 4 for b in old["base_lrs"]])
+    for opt, sched in zip(after["optimizer_states"], after["lr_schedulers"], strict=True):
+        assert opt["param_groups"][0]["initial_lr"] == pytest.approx(sched["base_lrs"][0])
+        assert opt["param_groups"][0]["lr"] == pytest.approx(sched["_last_lr"][0])
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["train"]["lr"] == 5e-5
+    assert [r["changed"] for r in saved["resumed_with"]] == [
+        {"train.max_steps": [2, 4], "train.lr": [2e-4, 5e-5]}]
+
+
+def test_resume_refuses_a_setting_that_would_make_another_model(tiny_cohort, tmp_path):
+    out = tmp_path / "run"
+    train(_request(tiny_cohort, out, overrides={"max_steps": 2}))
+    record = (out / "config.json").read_bytes()
+    checkpoint = sha256_file(out / "last.ckpt")
+    with pytest.raises(UserError, match=r"cannot change features \(4 -> 16\) when resuming .*"
+                                        r"start a new run"):
+        train(_request(tiny_cohort, out, resume=True, overrides={"features": 16}))
+    assert (out / "config.json").read_bytes() == record
+    assert sha256_file(out / "last.ckpt") == checkpoint
+
+
 def _step_of(path: Path) -> int:
     return int(torch.load(path, weights_only=True)["global_step"]) // 2
 
@@ -236,6 +267,25 @@ def test_nan_guard_stops_a_diverged_run_with_a_clear_message(tiny_cohort, tmp_pa
     monkeypatch.setattr(_NaNConfig, "__init__", _with_nan_steps((-1,)))
     with pytest.raises(UserError, match="diverged: 5 non-finite losses in a row"):
         train(_request(tiny_cohort, tmp_path / "r", method="test-nan"))
+
+
+class _DivergingMethod(_NaNMethod):
+    """Finite losses that its own test calls diverged."""
+
+    key = "test-diverging"
+
+    def diverged(self, losses):
+        return "losses above the test's limit"
+
+
+def test_a_methods_own_divergence_test_stops_the_run(tiny_cohort, tmp_path):
+    base.register(_DivergingMethod)
+    try:
+        with pytest.raises(UserError, match="diverged: 5 losses above the test's limit in a row at "
+                                            "step 0; resume from last.ckpt with a lower learning"):
+            train(_request(tiny_cohort, tmp_path / "r", method="test-diverging"))
+    finally:
+        base._REGISTRY.pop("test-diverging")
 
 
 def _with_nan_steps(steps):

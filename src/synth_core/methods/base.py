@@ -182,6 +182,12 @@ class Method(nn.Module):
         """Optional: a score of how unlike the training data an input is (e.g. bits per voxel)."""
         return None
 
+    def diverged(self, losses: dict[str, torch.Tensor]) -> str | None:
+        """Optional: what about a batch's finite losses shows that training has diverged
+        (e.g. "losses above 64 bits per voxel"), or None. Such a step is skipped like a
+        non-finite one, and the run stops after as many in a row."""
+        return None
+
 
 def synthesize_slices(method: Method, x: torch.Tensor, request: SynthesisRequest, batch: int = 8,
                       progress: Callable[[float], None] | None = None) -> torch.Tensor:
@@ -243,7 +249,13 @@ def build_config(key: str, preset: str = "cpu", overrides: dict[str, Any] | None
         raise UserError(
             f"method {key!r} has no preset {preset!r}; choose one of: {', '.join(cls.presets)}"
         )
-    config = cls.presets[preset]()
+    return apply_overrides(key, cls.presets[preset](), overrides)
+
+
+def apply_overrides(key: str, config: Any, overrides: dict[str, Any] | None) -> Any:
+    """Set ``overrides`` (named as for :func:`build_config`; None values skipped) on a
+    method's ``config`` in place and return it; UserError for an unknown setting or a
+    value of the wrong type."""
     for name, value in (overrides or {}).items():
         if value is None:
             continue

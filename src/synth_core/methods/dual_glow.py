@@ -71,6 +71,13 @@ class DualGlowSettings:
             along each axis (edges replicated). Not in the paper (726 subjects); with
             the phantom's 16 training subjects the top relation network memorises the
             subjects without it (docs/methods/dual-glow.md).
+        divergence_bits: a training batch whose objective exceeds this many bits per
+            voxel is skipped, and the run stops after several in a row (0 = off). A
+            uniform guess over the ``n_bins`` costs log2(n_bins) = 8 bits, a trained model
+            2-7; above 64 the model is broken. Seen here: ``age_loss_weight`` raised to 0.3
+            in a trained cpu model sent the objective from 2.6 bits to 144 within 26 steps
+            and to 10^4-10^8 after, never back (the regression adversaries behind gradient
+            reversal reward the flow for scaling its latents without bound).
         train: the engine's settings (paper: lr 1e-3, 90 epochs of ADNI at batch 1).
     """
 
@@ -97,6 +104,7 @@ class DualGlowSettings:
     ood_margin_bits: float = 0.25
     augment_flip: bool = False
     augment_shift: int = 0
+    divergence_bits: float = 64.0
     train: TrainSettings = field(
         default_factory=lambda: TrainSettings(
             # 90 epochs of the paper's 726 ADNI training pairs at batch size 1 (the
@@ -313,9 +321,20 @@ class DualGlowMethod(Method):
         mri, pet = self._augment(batch["source"], batch["target"])
         out = self.flow.loss(mri, pet, age=None if ages is None else ages.to(mri.device))
         level_bits = out.pop("level_bits_mri")
-        if torch.isfinite(out["bpd_mri"]) and torch.isfinite(level_bits).all():
+        usable = torch.isfinite(out["bpd_mri"]) and torch.isfinite(level_bits).all()
+        if usable and self.diverged(out) is None:  # a skipped step must not set the OOD reference
             self.stats.record(out["bpd_mri"].reshape(1), ages, level_bits)
         return out
+
+    def diverged(self, losses: dict[str, Tensor]) -> str | None:
+        limit = self.config.divergence_bits
+        if limit > 0 and float(losses["loss"].detach()) > limit:
+            return (
+                f"objectives above {limit:g} bits per voxel (a uniform guess costs "
+                f"{math.log2(self.config.n_bins):g}; if age_loss_weight was raised, a new run "
+                "with a lower one, as the adversaries can drive the latents without bound)"
+            )
+        return None
 
     @torch.no_grad()
     def calibrate(self, mris: Iterable[Tensor]) -> int:

@@ -25,7 +25,7 @@ NORMALISED_RANGE = 2.0  # normalised intensities span about [-1, 1]
 
 
 class TrainingDiverged(UserError):
-    """Too many non-finite losses in a row."""
+    """Too many non-finite (or, by the method's own test, diverged) losses in a row."""
 
 
 class GuardedSteps:
@@ -59,7 +59,8 @@ class SynthesisModule(pl.LightningModule):
 
     Args:
         method: the method to train.
-        nan_patience: non-finite steps in a row before the run stops with an error.
+        nan_patience: bad steps in a row (a non-finite loss, or one the method's
+            ``diverged`` rejects) before the run stops with an error.
     """
 
     def __init__(self, method: Method, nan_patience: int = 5) -> None:
@@ -67,7 +68,10 @@ class SynthesisModule(pl.LightningModule):
         self.method = method
         self.automatic_optimization = not method.capabilities.adversarial
         self.nan_patience = nan_patience
-        self.nonfinite_in_a_row = 0
+        self.bad_in_a_row = 0
+        # A resumed run asked for another learning rate: Lightning restores the optimisers'
+        # own (in their state and the schedulers' base rates), so it is rescaled after that.
+        self.lr_scale = 1.0
         self.batches_done = 0
         self.last_losses: dict[str, float] = {}
         self.seen_indices: list[tuple[int, int]] = []  # (epoch, dataset index), for the DDP test
@@ -87,6 +91,16 @@ class SynthesisModule(pl.LightningModule):
             return {"optimizer": optimizers[0], "lr_scheduler": schedulers[0]}
         return optimizers, schedulers
 
+    def on_train_start(self) -> None:
+        if self.lr_scale == 1.0:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            scheduler.base_lrs = [rate * self.lr_scale for rate in scheduler.base_lrs]
+            for group in scheduler.optimizer.param_groups:
+                group["initial_lr"] *= self.lr_scale
+                group["lr"] *= self.lr_scale
+
     def on_train_epoch_start(self) -> None:
         dataset = self.trainer.train_dataloader.dataset if self.trainer.train_dataloader else None
         if dataset is not None and hasattr(dataset, "set_epoch"):
@@ -97,25 +111,27 @@ class SynthesisModule(pl.LightningModule):
                                  for i in torch.as_tensor(batch["index"]).flatten())
         if self.automatic_optimization:
             losses = self.method.losses(batch)
-            finite = bool(torch.isfinite(losses["loss"].detach()))
+            problem = None if torch.isfinite(losses["loss"].detach()) else "non-finite losses"
+            problem = problem or self.method.diverged(losses)
         else:
             ctx = GuardedSteps(self)
             losses = self.method.adversarial_step(batch, ctx)
-            finite = not ctx.skipped
+            problem = "non-finite losses" if ctx.skipped else None
             schedulers = self.lr_schedulers()
             for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
                 if sched is not None:
                     sched.step()
-        if not finite:
-            self.nonfinite_in_a_row += 1
-            if self.nonfinite_in_a_row >= self.nan_patience:
+        if problem is not None:
+            self.bad_in_a_row += 1
+            if self.bad_in_a_row >= self.nan_patience:
                 raise TrainingDiverged(
-                    f"training diverged: {self.nonfinite_in_a_row} non-finite losses in a row at "
-                    f"step {self.batches_done}; lower the learning rate (--lr) or set gradient "
-                    "clipping, then --resume from the last checkpoint"
+                    f"training diverged: {self.bad_in_a_row} {problem} in a row at step "
+                    f"{self.batches_done}; resume from last.ckpt with a lower learning rate "
+                    "(--resume --lr) or gradient clipping (--resume --set grad_clip=1), or start a "
+                    "new run if last.ckpt was saved after the losses rose"
                 )
             return None
-        self.nonfinite_in_a_row = 0
+        self.bad_in_a_row = 0
         self.batches_done += 1
         self.last_losses = {k: float(v.detach()) for k, v in losses.items()}
         self.log_dict({f"train_{k}": v for k, v in self.last_losses.items()},
@@ -165,14 +181,15 @@ class SynthesisModule(pl.LightningModule):
     # -- checkpoint state that Lightning does not know about ------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["synth"] = {"batches_done": self.batches_done,
-                               "nonfinite_in_a_row": self.nonfinite_in_a_row}
+                               # the key predates the methods' own divergence tests
+                               "nonfinite_in_a_row": self.bad_in_a_row}
         if self.ema is not None:
             checkpoint["synth"]["ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("synth", {})
         self.batches_done = int(state.get("batches_done", 0))
-        self.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
+        self.bad_in_a_row = int(state.get("nonfinite_in_a_row", 0))
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
 

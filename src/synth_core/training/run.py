@@ -37,7 +37,13 @@ from synth_core.data import (
 )
 from synth_core.errors import UserError
 from synth_core.io import atomic_write_json, load_volume
-from synth_core.methods import build_config, check_modalities, config_from_dict, get_method_class
+from synth_core.methods import (
+    apply_overrides,
+    build_config,
+    check_modalities,
+    config_from_dict,
+    get_method_class,
+)
 from synth_core.training.callbacks import ExportBestCallback, ProgressCallback, StopCallback
 from synth_core.training.checkpoint_io import SafeCheckpointIO
 from synth_core.training.events import EventSink, ProgressEvent, StopRequest
@@ -127,6 +133,43 @@ def _check_out(request: TrainRequest) -> dict[str, Any] | None:
     return None
 
 
+#: The settings a resumed run may change: how long it runs, how often it validates and
+#: saves, and the step size (to get past a divergence). Everything else shapes the model or
+#: what it learns, so changing it would make a different run under the old one's name.
+RESUMABLE = ("max_steps", "lr", "grad_clip", "val_every", "checkpoint_every")
+
+
+def _resumed_config(request: TrainRequest, saved: dict[str, Any]) -> tuple[Any, dict[str, list]]:
+    """The run's own config with the resumable settings the request gives; the changes
+    as {setting: [before, after]}. UserError for any other setting given a new value
+    (settings repeated with the run's own values are accepted, so the same form or
+    command line can resume what it started)."""
+    config = config_from_dict(request.method, saved["config"])
+    before = _flatten(dataclasses.asdict(config))
+    apply_overrides(request.method, config, request.overrides)
+    after = _flatten(dataclasses.asdict(config))
+    changed = {k: [before[k], after[k]] for k in after if after[k] != before.get(k)}
+    refused = [k for k in changed if k not in {f"train.{name}" for name in RESUMABLE}]
+    if refused:
+        shown = ", ".join(f"{k} ({changed[k][0]!r} -> {changed[k][1]!r})" for k in refused)
+        raise UserError(
+            f"cannot change {shown} when resuming {request.out}: the run was built with the "
+            f"old value; resume without it, or start a new run (a new --out) to change it. "
+            f"A resumed run can change only {', '.join(RESUMABLE)}"
+        )
+    return config, changed
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
 def train(request: TrainRequest, sink: EventSink | None = None,
           stop: StopRequest | None = None) -> RunResult:
     """Train (or resume) a run. Events go to ``sink``; ``stop`` ends it at the next step."""
@@ -146,11 +189,9 @@ def train(request: TrainRequest, sink: EventSink | None = None,
                     f"{saved.get('source')} -> {saved.get('target')}, not {request.method} "
                     f"{request.source} -> {request.target}; repeat the run's own options"
                 )
-        config = config_from_dict(request.method, saved["config"])
-        if request.overrides.get("max_steps"):
-            config.train.max_steps = int(request.overrides["max_steps"])
+        config, changed = _resumed_config(request, saved)
     else:
-        config = build_config(request.method, request.preset, request.overrides)
+        config, changed = build_config(request.method, request.preset, request.overrides), {}
     mode = request.mode or cls.capabilities.data[0]
     if mode not in cls.capabilities.data:
         raise UserError(
@@ -182,6 +223,9 @@ def train(request: TrainRequest, sink: EventSink | None = None,
 
     method = cls(config, request.source, request.target)
     module = SynthesisModule(method)
+    if "train.lr" in changed:  # applied once Lightning has restored the optimisers' state
+        old, new = changed["train.lr"]
+        module.lr_scale = new / old
     norm_ref = {"target_reference": target_norm_reference(
         store, [r.subject_id for r in split.train if request.target in r.paths], request.target)}
     if cls.capabilities.bidirectional:
@@ -217,6 +261,12 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             "split_seed": request.split_seed, "config": dataclasses.asdict(config),
             "created": _now(),
         })
+    elif changed and _is_primary_process():
+        # The run's record: its config as it now trains, and what each resume changed.
+        atomic_write_json(run / CONFIG, saved | {
+            "config": dataclasses.asdict(config),
+            "resumed_with": saved.get("resumed_with", []) + [{"at": _now(), "changed": changed}],
+        }, overwrite=True)
 
     def export(mod: SynthesisModule, metrics: dict[str, float]) -> None:
         zoo.save_model(mod.inference_copy(), run, card_base | {
