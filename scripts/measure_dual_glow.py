@@ -125,7 +125,10 @@ def accuracy(models: dict[str, Model], subjects: list[dict[str, Any]]) -> dict[s
         preds = {"noise floor (noisy PET)": noisy.data}
         for name, model in models.items():
             age = model.clamp(s["age"]) if model.takes_age else None
-            preds[name] = model.translated(t1, age).volume.data
+            try:
+                preds[name] = model.translated(t1, age).volume.data
+            except sc.UserError as exc:  # non-finite output: counted, not scored
+                failures.setdefault(name, []).append(f"{s['id']}: {exc}")
             if model.takes_age:
                 try:
                     preds[f"{name}, mean of 8 at T=0.7"] = model.translated(

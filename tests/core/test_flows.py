@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -280,6 +281,10 @@ def test_dual_glow_loss_is_finite_and_matches_an_independent_computation() -> No
         + cfg.age_loss_weight * (out["age_adv"] + out["age_keep"])
     )
     assert out["loss"].item() == pytest.approx(total.item(), abs=1e-5)
+    model.config = dataclasses.replace(cfg, age_keep_weight=0.5)  # keep heads on their own
+    again = model.loss(mri, pet, age=[60.0, 80.0], dequantize=False)
+    assert again["loss"].item() == pytest.approx(
+        (total + (0.5 - cfg.age_loss_weight) * out["age_keep"]).item(), abs=1e-5)
     # per-level latent bits of the MRI: -log2 N(z; 0, 1) averaged over each level's elements
     normal = torch.distributions.Normal(0.0, 1.0)
     levels = torch.stack([-normal.log_prob(z).mean() / math.log(2) for z in z_m])

@@ -53,7 +53,7 @@ class DualGlowSettings:
     (levels, steps_per_level, hidden_channels, relation_hidden, learned_scale,
     age_conditioning, age_range, age_head_hidden, age_effect, age_head_coordinates, age_head_grid,
     gradient_reversal_scale, lambda_mri,
-    age_loss_weight, n_bins, checkpointing). The others:
+    age_loss_weight, age_keep_weight, n_bins, checkpointing). The others:
 
     Attributes:
         beta1, beta2: Adamax moment decays (paper: 0.9 for "the moment estimates";
@@ -95,6 +95,7 @@ class DualGlowSettings:
     gradient_reversal_scale: float = 1.0
     lambda_mri: float = 0.001
     age_loss_weight: float = 0.01
+    age_keep_weight: float | None = None
     n_bins: int = 256
     checkpointing: bool = False
     beta1: float = 0.9

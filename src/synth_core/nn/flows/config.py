@@ -51,6 +51,9 @@ class DualGlowConfig:
         gradient_reversal_scale: factor of the reversed gradient (1 in the GRL paper).
         lambda_mri: weight lambda of the MRI likelihood term, eq. 12 (paper: 0.001).
         age_loss_weight: weight of every age regression loss (paper: 0.01).
+        age_keep_weight: weight of the heads that keep age in the top latents alone, if
+            not None (not in the paper: an option to make the top latents carry more age
+            without strengthening the adversaries, whose reversed gradient can diverge).
         n_bins: number of intensity bins assumed by dequantisation (Glow: 256 = 8 bit).
         mri_channels, pet_channels: channels of the input and target volumes.
         checkpointing: gradient checkpointing per flow step (see ``glow.py``).
@@ -77,6 +80,7 @@ class DualGlowConfig:
     gradient_reversal_scale: float = 1.0
     lambda_mri: float = 0.001
     age_loss_weight: float = 0.01
+    age_keep_weight: float | None = None
     n_bins: int = 256
     mri_channels: int = 1
     pet_channels: int = 1

@@ -214,7 +214,8 @@ class DualGlow(nn.Module):
 
         Returns:
             Scalars (batch means): 'loss' = bpd_pet + lambda_mri * bpd_mri
-            + age_loss_weight * (age_adv + age_keep); 'bpd_pet' = -log p(x_p | x_m) in
+            + age_loss_weight * age_adv + age_keep_weight (default: age_loss_weight)
+            * age_keep; 'bpd_pet' = -log p(x_p | x_m) in
             bits per voxel; 'bpd_mri' = -log p(x_m) in bits per voxel; 'age_adv' = sum
             of the MSEs of the heads behind reversal; 'age_keep' = sum of the MSEs of the
             top MRI and top PET heads (both 0 without age conditioning).
@@ -248,7 +249,9 @@ class DualGlow(nn.Module):
                 self.age_keep_pet(z_p[-1]), age_n
             )
         cfg = self.config
-        total = bpd_pet + cfg.lambda_mri * bpd_mri + cfg.age_loss_weight * (age_adv + age_keep)
+        keep_weight = cfg.age_loss_weight if cfg.age_keep_weight is None else cfg.age_keep_weight
+        total = (bpd_pet + cfg.lambda_mri * bpd_mri + cfg.age_loss_weight * age_adv
+                 + keep_weight * age_keep)
         return {
             "loss": total,
             "bpd_pet": bpd_pet.detach(),
