@@ -14,7 +14,11 @@ on the training cohort and scored (R^2) on the held-out one. Features:
 * ``detail2 given coarse``: ``detail2`` minus its linear prediction, voxel by voxel, from the 2^3
   block mean it lies in and that block's six face neighbours (fitted on the training cohort):
   the fine detail the coarse image does not predict, what a flow with a learned conditional
-  prior per split would leave in its lowest latent after normalising;
+  prior per split would leave in its lowest latent after normalising; ``detail4 given coarse``:
+  the same one scale up (``detail4`` from the 4^3 block means around it);
+* ``lower, given coarse``: the two residuals together, the T1's own counterpart of the lower
+  latents of a flow that codes each scale's detail relative to the coarser ones (a linear
+  ideal: what such a flow could leave in its lower levels, by this predictor);
 * with a DUAL-GLOW checkpoint, each MRI latent level (1 = the lowest).
 
 It answers whether age can be absent from the lower latents of an invertible multi-scale
@@ -57,29 +61,31 @@ def features(cohort: Path, model: Model | None) -> tuple[dict[str, np.ndarray], 
     return {k: np.array(v) for k, v in out.items()}, np.array(ages)
 
 
-def coarse_neighbourhood(mean2: np.ndarray) -> np.ndarray:
-    """(N, X/2, Y/2, Z/2) block means -> (N, X*Y*Z, 8): for every fine voxel, its block's mean,
-    the six face-neighbour blocks' means (edges replicated) and 1."""
-    padded = np.pad(mean2, ((0, 0), (1, 1), (1, 1), (1, 1)), mode="edge")
-    _, x, y, z = mean2.shape
+def coarse_neighbourhood(means: np.ndarray) -> np.ndarray:
+    """(N, X/2, Y/2, Z/2) block means -> (N, X*Y*Z, 8): for every voxel of the grid twice as
+    fine, its block's mean, the six face-neighbour blocks' means (edges replicated) and 1."""
+    padded = np.pad(means, ((0, 0), (1, 1), (1, 1), (1, 1)), mode="edge")
+    _, x, y, z = means.shape
     shifts = [(0, 0, 0), (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
     parts = [padded[:, 1 + a : 1 + a + x, 1 + b : 1 + b + y, 1 + c : 1 + c + z]
              for a, b, c in shifts]
-    blocks = np.stack(parts + [np.ones_like(mean2)], axis=-1)  # (N, x, y, z, 8)
+    blocks = np.stack(parts + [np.ones_like(means)], axis=-1)  # (N, x, y, z, 8)
     fine = blocks.repeat(2, 1).repeat(2, 2).repeat(2, 3)  # each block to its 2^3 voxels
-    return fine.reshape(len(mean2), -1, 8)
+    return fine.reshape(len(means), -1, 8)
 
 
 def residual_detail(train: dict[str, np.ndarray], test: dict[str, np.ndarray],
-                    shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """``detail2`` minus its per-voxel least-squares prediction from the coarse neighbourhood."""
-    half = tuple(s // 2 for s in shape)
-    x_tr = coarse_neighbourhood(train["mean2"].reshape(-1, *half))
-    x_te = coarse_neighbourhood(test["mean2"].reshape(-1, *half))
+                    shape: tuple[int, ...], scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """``detail{scale}`` minus its per-voxel least-squares prediction from the neighbourhood of
+    ``mean{scale}`` (``shape`` is the grid of the detail)."""
+    coarse = tuple(s // 2 for s in shape)
+    x_tr = coarse_neighbourhood(train[f"mean{scale}"].reshape(-1, *coarse))
+    x_te = coarse_neighbourhood(test[f"mean{scale}"].reshape(-1, *coarse))
+    detail = f"detail{scale}"
     gram = np.einsum("nvi,nvj->vij", x_tr, x_tr) + 1e-3 * np.eye(8)
-    weights = np.linalg.solve(gram, np.einsum("nvi,nv->vi", x_tr, train["detail2"])[..., None])
+    weights = np.linalg.solve(gram, np.einsum("nvi,nv->vi", x_tr, train[detail])[..., None])
     predict = lambda x: np.einsum("nvi,vi->nv", x, weights[..., 0])  # noqa: E731
-    return train["detail2"] - predict(x_tr), test["detail2"] - predict(x_te)
+    return train[detail] - predict(x_tr), test[detail] - predict(x_te)
 
 
 def main() -> None:
@@ -93,7 +99,12 @@ def main() -> None:
     train, y_train = features(args.train_cohort, model)
     test, y_test = features(args.cohort, model)
     shape = tuple(volume(load_cohort(args.cohort)[0], "t1").data.shape)  # as_input keeps it
-    train["detail2 given coarse"], test["detail2 given coarse"] = residual_detail(train, test, shape)
+    for scale, grid in ((2, shape), (4, tuple(s // 2 for s in shape))):
+        key = f"detail{scale} given coarse"
+        train[key], test[key] = residual_detail(train, test, grid, scale)
+    for d in (train, test):
+        d["lower, given coarse"] = np.concatenate(
+            [d["detail2 given coarse"], d["detail4 given coarse"]], axis=1)
     print(f"{len(y_train)} training, {len(y_test)} held-out subjects")
     print("| features | count | age R^2 on held-out |\n|---|---|---|")
     for key in train:
