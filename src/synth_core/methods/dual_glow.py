@@ -76,7 +76,7 @@ class DualGlowSettings:
             uniform guess over the ``n_bins`` costs log2(n_bins) = 8 bits, a trained model
             2-7; above 64 the model is broken. Seen here: ``age_loss_weight`` raised to 0.3
             in a trained cpu model sent the objective from 2.6 bits to 144 within 26 steps
-            and to 10^4-10^8 after, never back (the regression adversaries behind gradient
+            and to 10^15-10^23 after, never back (the regression adversaries behind gradient
             reversal reward the flow for scaling its latents without bound).
         train: the engine's settings (paper: lr 1e-3, 90 epochs of ADNI at batch 1).
     """
@@ -332,8 +332,9 @@ class DualGlowMethod(Method):
         if limit > 0 and float(losses["loss"].detach()) > limit:
             return (
                 f"objectives above {limit:g} bits per voxel (a uniform guess costs "
-                f"{math.log2(self.config.n_bins):g}; if age_loss_weight was raised, a new run "
-                "with a lower one, as the adversaries can drive the latents without bound)"
+                f"{math.log2(self.config.n_bins):g}; a raised age_loss_weight does this, its "
+                "adversaries pushing the latents without bound: then start a new run with a "
+                "lower one)"
             )
         return None
 
