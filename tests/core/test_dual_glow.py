@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -123,6 +124,26 @@ def test_a_diverged_batch_is_named_and_kept_out_of_the_ood_reference():
             assert method.stats.bits_reference() is None  # the skipped steps recorded nothing
         else:  # the default, and 0 = off
             assert reason is None and method.stats.bits_reference()[2] == 2
+
+
+def test_a_resumed_run_may_change_its_loss_weights_but_not_its_shape(dual_glow_run, tmp_path):
+    import shutil
+
+    from synth_core.training import TrainRequest, train
+
+    out = tmp_path / "run"
+    shutil.copytree(dual_glow_run.run_dir, out)
+    ask = dict(method=KEY, data=Path(json.loads((out / "config.json").read_text())["data"]),
+               source="t1", target="pet", out=out, preset="tiny", resume=True, register=False)
+    with pytest.raises(UserError, match=r"cannot change hidden_channels .*A resumed dual-glow run "
+                                        r"can change only .*lambda_mri, age_loss_weight"):
+        train(TrainRequest(**ask, overrides={"hidden_channels": 16}))
+    result = train(TrainRequest(**ask, overrides={"max_steps": 14, "age_keep_weight": 0.1}))
+    assert result.steps == 14
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["age_keep_weight"] == 0.1
+    assert saved["resumed_with"][-1]["changed"] == {"train.max_steps": [12, 14],
+                                                    "age_keep_weight": [None, 0.1]}
 
 
 def test_engine_trains_and_exports_statistics(dual_glow_run):

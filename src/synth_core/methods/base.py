@@ -139,6 +139,10 @@ class Method(nn.Module):
     ema_copied: ClassVar[tuple[str, ...]] = ()
     #: Which weights a run exports: "best" (highest validation PSNR) or "last" (its end).
     export_weights: ClassVar[str] = "best"
+    #: Settings of the method's config that a resumed run may change (besides the engine's
+    #: own, such as the learning rate): loss weights and the like, which change what the
+    #: next steps optimise but not the model's shape, so a trained run can be fine-tuned.
+    resumable: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, source: str, target: str) -> None:
         super().__init__()

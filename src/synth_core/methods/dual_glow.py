@@ -258,6 +258,7 @@ class DualGlowMethod(Method):
     # and the accuracy in SUVR space improved (docs/benchmarks.md): it does not rank these
     # models, so a run exports its end.
     export_weights = "last"
+    resumable = ("lambda_mri", "age_loss_weight", "age_keep_weight", "divergence_bits")
 
     def __init__(self, config: DualGlowSettings, source: str, target: str) -> None:
         super().__init__(config, source, target)

@@ -135,8 +135,9 @@ def _check_out(request: TrainRequest) -> dict[str, Any] | None:
 
 
 #: The settings a resumed run may change: how long it runs, how often it validates and
-#: saves, and the step size (to get past a divergence). Everything else shapes the model or
-#: what it learns, so changing it would make a different run under the old one's name.
+#: saves, and the step size (to get past a divergence); a method adds its own
+#: (``Method.resumable``, e.g. loss weights). Everything else shapes the model, so changing
+#: it would make a different model under the old run's name.
 RESUMABLE = ("max_steps", "lr", "grad_clip", "val_every", "checkpoint_every")
 
 
@@ -150,13 +151,14 @@ def _resumed_config(request: TrainRequest, saved: dict[str, Any]) -> tuple[Any, 
     apply_overrides(request.method, config, request.overrides)
     after = _flatten(dataclasses.asdict(config))
     changed = {k: [before[k], after[k]] for k in after if after[k] != before.get(k)}
-    refused = [k for k in changed if k not in {f"train.{name}" for name in RESUMABLE}]
+    own = get_method_class(request.method).resumable
+    refused = [k for k in changed if k not in {f"train.{name}" for name in RESUMABLE} | set(own)]
     if refused:
         shown = ", ".join(f"{k} ({changed[k][0]!r} -> {changed[k][1]!r})" for k in refused)
         raise UserError(
             f"cannot change {shown} when resuming {request.out}: the run was built with the "
             f"old value; resume without it, or start a new run (a new --out) to change it. "
-            f"A resumed run can change only {', '.join(RESUMABLE)}"
+            f"A resumed {request.method} run can change only {', '.join(RESUMABLE + own)}"
         )
     return config, changed
 
