@@ -138,6 +138,8 @@ def test_a_resumed_run_may_change_its_loss_weights_but_not_its_shape(dual_glow_r
     with pytest.raises(UserError, match=r"cannot change hidden_channels .*A resumed dual-glow run "
                                         r"can change only .*lambda_mri, age_loss_weight"):
         train(TrainRequest(**ask, overrides={"hidden_channels": 16}))
+    with pytest.raises(UserError, match="age_keep_weight' of 'dual-glow' takes a value like 0.0"):
+        train(TrainRequest(**ask, overrides={"age_keep_weight": "strong"}))  # unset, yet typed
     result = train(TrainRequest(**ask, overrides={"max_steps": 14, "age_keep_weight": 0.1}))
     assert result.steps == 14
     saved = json.loads((out / "config.json").read_text())

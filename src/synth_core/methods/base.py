@@ -274,6 +274,10 @@ def apply_overrides(key: str, config: Any, overrides: dict[str, Any] | None) -> 
         if not hasattr(target, leaf) or dataclasses.is_dataclass(getattr(target, leaf)):
             raise UserError(f"method {key!r} has no setting {name!r}")
         current = getattr(target, leaf)
+        if current is None:  # an optional setting left unset: its declared type decides
+            declared = typing.get_args(typing.get_type_hints(type(target)).get(leaf))
+            examples = [kind() for kind in declared if kind in (bool, int, float, str)]
+            current = examples[0] if examples else current
         if isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
         elif isinstance(current, bool) != isinstance(value, bool) or (
