@@ -189,7 +189,8 @@ class Method(nn.Module):
     def diverged(self, losses: dict[str, torch.Tensor]) -> str | None:
         """Optional: what about a batch's finite losses shows that training has diverged
         (e.g. "losses above 64 bits per voxel"), or None. Such a step is skipped like a
-        non-finite one, and the run stops after as many in a row."""
+        non-finite one, and the run stops after as many in a row. Consulted for
+        single-optimiser methods (``losses``) only."""
         return None
 
 
