@@ -258,27 +258,6 @@ def trained_once(config: DualGlowConfig, seed: int = 0) -> DualGlow:
     return perturb(model, seed, std=0.02)
 
 
-def test_replayed_adversary_loss_trains_only_the_heads_and_keeps_the_last_n() -> None:
-    model = trained_once(dataclasses.replace(tiny_config(), age_adversary_replay=3))
-    for seed in range(4):  # batches of two
-        model.loss(*pair(seed), age=[60.0, 80.0])
-    assert len(model.replay) == 3
-    remembered = [age for _, age in model.replay]
-    z_m, _ = model.mri_flow.encode(pair(5)[0])
-    model.zero_grad()
-    loss = model.replayed_adversary_loss(z_m[:-1], torch.tensor([0.1, 0.5]))
-    loss.backward()
-    assert loss.item() > 0
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.age_adversaries.parameters())
-    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.mri_flow.parameters())
-    # the batch joined the memory, the oldest left it
-    assert [float(a) for _, a in model.replay] == pytest.approx(
-        [float(a) for a in remembered[2:]] + [0.1, 0.5])
-    model.eval()
-    model.loss(*pair(6), age=[60.0, 80.0])  # not in training: nothing remembered
-    assert len(model.replay) == 3
-
-
 def test_dual_glow_loss_is_finite_and_matches_an_independent_computation() -> None:
     model = trained_once(tiny_config())
     mri, pet = pair(1)

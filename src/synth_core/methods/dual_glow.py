@@ -52,7 +52,6 @@ class DualGlowSettings:
     The network fields mean what they mean in :class:`~synth_core.nn.flows.DualGlowConfig`
     (levels, steps_per_level, hidden_channels, relation_hidden, learned_scale,
     age_conditioning, age_range, age_head_hidden, age_effect, age_head_coordinates, age_head_grid,
-    age_adversary_replay,
     gradient_reversal_scale, lambda_mri,
     age_loss_weight, age_keep_weight, n_bins, checkpointing). The others:
 
@@ -93,7 +92,6 @@ class DualGlowSettings:
     age_effect: str = "uniform"
     age_head_coordinates: bool = False
     age_head_grid: int = 0
-    age_adversary_replay: int = 0
     gradient_reversal_scale: float = 1.0
     lambda_mri: float = 0.001
     age_loss_weight: float = 0.01
@@ -260,8 +258,7 @@ class DualGlowMethod(Method):
     # and the accuracy in SUVR space improved (docs/benchmarks.md): it does not rank these
     # models, so a run exports its end.
     export_weights = "last"
-    resumable = ("lambda_mri", "age_loss_weight", "age_keep_weight", "age_adversary_replay",
-                 "divergence_bits")
+    resumable = ("lambda_mri", "age_loss_weight", "age_keep_weight", "divergence_bits")
 
     def __init__(self, config: DualGlowSettings, source: str, target: str) -> None:
         super().__init__(config, source, target)

@@ -49,11 +49,6 @@ class DualGlowConfig:
         age_head_grid: 0 for the convolutional age heads; N > 0 for heads linear in the
             latent averaged over N**3 cells (same class).
         gradient_reversal_scale: factor of the reversed gradient (1 in the GRL paper).
-        age_adversary_replay: N > 0 keeps the lower MRI latents (detached) and ages of the
-            last N training samples; each training step the adversaries also fit
-            ``REPLAY_PICKS`` of them (a loss only the heads see). At batch size 1 a head
-            behind reversal otherwise sees one age per step and stayed at chance (not in
-            the paper; 0 = off).
         lambda_mri: weight lambda of the MRI likelihood term, eq. 12 (paper: 0.001).
         age_loss_weight: weight of every age regression loss (paper: 0.01).
         age_keep_weight: weight of the heads that keep age in the top latents alone, if
@@ -82,7 +77,6 @@ class DualGlowConfig:
     age_effect: str = "uniform"
     age_head_coordinates: bool = False
     age_head_grid: int = 0
-    age_adversary_replay: int = 0
     gradient_reversal_scale: float = 1.0
     lambda_mri: float = 0.001
     age_loss_weight: float = 0.01

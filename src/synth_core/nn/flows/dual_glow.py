@@ -66,9 +66,6 @@ from synth_core.nn.gradient_reversal import GradientReversal
 
 AgeLike = float | Sequence[float] | Tensor
 
-#: Replayed samples the adversaries fit each step when ``age_adversary_replay`` is on.
-REPLAY_PICKS = 4
-
 
 class DualGlow(nn.Module):
     """The DUAL-GLOW network, its loss and its sampler.
@@ -116,9 +113,6 @@ class DualGlow(nn.Module):
                                              cfg.age_head_coordinates, cfg.age_head_grid)
         # -log2 of the bin width 2 / n_bins: turns a density into a code length per voxel.
         self.bits_per_voxel_offset = math.log2(cfg.n_bins / 2.0)
-        # (lower MRI latents, normalised age) of recent training samples, detached; a plain
-        # list, not state: it refills within N steps of a resume.
-        self.replay: list[tuple[list[Tensor], Tensor]] = []
 
     # --- age ---------------------------------------------------------------------
 
@@ -203,21 +197,6 @@ class DualGlow(nn.Module):
 
     # --- training objective ---------------------------------------------------------
 
-    def replayed_adversary_loss(self, lower: list[Tensor], age_n: Tensor) -> Tensor:
-        """The adversaries' error on up to ``REPLAY_PICKS`` remembered samples (inputs
-        detached, so only the heads learn from it); then this batch joins the memory."""
-        loss = age_n.new_zeros(())
-        if self.replay:
-            picks = torch.randint(len(self.replay), (min(REPLAY_PICKS, len(self.replay)),)).tolist()
-            ages = torch.cat([self.replay[i][1] for i in picks])
-            for level, head in enumerate(self.age_adversaries):
-                z = torch.cat([self.replay[i][0][level] for i in picks])
-                loss = loss + F.mse_loss(head(z), ages)
-        for b in range(age_n.shape[0]):
-            self.replay.append(([z[b : b + 1].detach() for z in lower], age_n[b : b + 1].detach()))
-        del self.replay[: -self.config.age_adversary_replay]
-        return loss
-
     def loss(
         self,
         mri: Tensor,
@@ -266,8 +245,6 @@ class DualGlow(nn.Module):
                     for head, z in zip(self.age_adversaries, z_m[:-1], strict=True)
                 ]
             ).sum()
-            if self.training and self.config.age_adversary_replay > 0:
-                age_adv = age_adv + self.replayed_adversary_loss(z_m[:-1], age_n)
             age_keep = F.mse_loss(self.age_keep_mri(z_m[-1]), age_n) + F.mse_loss(
                 self.age_keep_pet(z_p[-1]), age_n
             )
