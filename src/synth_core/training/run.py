@@ -141,17 +141,17 @@ def _check_out(request: TrainRequest) -> dict[str, Any] | None:
 RESUMABLE = ("max_steps", "lr", "grad_clip", "val_every", "checkpoint_every")
 
 
-def _resumed_config(request: TrainRequest, saved: dict[str, Any]) -> tuple[Any, dict[str, list]]:
+def _resumed_config(request: TrainRequest, saved: dict[str, Any],
+                    own: tuple[str, ...]) -> tuple[Any, dict[str, list]]:
     """The run's own config with the resumable settings the request gives; the changes
     as {setting: [before, after]}. UserError for any other setting given a new value
     (settings repeated with the run's own values are accepted, so the same form or
-    command line can resume what it started)."""
+    command line can resume what it started). ``own``: the method's ``resumable``."""
     config = config_from_dict(request.method, saved["config"])
     before = _flatten(dataclasses.asdict(config))
     apply_overrides(request.method, config, request.overrides)
     after = _flatten(dataclasses.asdict(config))
     changed = {k: [before[k], after[k]] for k in after if after[k] != before.get(k)}
-    own = get_method_class(request.method).resumable
     refused = [k for k in changed if k not in {f"train.{name}" for name in RESUMABLE} | set(own)]
     if refused:
         shown = ", ".join(f"{k} ({changed[k][0]!r} -> {changed[k][1]!r})" for k in refused)
@@ -192,7 +192,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
                     f"{saved.get('source')} -> {saved.get('target')}, not {request.method} "
                     f"{request.source} -> {request.target}; repeat the run's own options"
                 )
-        config, changed = _resumed_config(request, saved)
+        config, changed = _resumed_config(request, saved, cls.resumable)
     else:
         config, changed = build_config(request.method, request.preset, request.overrides), {}
     mode = request.mode or cls.capabilities.data[0]
