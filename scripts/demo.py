@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import synth_core as sc
-from synth_core.phantom import generate_subject, noise_floor_psnr, write_cohort
+from synth_core.phantom import generate_subject, write_cohort
 from synth_core.zoo import list_checkpoints
 
 OUT = Path(os.environ.get("DEMO_OUT", "demo_out"))
@@ -37,9 +37,17 @@ def main() -> int:
     for name, vol in subject.volumes.items():
         print(f"  {name:<10} shape {vol.shape}  spacing {tuple(round(s, 2) for s in vol.spacing)} mm  "
               f"range [{vol.data.min():.1f}, {vol.data.max():.1f}]")
-    print("\nnoise-floor PSNR (noisy vs noise-free phantom, each modality's own range):")
-    for name, value in noise_floor_psnr(subject).items():
-        print(f"  {name:<10} {value:6.2f} dB")
+    print("\nnoise floor: each noisy scan scored against its noise-free twin, in the scoring")
+    print("normalisation (MR: brain 1st-99th percentile -> [0, 1]; PET: / brain 95th percentile;")
+    print("both data range 1, inside the brain; CT: HU inside the head, PSNR over [-1024, 3000])")
+    brain = subject.volumes["brainmask"].data > 0
+    head = subject.volumes["labels"].data > 0
+    for name, clean in subject.clean.items():
+        mask = head if name.startswith("ct") else brain
+        floor = sc.evaluate(subject.volumes[name], clean, mask=mask, normalise=True, modality=name)
+        mae_unit = " HU" if floor["normalisation"] == "ct-hu" else ""
+        print(f"  {name:<10} PSNR {floor['psnr']:6.2f} dB  SSIM {floor['ssim']:.3f}  "
+              f"MAE {floor['mae']:.3f}{mae_unit}")
 
     if not list_checkpoints("pix2pix", "t1", "pet"):
         print("\nno pix2pix t1->pet checkpoint is installed; see docs/benchmarks.md to train one")
@@ -57,8 +65,9 @@ def main() -> int:
     scores = normalised_scores(result.volume, truth, "pet", mask)
     floor = normalised_scores(subject.clean["pet"], truth, "pet", mask)
     print(f"\ntranslated {t1_path.name} -> PET with pix2pix ({result.provenance['Checkpoint']})")
-    print("scores against the phantom's PET inside the brain (each SUVR-normalised, range 2),")
-    print("beside the noise floor (the noise-free PET scored the same way):")
+    print("scores against the phantom's PET inside the brain, beside the noise floor (the")
+    print("noise-free PET scored the same way)")
+    print(f"units: {scores['units']}; PSNR in dB")
     for key in ("mae", "psnr", "ssim", "corrcoef"):
         print(f"  {key:<9} {scores[key]:8.4f}   noise floor {floor[key]:8.4f}")
     print(f"\noutputs: {out_path} and its sidecar {out_path.with_suffix('').with_suffix('.json')}")

@@ -20,21 +20,19 @@ import numpy as np
 
 from synth_core.errors import UserError
 from synth_core.metrics import evaluate
-from synth_core.preprocess import fit_normalisation, normalise
 from synth_core.volume import Volume
 
 
 def normalised_scores(pred: Volume, target: Volume, modality: str,
-                      mask: np.ndarray | None = None) -> dict[str, float]:
-    """MAE, PSNR, SSIM and correlation after normalising each volume on its own.
+                      mask: np.ndarray | None = None) -> dict[str, Any]:
+    """``metrics.evaluate`` in the project's one scoring normalisation for ``modality``.
 
     A synthetic PET carries the training cohort's typical scale, a real one its own
-    injected dose; normalising both (SUVR-like for PET, robust percentiles for MR)
-    compares shapes of uptake, not doses. Data range 2 (normalised [-1, 1]).
+    injected dose; normalising each volume on its own (PET / its 95th percentile, MR 1st-99th
+    percentile -> [0, 1], CT left in HU) compares shapes of uptake and contrast, not doses
+    or gains. The dict carries ``units`` and ``normalisation`` beside the figures.
     """
-    p = normalise(pred.data, fit_normalisation(pred.data, modality, mask=mask))
-    t = normalise(target.data, fit_normalisation(target.data, modality, mask=mask))
-    return evaluate(p, t, mask=mask, data_range=2.0)
+    return evaluate(pred, target, mask=mask, normalise=True, modality=modality)
 
 
 def _peak_rss_mb() -> float:

@@ -64,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("target", type=Path)
     ev.add_argument("--mask", type=Path, default=None)
     ev.add_argument("--data-range", type=float, default=None,
-                    help="PSNR/SSIM data range (default: the target's range inside the mask)")
+                    help="PSNR/SSIM data range without --normalise (default: the target's range "
+                         "inside the mask)")
+    ev.add_argument("--normalise", action="store_true",
+                    help="score in the project's scoring normalisation, by the target's modality: "
+                         "MR 1st-99th percentile -> [0, 1], PET / its 95th percentile (range 1), "
+                         "CT in HU over [-1024, 3000]; mask default: the target's foreground")
     ev.add_argument("--json", action="store_true")
 
     t = sub.add_parser("train", help="train a method on paired or unpaired data")
@@ -188,12 +193,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     mask = None
     if args.mask is not None:
         mask = load_volume(args.mask).data > 0
-    scores = evaluate(pred, target, mask=mask, data_range=args.data_range)
+    scores = evaluate(pred, target, mask=mask, data_range=args.data_range,
+                      normalise=args.normalise)
     if args.json:
         print(json.dumps(scores, indent=2))
     else:
+        where = "inside the mask" if mask is not None else (
+            "inside the target's foreground" if args.normalise else "over all voxels")
+        print(f"scores {where}; units: {scores['units']}")
+        suffix = {"psnr": " dB", "mae": " HU" if scores["normalisation"] == "ct-hu" else ""}
         for key in ("mae", "psnr", "ssim", "corrcoef"):
-            print(f"{key:>9}  {scores[key]:.4f}")
+            print(f"{key:>9}  {scores[key]:.4f}{suffix.get(key, '')}")
     return 0
 
 

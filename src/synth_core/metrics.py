@@ -9,12 +9,14 @@ users call, refuses an empty mask). Computation is in float64.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 from skimage.metrics import structural_similarity
 
 from synth_core.errors import UserError
-from synth_core.volume import Volume
+from synth_core.preprocess import foreground_mask
+from synth_core.volume import Volume, base_modality
 
 SSIM_WINDOW = 7  # voxels per side, scikit-image's default
 
@@ -82,23 +84,105 @@ def corrcoef(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = Non
     return float(np.sum(dp * dt) / denom)
 
 
+SCORING_PERCENTILES = (1.0, 99.0)  # MR: the mask's percentiles mapped to 0 and 1
+PET_SCORING_PERCENTILE = 95.0  # PET: each volume divided by this percentile of the mask
+CT_SCORING_RANGE = (-1024.0, 3000.0)  # HU, SynthRAD's clip range and PSNR/SSIM range
+MR_MODALITIES = ("t1", "t1ce", "t2", "flair")
+
+# The one scoring normalisation (``evaluate(..., normalise=True)``): its key, the data range
+# it scores with and the units string every printed figure carries.
+_SCORING: dict[str, tuple[str, str]] = {
+    "mr": ("mr-p1-p99", "MR, each volume's 1st-99th percentile inside the mask -> [0, 1], "
+                        "data range 1"),
+    "pet": ("pet-p95", "PET, each volume / its 95th percentile inside the mask (SUVR-like), "
+                       "data range 1"),
+    "ct": ("ct-hu", "HU, clipped to [-1024, 3000]; PSNR and SSIM over that range (4024 HU)"),
+}
+
+
+def scoring_kind(modality: str | None) -> str:
+    """``"mr"``, ``"pet"`` or ``"ct"`` for a modality key (``t1-lowres`` is MR, ``ct-sharp``
+    CT); a UserError for anything else, since the scoring normalisation depends on it."""
+    base = base_modality(modality)
+    if base in MR_MODALITIES:
+        return "mr"
+    if base in ("pet", "ct"):
+        return base
+    raise UserError(
+        f"cannot choose a scoring normalisation for modality {modality!r}: name the target "
+        f"file by its modality (e.g. sub-001_t2.nii.gz) or score without normalising"
+    )
+
+
+def scoring_normalise(data: np.ndarray, modality: str | None, mask: np.ndarray) -> np.ndarray:
+    """One volume in the project's scoring normalisation, float64, shape as ``data``.
+
+    - MR (t1, t1ce, t2, flair and derived keys): ``(x - p1) / (p99 - p1)`` with p1 and p99
+      the 1st and 99th percentiles of ``data`` inside ``mask``, so the mask's robust range
+      is [0, 1] whatever the scanner gain.
+    - PET: ``x / p95`` with p95 the 95th percentile inside ``mask`` (SUVR-like: a dose
+      or global scale cancels).
+    - CT: no rescaling (Hounsfield units are absolute); clipped to [-1024, 3000] HU as
+      SynthRAD scores it.
+
+    Every volume is normalised by its own statistics: a prediction is never rescaled with
+    its target's, which would hide a wrong global scale in MAE but not in SSIM.
+    """
+    kind = scoring_kind(modality)
+    x = np.asarray(data, dtype=np.float64)
+    if kind == "ct":
+        return np.clip(x, *CT_SCORING_RANGE)
+    m = _check_mask(mask, x.shape)
+    if not m.any():
+        raise UserError("the scoring mask is empty: give a mask with at least one voxel")
+    inside = x[m]
+    if kind == "mr":
+        lo, hi = (float(v) for v in np.percentile(inside, SCORING_PERCENTILES))
+        if not hi > lo:
+            raise UserError(
+                f"the volume is flat inside the mask (1st and 99th percentiles both {lo:g}): "
+                "check the volume or the mask"
+            )
+        return (x - lo) / (hi - lo)
+    scale = float(np.percentile(inside, PET_SCORING_PERCENTILE))
+    if not scale > 0:
+        raise UserError(
+            f"the PET's 95th percentile inside the mask is {scale:g}, not positive: "
+            "check the volume or the mask"
+        )
+    return x / scale
+
+
 def evaluate(
     pred: Volume | np.ndarray,
     target: Volume | np.ndarray,
     mask: Volume | np.ndarray | None = None,
     data_range: float | None = None,
-) -> dict[str, float]:
+    normalise: bool = False,
+    *,
+    modality: str | None = None,
+) -> dict[str, Any]:
     """MAE, PSNR (dB), SSIM and Pearson correlation of ``pred`` against ``target``.
 
     Args:
         pred, target: Volumes or arrays of one shape (X, Y, Z), in the same units.
-        mask: boolean (or 0/1) Volume or array of that shape; all voxels when None.
-        data_range: the range for PSNR and SSIM; when None it is
+        mask: boolean (or 0/1) Volume or array of that shape: the brain for MR/PET, the head
+            for CT. Without normalising, None means all voxels; with ``normalise`` it means
+            the target's foreground (``preprocess.foreground_mask``).
+        data_range: the range for PSNR and SSIM without normalising; when None it is
             ``target.max() - target.min()``, taken inside the mask when one is given.
+            Not allowed with ``normalise`` (the normalisation fixes the range).
+        normalise: score in the project's one scoring normalisation, chosen by the target's
+            modality (see ``scoring_normalise``): MR and PET with data range 1, CT in HU
+            over [-1024, 3000].
+        modality: the target's modality when ``target`` is an array (or to override the
+            Volume's own).
 
     Returns:
-        ``{'mae', 'psnr', 'ssim', 'corrcoef'}``; PSNR is inf for identical volumes,
-        correlation NaN when either is constant inside the mask.
+        ``{'mae', 'psnr', 'ssim', 'corrcoef', 'units', 'normalisation'}``: ``units`` says in
+        words what the figures are in, ``normalisation`` is ``"mr-p1-p99"``, ``"pet-p95"``,
+        ``"ct-hu"`` or ``"none"``. PSNR is inf for identical volumes, correlation NaN when
+        either is constant inside the mask.
     """
     if isinstance(pred, Volume) and isinstance(target, Volume):
         if pred.shape == target.shape and not np.allclose(pred.affine, target.affine, atol=1e-3):
@@ -113,9 +197,24 @@ def evaluate(
     m = None if mask is None else _check_mask(_data(mask), p.shape)
     if m is not None and not m.any():
         raise UserError("the mask is empty: give a mask with at least one voxel")
-    if data_range is None:
-        inside = t if m is None else t[m]
-        data_range = float(inside.max() - inside.min())
+    if normalise:
+        if data_range is not None:
+            raise UserError(
+                "a data range cannot be given with normalise: the scoring normalisation "
+                "fixes it (1 for MR and PET, 4024 HU for CT); drop one of them"
+            )
+        mod = modality or (target.modality if isinstance(target, Volume) else None)
+        kind = scoring_kind(mod)
+        if m is None:
+            m = foreground_mask(t, mod)
+        p, t = scoring_normalise(p, mod, m), scoring_normalise(t, mod, m)
+        data_range = CT_SCORING_RANGE[1] - CT_SCORING_RANGE[0] if kind == "ct" else 1.0
+        key, units = _SCORING[kind]
+    else:
+        if data_range is None:
+            inside = t if m is None else t[m]
+            data_range = float(inside.max() - inside.min())
+        key, units = "none", f"the target's own units, data range {data_range:g}"
     if not data_range > 0:
         raise UserError(
             f"data range {data_range} is not positive (a constant target?): give data_range"
@@ -125,6 +224,8 @@ def evaluate(
         "psnr": psnr(p, t, data_range, m),
         "ssim": ssim(p, t, data_range, m),
         "corrcoef": corrcoef(p, t, m),
+        "units": units,
+        "normalisation": key,
     }
 
 

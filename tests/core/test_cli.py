@@ -157,6 +157,24 @@ def test_evaluate_matches_scikit_image(tmp_path, capsys):
     assert code == 2 and "shape" in err
 
 
+def test_evaluate_normalise_scores_pet_as_suvr_and_says_so(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    target = np.zeros((16, 16, 16), np.float32)
+    target[3:13, 3:13, 3:13] = rng.uniform(2.0, 8.0, (10, 10, 10))
+    t = _nifti(tmp_path / "sub-001_pet.nii.gz", target)
+    p = _nifti(tmp_path / "synth_pet.nii.gz", 3.0 * target)  # another dose, the same uptake
+    code, out, _ = _run(["evaluate", str(p), str(t), "--normalise", "--json"], capsys)
+    scores = json.loads(out)
+    assert code == 0 and scores["normalisation"] == "pet-p95"
+    assert scores["mae"] == pytest.approx(0.0, abs=1e-6)
+    code, out, _ = _run(["evaluate", str(p), str(t)], capsys)
+    assert "units: the target's own units" in out  # raw figures say they are raw
+    assert float(out.split("mae")[1].split()[0]) == pytest.approx(
+        float(np.abs(2.0 * target).mean()), rel=1e-4)
+    code, _, err = _run(["evaluate", str(p), str(t), "--normalise", "--data-range", "2"], capsys)
+    assert code == 2 and "data range" in err and len(err.strip().splitlines()) == 1
+
+
 def test_train_errors_exit_2(tmp_path, tiny_cohort, capsys):
     base = ["train", "--from", "t1", "--to", "pet", "--out", str(tmp_path / "run")]
     code, _, err = _run(base + ["--method", "nope", "--data", str(tiny_cohort)], capsys)
