@@ -4,10 +4,11 @@
 
 Training records the bits per voxel of its MRIs batch by batch, with the weights of that
 moment; an EMA or a later step scores inputs with other weights. This encodes the T1 of
-the last N (default: the model's ``ood_window``) training subjects named in the card,
+the last N (default: the model's ``ood_window``) training subjects of the card's split
+(found again in DATA_DIR and checked against the card's fingerprints),
 prepared exactly as ``translate`` prepares an input, and writes the checkpoint again (new
 sha256 in its card, ``calibrated`` noted). Used for the bundled ``dual-glow-t1-pet-small``
-(docs/benchmarks.md).
+(docs/methods/dual-glow.md).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 import synth_core as sc
 from synth_core import zoo
+from synth_core.data import discover_subjects, recover_split
 from synth_core.inference import model_input
 
 
@@ -31,7 +33,9 @@ def main() -> None:
     args = parser.parse_args()
     info = zoo.locate(str(args.checkpoint))
     method = zoo.load_method(info)
-    ids = info.card["training_data"]["splits"]["train"]["subject_ids"]
+    records = discover_subjects(args.data)
+    paired = [r for r in records if info.source in r.paths and info.target in r.paths]
+    ids = [r.subject_id for r in recover_split([paired, records], info.card["training_data"]).train]
     ids = ids[-(args.subjects or method.config.ood_window):]
     tensors = []
     for sid in ids:

@@ -179,12 +179,14 @@ def evaluate_checkpoint(checkpoint: str | Path, method: str, data: Path, split: 
                         reverse: bool = False) -> dict[str, Any]:
     """Scores of a checkpoint on its own held-out subjects of a phantom cohort.
 
-    For each subject of ``split`` (read from the model card's training-data summary), the
+    For each subject of ``split`` (the card's split found again in ``data`` by its seed and
+    checked against its fingerprints, ``synth_core.data.recover_split``), the
     source scan is translated and scored against the acquired target inside the brain
     mask (``normalised_scores``). Beside it, the noise floor in the same space: the
     phantom's noise-free target scored against the noisy one, the best any method can
     reach against noisy targets.
     """
+    from synth_core.data import discover_subjects, recover_split
     from synth_core.inference import translate
     from synth_core.io import load_volume
     from synth_core.phantom import generate_subject
@@ -192,7 +194,10 @@ def evaluate_checkpoint(checkpoint: str | Path, method: str, data: Path, split: 
 
     info = resolve(checkpoint, method=method)
     src, tgt = (info.target, info.source) if reverse else (info.source, info.target)
-    ids = info.card["training_data"]["splits"][split]["subject_ids"]
+    records = discover_subjects(data)
+    paired = [r for r in records if src in r.paths and tgt in r.paths]
+    parts = recover_split([paired, records], info.card["training_data"]).parts()
+    ids = [r.subject_id for r in parts[split]]
     cohort = json.loads((data / "cohort.json").read_text())
     rows = []
     for sid in ids:

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--paired-fraction", type=float, default=1.0)
     t.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting of the method's config, e.g. distance=lpips, "
-                        "lpips_weights=/models/vgg16.safetensors, net.features=32 (repeatable)")
+                        "lpips_weights=vgg16.safetensors, net.features=32 (repeatable)")
     t.add_argument("--resume", action="store_true")
     t.add_argument("--devices", type=int, default=1)
     t.add_argument("--num-nodes", type=int, default=1)

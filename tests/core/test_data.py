@@ -22,7 +22,9 @@ from synth_core.data import (
     ValidationVolumes,
     VolumeStore,
     discover_subjects,
+    recover_split,
     split_subjects,
+    subjects_fingerprint,
     summarise,
     target_norm_reference,
 )
@@ -255,7 +257,14 @@ def test_summary_reference_and_validation(store: VolumeStore, records: list[Subj
     assert summary["n_subjects"] == 6 and summary["age_range"] == [61.0, 90.0]
     assert summary["label_counts"] == {"AD": 2, "CN": 2, "MCI": 2}
     assert summary["modalities"] == {"brainmask": 6, "pet": 6, "t1": 6, "t1-lowres": 1}
-    assert {k: v["subject_ids"] for k, v in summary["splits"].items()} == split.ids()
+    # No identifiers in the card: each part is named by the fingerprint of its IDs.
+    assert "sub-0" not in json.dumps(summary)
+    assert {k: v["subjects_sha256"] for k, v in summary["splits"].items()} == {
+        k: subjects_fingerprint(v) for k, v in split.ids().items()}
+    assert subjects_fingerprint(["b", "a"]) == subjects_fingerprint(["a", "b"]) != subjects_fingerprint(["a"])
+    assert recover_split([records[:-1], records], summary).ids() == split.ids()  # second candidate
+    with pytest.raises(UserError, match="fingerprints differ"):
+        recover_split([records[1:]], summary)
     ids = split.ids()["train"]
     reference = target_norm_reference(store, ids, "pet")
     scales = [store.norm_params(s, "pet").suvr_scale for s in ids]

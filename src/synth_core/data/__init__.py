@@ -2,8 +2,14 @@
 paired / unpaired / partially paired datasets of 3D volumes, 3D patches or 2D slices."""
 
 from synth_core.data.datasets import TranslationDataset, ValidationVolumes
-from synth_core.data.discover import SubjectRecord, discover_subjects
-from synth_core.data.split import Split, split_subjects, summarise
+from synth_core.data.discover import SubjectRecord, discover_subjects, phantom_cohort
+from synth_core.data.split import (
+    Split,
+    recover_split,
+    split_subjects,
+    subjects_fingerprint,
+    summarise,
+)
 from synth_core.data.store import VolumeStore, target_norm_reference
 
 __all__ = [
@@ -13,7 +19,10 @@ __all__ = [
     "ValidationVolumes",
     "VolumeStore",
     "discover_subjects",
+    "phantom_cohort",
+    "recover_split",
     "split_subjects",
+    "subjects_fingerprint",
     "summarise",
     "target_norm_reference",
 ]

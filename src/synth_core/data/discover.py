@@ -17,6 +17,7 @@ An empty cell means that subject lacks that modality (partially paired data).
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,22 @@ def discover_subjects(path: str | Path) -> list[SubjectRecord]:
         names = ", ".join(p.name for p in manifests)
         raise UserError(f"{path} holds several manifests ({names}): give the one to use")
     raise UserError(f"no sub-*/ folders and no .tsv manifest in {path}; {_HINT}")
+
+
+def phantom_cohort(path: str | Path) -> dict[str, Any] | None:
+    """How a phantom cohort was made, from the ``cohort.json`` that ``modality-synth phantom``
+    writes beside its subjects (in the data folder, or the manifest's folder): its
+    ``seed``, ``preset`` and ``n_subjects``, which regenerate it exactly. None for other data."""
+    root = Path(path)
+    file = (root if root.is_dir() else root.parent) / "cohort.json"
+    try:
+        cohort = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cohort, dict) or not cohort.get("Synthetic") or "seed" not in cohort:
+        return None
+    return {"seed": int(cohort["seed"]), "preset": str(cohort.get("preset")),
+            "n_subjects": int(cohort.get("n_subjects", 0))}
 
 
 def _read_folder(root: Path, subject_dirs: list[Path]) -> list[SubjectRecord]:

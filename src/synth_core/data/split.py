@@ -6,6 +6,7 @@ patch leaks the test subjects into training; every split here is by subject.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,23 +110,36 @@ def _stratified_order(records: list[SubjectRecord], seed: int) -> list[SubjectRe
     return [r for _, _, r in keyed]
 
 
-def summarise(records: list[SubjectRecord], split: Split) -> dict[str, Any]:
+def subjects_fingerprint(subject_ids: list[str]) -> str:
+    """sha256 (hex) of the sorted subject IDs, one a line: the same set gives the same
+    fingerprint whatever its order, so a card can name its subjects without listing them."""
+    return hashlib.sha256("\n".join(sorted(subject_ids)).encode("utf-8")).hexdigest()
+
+
+def summarise(records: list[SubjectRecord], split: Split, split_seed: int = 0) -> dict[str, Any]:
     """JSON-serialisable summary of the data for the model card.
 
+    Subject IDs are not listed, because a shared card should not carry identifiers (they
+    are often patient or study codes); each set is named by its fingerprint
+    (:func:`subjects_fingerprint`), which :func:`recover_split` checks against the data.
+
     Returns:
-        ``n_subjects`` (total), ``splits`` (per part: ``n``, ``subject_ids``,
-        ``label_counts``), ``age_range`` ([min, max] years, None when no age is known),
-        ``label_counts`` (over all records), ``modalities`` (key -> number of subjects
-        having it, masks included).
+        ``n_subjects`` (total), ``subjects_sha256`` (fingerprint of all), ``split_seed``,
+        ``splits`` (per part: ``n``, ``subjects_sha256``, ``label_counts``),
+        ``age_range`` ([min, max] years, None when no age is known), ``label_counts``
+        (over all records), ``modalities`` (key -> number of subjects having it, masks
+        included).
     """
     ages = [float(r.age) for r in records if r.age is not None]
     modalities = Counter(k for r in records for k in r.paths)
     return {
         "n_subjects": len(records),
+        "subjects_sha256": subjects_fingerprint([r.subject_id for r in records]),
+        "split_seed": int(split_seed),
         "splits": {
             name: {
                 "n": len(part),
-                "subject_ids": [r.subject_id for r in part],
+                "subjects_sha256": subjects_fingerprint([r.subject_id for r in part]),
                 "label_counts": _label_counts(part),
             }
             for name, part in split.parts().items()
@@ -134,6 +148,39 @@ def summarise(records: list[SubjectRecord], split: Split) -> dict[str, Any]:
         "label_counts": _label_counts(records),
         "modalities": {k: int(modalities[k]) for k in sorted(modalities)},
     }
+
+
+def recover_split(candidates: list[list[SubjectRecord]], summary: dict[str, Any]) -> Split:
+    """The split a card's training-data ``summary`` was made with, found again in the data.
+
+    ``candidates``: the lists of subjects the split may have been drawn from (a paired
+    run splits the subjects having both modalities, other runs every subject). Each is
+    split again with the card's ``split_seed`` and accepted when every part's fingerprint
+    matches. Cards written before fingerprints existed list ``subject_ids``; those are
+    used as they are.
+
+    Raises:
+        UserError: no candidate reproduces the card's split (other data, or edited data).
+    """
+    parts = summary.get("splits", {})
+    if parts and all("subject_ids" in part for part in parts.values()):
+        by_id = {r.subject_id: r for records in candidates for r in records}
+        missing = sorted({s for part in parts.values() for s in part["subject_ids"]} - set(by_id))
+        if missing:
+            raise UserError(f"the data lacks {len(missing)} of the model's subjects "
+                            f"(e.g. {missing[0]}); pass the folder the model was trained on")
+        return Split(*([by_id[s] for s in parts[name]["subject_ids"]] for name in ("train", "val", "test")))
+    seed = int(summary.get("split_seed", 0))
+    for records in candidates:
+        if len(records) < 2:
+            continue
+        split = split_subjects(records, seed=seed)
+        if all(subjects_fingerprint([r.subject_id for r in part]) == parts.get(name, {}).get("subjects_sha256")
+               for name, part in split.parts().items()):
+            return split
+    raise UserError("these data do not hold the subjects the model was trained and tested on "
+                    "(their fingerprints differ from the card's); pass the folder the model was "
+                    "trained on, unchanged")
 
 
 def _label_counts(records: list[SubjectRecord]) -> dict[str, int]:

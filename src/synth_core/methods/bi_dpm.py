@@ -1,4 +1,4 @@
-"""Bi-DPM: bi-directional discrete process matching (paper 001).
+"""Bi-DPM: bi-directional discrete process matching.
 
 One velocity network u(x, t) is integrated forward from the source image x with Euler
 steps over time points 0 = t_0 < ... < t_N = 1, and backward from the target image z
@@ -101,7 +101,8 @@ def _tiny() -> BiDPMConfig:
 class BiDPM(VelocityMethod):
     key = "bi-dpm"
     title = "Bi-DPM (bi-directional discrete process matching)"
-    paper = "Bi-modality medical images synthesis by a bi-directional discrete process matching method (paper 001)"
+    paper = ("Anonymous authors, Bi-modality medical images synthesis by a bi-directional discrete "
+             "process matching method, manuscript under double-blind review")
     capabilities = Capabilities(spatial=("2d", "3d"), data=("paired", "partial"),
                                 steps=(1, MAX_STEPS), default_steps=None, bidirectional=True,
                                 sliding_window=True)

@@ -1,7 +1,7 @@
-"""The flow-matching baselines of paper 001: rectified flow and conditional flow matching.
+"""The flow-matching baselines of the Bi-DPM paper: rectified flow and conditional flow matching.
 
 Both regress the velocity network onto a path's target velocity at a random time
-(``E_t E_{x_t} |u(x_t, t) - v(x_t, t)|^2``, paper 001 sec. 2.2, Lipman et al. 2022):
+(``E_t E_{x_t} |u(x_t, t) - v(x_t, t)|^2``, the Bi-DPM paper, sec. 2.2, Lipman et al. 2022):
 
 * ``rectified-flow`` (Liu et al. 2022): x_t = (1 - t) x0 + t x1, v = x1 - x0;
 * ``cfm`` (Tong et al. 2023) with ``variant`` ``i`` (I-CFM: the straight path with a

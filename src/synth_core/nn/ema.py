@@ -1,4 +1,4 @@
-"""Exponential moving average of a model's weights (used by Bi-DPM, paper 001, and its
+"""Exponential moving average of a model's weights (used by Bi-DPM and its
 flow-matching baselines)."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Everything here works on tensors of any shape ``(B, ...)`` (2D points, slices or
 so the toy problems of the paper's Figure 2 and the image methods share one code path.
 A velocity is any callable ``u(x, t)`` with ``x`` (B, ...) and ``t`` a float.
 
-Conventions (paper 001, eq. 3 and 5): time runs from the source (t = 0) to the target
+Conventions (the Bi-DPM paper, eq. 3 and 5): time runs from the source (t = 0) to the target
 (t = 1). A forward Euler step from t_{n-1} to t_n is ``x + u(x, t_{n-1}) (t_n - t_{n-1})``;
 a backward step from t_n to t_{n-1} is ``z + u(z, t_n) (t_{n-1} - t_n)``, so each
 direction evaluates the velocity at the time it starts from.
@@ -183,7 +183,7 @@ def make_path(variant: str, sigma: float = 0.01) -> ProbabilityPath:
 def mmd(a: torch.Tensor, b: torch.Tensor, bandwidths: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
         relative: bool = True) -> torch.Tensor:
     """Squared maximum mean discrepancy between the sets ``a`` (m, ...) and ``b`` (n, ...)
-    with a sum of Gaussian kernels ``exp(-|x - y|^2 / (2 s^2))`` (paper 001, eq. 8: the
+    with a sum of Gaussian kernels ``exp(-|x - y|^2 / (2 s^2))`` (the Bi-DPM paper, eq. 8: the
     biased V-statistic, exactly zero for identical sets).
 
     With ``relative`` each bandwidth s^2 is a multiple of the median pairwise squared

@@ -84,7 +84,7 @@ def vgg16_features() -> FeatureTaps:
 
 
 class LPIPS(nn.Module):
-    """Learned perceptual distance with a frozen feature network (eq. 7 of paper 001).
+    """Learned perceptual distance with a frozen feature network (eq. 7 of the Bi-DPM paper).
 
     Args:
         features: returns a list of feature maps for a (B, 3, H, W) input.

@@ -26,12 +26,12 @@ class ResnetGenerator(nn.Module):
 
     Variants the papers use:
         - CycleGAN: ``n_blocks=6`` for 128x128 images, 9 for 256x256 and larger.
-        - RevGAN (paper 002) 2D baselines: ``features=32`` ("width 32"), 6 or 9 blocks.
+        - RevGAN (van der Ouderaa) 2D baselines: ``features=32`` ("width 32"), 6 or 9 blocks.
         - RevGAN's 3D ResNet, whose encoder and decoder this class gives with
           ``n_blocks=0`` (its core is a stack of reversible blocks instead):
           ``features=32, n_downsampling=1, outer_kernel=5`` (the paper does not say
           whether its stride-2 convolution doubles the channels; here it does).
-        - DUIIT (paper 003) keeps CycleGAN's generator unchanged.
+        - The discriminative augmentation method (DUIIT) keeps CycleGAN's generator unchanged.
 
     Args:
         spatial_dims: 2 or 3.

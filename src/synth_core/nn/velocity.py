@@ -1,6 +1,6 @@
 """The velocity network ``u(x, t)`` of Bi-DPM and of the flow-matching baselines.
 
-Bi-DPM (paper 001, sec. 3.2) says only "a UNet, as in other flow-based methods"; the
+Bi-DPM (sec. 3.2 of its paper) says only "a UNet, as in other flow-based methods"; the
 flow-matching papers it compares with (Lipman et al. 2022, Liu et al. 2022, Tong et al.
 2023) all use the DDPM-style U-Net: residual blocks with group norm and SiLU, a
 sinusoidal embedding of t added inside every block, stride-2 down and nearest-neighbour

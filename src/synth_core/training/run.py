@@ -32,7 +32,6 @@ from synth_core.data import (
     VolumeStore,
     discover_subjects,
     split_subjects,
-    summarise,
     target_norm_reference,
 )
 from synth_core.errors import UserError
@@ -45,6 +44,7 @@ from synth_core.methods import (
     get_method_class,
 )
 from synth_core.training.callbacks import ExportBestCallback, ProgressCallback, StopCallback
+from synth_core.training.card import training_data_summary
 from synth_core.training.checkpoint_io import SafeCheckpointIO
 from synth_core.training.events import EventSink, ProgressEvent, StopRequest
 from synth_core.training.module import SynthesisModule
@@ -250,7 +250,8 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         "spacing": list(spacing) if spacing else None,
         "multiple": config.train.multiple,
         "normalisation": {"source": "per-volume, synth_core.preprocess.fit_normalisation"} | norm_ref,
-        "training_data": summarise(records, split) | {"mode": mode, "path": str(request.data)},
+        "training_data": training_data_summary(request.data, records, split, mode=mode,
+                                               split_seed=request.split_seed),
         "age_range": _age_range(split.train),
         "seed": seed,
     }
