@@ -16,7 +16,7 @@ from synth_core import zoo
 from synth_core.errors import UserError
 from synth_core.methods import SynthesisRequest, build_config, config_from_dict, get_method_class
 from synth_core.methods.dual_glow import DualGlowSettings, TrainingStatistics
-from synth_core.nn.flows import cpu_preset, paper_preset
+from synth_core.nn.flows import DualGlowConfig, DualGlowNetworkSettings, cpu_preset, paper_preset
 from synth_core.volume import Volume
 
 KEY = "dual-glow"
@@ -55,6 +55,25 @@ def test_presets_carry_the_network_presets_and_round_trip():
     cfg = build_config(KEY, "cpu", {"learned_scale": False, "max_steps": 9})
     assert cfg.learned_scale is False and cfg.train.max_steps == 9
     assert cfg.network().learned_scale is False
+
+
+def test_network_settings_are_defined_once_and_the_bundled_card_round_trips():
+    shared = [f.name for f in dataclasses.fields(DualGlowNetworkSettings)]
+    assert len(shared) == 17 and issubclass(DualGlowSettings, DualGlowNetworkSettings)
+    assert issubclass(DualGlowConfig, DualGlowNetworkSettings)
+    # A setting changed on the method reaches the network unchanged, whatever its name.
+    cfg = build_config(KEY, "tiny", {"lambda_mri": 0.5, "age_keep_weight": 0.2, "n_bins": 64})
+    assert cfg.network().network_settings() == cfg.network_settings()
+    assert (cfg.network().lambda_mri, cfg.network().age_keep_weight, cfg.network().n_bins) == (0.5, 0.2, 64)
+    # Cards store the flat settings; the bundled card's config loads and writes back the same.
+    card = zoo.bundled_dir() / "dual-glow-t1-pet-small" / zoo.CARD
+    if card.is_file():
+        stored = json.loads(card.read_text())["config"]
+        loaded = config_from_dict(KEY, stored)
+        written = json.loads(json.dumps(dataclasses.asdict(loaded)))
+        assert {k: written[k] for k in stored} == stored  # settings added since take defaults
+        assert config_from_dict(KEY, written) == loaded
+        assert (loaded.levels, loaded.age_effect, loaded.learned_scale) == (3, "regional", False)
 
 
 def test_optimiser_is_adamax_with_the_paper_betas_and_a_warmup():

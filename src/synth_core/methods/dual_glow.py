@@ -4,8 +4,9 @@ The network, its loss (eq. 12 and 16) and its sampler live in
 :mod:`synth_core.nn.flows`; this module adds what the engine needs around them:
 
 * a flat, typed config (so ``train.<field>`` and field overrides work) with the
-  ``paper``, ``cpu`` and ``tiny`` presets, turned into a
-  :class:`~synth_core.nn.flows.DualGlowConfig` for the network;
+  ``paper``, ``cpu`` and ``tiny`` presets; its network settings are inherited from
+  :class:`~synth_core.nn.flows.DualGlowNetworkSettings` (defined once) and handed to
+  the network as a :class:`~synth_core.nn.flows.DualGlowConfig`;
 * Adamax with a linear warm-up (sec. 4.1; the warm-up is ours);
 * :class:`TrainingStatistics`, buffers saved with the weights: the recent training
   MRIs' bits per voxel (for the out-of-distribution warning) and the ages seen in
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,7 +36,13 @@ from synth_core.methods.base import (
     TrainSettings,
     register,
 )
-from synth_core.nn.flows import DualGlow, DualGlowConfig, cpu_preset, paper_preset
+from synth_core.nn.flows import (
+    DualGlow,
+    DualGlowConfig,
+    DualGlowNetworkSettings,
+    cpu_preset,
+    paper_preset,
+)
 
 # Temperature used when the request gives none. One sample: the mode (T = 0), the most
 # probable PET under the learned prior, deterministic and the best point estimate
@@ -46,14 +53,13 @@ SAMPLING_TEMPERATURE = 0.7
 
 
 @dataclass
-class DualGlowSettings:
+class DualGlowSettings(DualGlowNetworkSettings):
     """DUAL-GLOW settings; defaults are the paper's (``paper`` preset).
 
-    The network fields mean what they mean in :class:`~synth_core.nn.flows.DualGlowConfig`
-    (levels, steps_per_level, hidden_channels, relation_hidden, learned_scale,
-    age_conditioning, age_range, age_head_hidden, age_effect, age_head_coordinates, age_head_grid,
-    gradient_reversal_scale, lambda_mri,
-    age_loss_weight, age_keep_weight, n_bins, checkpointing). The others:
+    The network and loss settings (levels, steps_per_level, hidden_channels, ...,
+    lambda_mri, age_loss_weight, age_keep_weight, n_bins, checkpointing) are inherited
+    from :class:`~synth_core.nn.flows.DualGlowNetworkSettings`, where each is defined and
+    documented once. The others:
 
     Attributes:
         beta1, beta2: Adamax moment decays (paper: 0.9 for "the moment estimates";
@@ -68,36 +74,16 @@ class DualGlowSettings:
             at the batch size 1 of every preset).
         augment_flip, augment_shift: training augmentation of each (MRI, PET) pair: a
             random left-right flip, and a random shift of up to ``augment_shift`` voxels
-            along each axis (edges replicated). Not in the paper (726 subjects); with
-            the phantom's 16 training subjects the top relation network memorises the
-            subjects without it (docs/methods/dual-glow.md).
+            along each axis (edges replicated). Not in the paper; off in every preset
+            (docs/methods/dual-glow.md).
         divergence_bits: a training batch whose objective exceeds this many bits per
             voxel is skipped, and the run stops after several in a row (0 = off). A
             uniform guess over the ``n_bins`` costs log2(n_bins) = 8 bits, a trained model
-            2-7; above 64 the model is broken. Seen here: ``age_loss_weight`` raised to 0.3
-            in a trained cpu model sent the objective from 2.6 bits to 144 within 26 steps
-            and to 10^15-10^23 after, never back (the regression adversaries behind gradient
+            2-7; above 64 the model is broken (the regression adversaries behind gradient
             reversal reward the flow for scaling its latents without bound).
         train: the engine's settings (paper: lr 1e-3, 90 epochs of ADNI at batch 1).
     """
 
-    levels: int = 4
-    steps_per_level: int = 16
-    hidden_channels: int = 512
-    relation_hidden: int = 0
-    learned_scale: bool = True
-    age_conditioning: bool = True
-    age_range: tuple[float, float] = (50.0, 100.0)
-    age_head_hidden: int = 32
-    age_effect: str = "uniform"
-    age_head_coordinates: bool = False
-    age_head_grid: int = 0
-    gradient_reversal_scale: float = 1.0
-    lambda_mri: float = 0.001
-    age_loss_weight: float = 0.01
-    age_keep_weight: float | None = None
-    n_bins: int = 256
-    checkpointing: bool = False
     beta1: float = 0.9
     beta2: float = 0.999
     ood_window: int = 64
@@ -118,21 +104,17 @@ class DualGlowSettings:
     def network(self) -> DualGlowConfig:
         """The network's config; ``volume_shape`` is only a size check there, so a
         minimal valid shape is passed (the engine pads inputs to ``train.multiple``)."""
-        names = {f.name for f in fields(DualGlowConfig)}
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name in names}
         side = 2**self.levels
         return DualGlowConfig(
-            **values, lr=self.train.lr, betas=(self.beta1, self.beta2),
+            **self.network_settings(), lr=self.train.lr, betas=(self.beta1, self.beta2),
             warmup_steps=self.train.warmup_steps, volume_shape=(side, side, side),
         )
 
 
 def _from_network(net: DualGlowConfig, train: TrainSettings, **extra: Any) -> DualGlowSettings:
-    """Settings carrying the network fields of an nn preset (one source of those numbers)."""
-    names = {f.name for f in fields(DualGlowSettings)}
-    values = {f.name: getattr(net, f.name) for f in fields(net) if f.name in names}
-    values.update(beta1=net.betas[0], beta2=net.betas[1])
-    return DualGlowSettings(**values, train=train, **extra)
+    """Settings carrying the network settings of an nn preset (one source of those numbers)."""
+    return DualGlowSettings(**net.network_settings(), beta1=net.betas[0], beta2=net.betas[1],
+                            train=train, **extra)
 
 
 def _paper() -> DualGlowSettings:

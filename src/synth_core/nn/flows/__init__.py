@@ -1,6 +1,12 @@
 """Normalising flows in 3D: Glow layers, a multi-scale Glow, and DUAL-GLOW (MRI -> PET)."""
 
-from synth_core.nn.flows.config import DualGlowConfig, cpu_preset, paper_preset, preset
+from synth_core.nn.flows.config import (
+    DualGlowConfig,
+    DualGlowNetworkSettings,
+    cpu_preset,
+    paper_preset,
+    preset,
+)
 from synth_core.nn.flows.dual_glow import DualGlow
 from synth_core.nn.flows.glow import Glow3d, latent_channels
 from synth_core.nn.flows.layers import (
@@ -19,6 +25,7 @@ __all__ = [
     "AgeRegressor",
     "DualGlow",
     "DualGlowConfig",
+    "DualGlowNetworkSettings",
     "FlowStep",
     "Glow3d",
     "InvConv1x1x1LU",

@@ -1,10 +1,8 @@
-"""DUAL-GLOW hyper-parameters: one typed dataclass and two presets (``cpu``, ``paper``).
+"""DUAL-GLOW hyper-parameters: the settings shared with the method, the network's config,
+and two presets (``cpu``, ``paper``).
 
 Defaults are the paper's (Sun et al. ICCV 2019, sec. 4.1 and appendix 6.2) except where
-a comment says otherwise. The training fields (optimizer, lr, betas, warmup_steps,
-epochs) and the data grid (volume_shape, voxel_size_mm) are not used by the network
-itself; the training engine and the Method wrapper read them from here so that one
-config travels with a checkpoint.
+a comment says otherwise.
 """
 
 from __future__ import annotations
@@ -17,9 +15,14 @@ from synth_core.errors import UserError
 AGE_EFFECTS = ("uniform", "regional")
 
 
-@dataclass(frozen=True)
-class DualGlowConfig:
-    """Configuration of :class:`~synth_core.nn.flows.dual_glow.DualGlow`.
+@dataclass
+class DualGlowNetworkSettings:
+    """The settings of DUAL-GLOW's networks and loss, defined once.
+
+    Both :class:`DualGlowConfig` (what the network reads) and the registered method's
+    settings (``synth_core.methods.dual_glow.DualGlowSettings``, what a user sets with
+    ``--set`` and a card stores) inherit these fields, so a setting cannot exist in one and
+    not the other, or differ in type or default. Defaults are the paper's.
 
     Attributes:
         levels: squeeze levels L of each Glow (paper: 4).
@@ -55,15 +58,7 @@ class DualGlowConfig:
             not None (not in the paper: an option to make the top latents carry more age
             without strengthening the adversaries, whose reversed gradient can diverge).
         n_bins: number of intensity bins assumed by dequantisation (Glow: 256 = 8 bit).
-        mri_channels, pet_channels: channels of the input and target volumes.
         checkpointing: gradient checkpointing per flow step (see ``glow.py``).
-        optimizer, lr, betas: Adamax, 1e-3, decay 0.9 for the first moment (sec. 4.1);
-            beta2 = 0.999 is Adamax's usual value, the paper does not give it.
-        warmup_steps: linear learning-rate warm-up; not in the paper (Glow's code warms
-            up over its first epochs), so a guess.
-        epochs: training epochs (paper: 90).
-        volume_shape, voxel_size_mm: the grid the model works on (paper: 64x96x64 at
-            1.5 mm).
     """
 
     levels: int = 4
@@ -82,9 +77,35 @@ class DualGlowConfig:
     age_loss_weight: float = 0.01
     age_keep_weight: float | None = None
     n_bins: int = 256
+    checkpointing: bool = False
+
+    def network_settings(self) -> dict[str, Any]:
+        """These fields' values (of this or any subclass), by name."""
+        return {f.name: getattr(self, f.name) for f in fields(DualGlowNetworkSettings)}
+
+
+@dataclass
+class DualGlowConfig(DualGlowNetworkSettings):
+    """Configuration of :class:`~synth_core.nn.flows.dual_glow.DualGlow`: the shared
+    :class:`DualGlowNetworkSettings` plus what the network alone needs to know.
+
+    The training fields (optimizer, lr, betas, warmup_steps, epochs) and the data grid
+    (volume_shape, voxel_size_mm) are not used by the network itself; the presets below
+    state the paper's values there so that one object describes a preset.
+
+    Attributes:
+        mri_channels, pet_channels: channels of the input and target volumes.
+        optimizer, lr, betas: Adamax, 1e-3, decay 0.9 for the first moment (sec. 4.1);
+            beta2 = 0.999 is Adamax's usual value, the paper does not give it.
+        warmup_steps: linear learning-rate warm-up; not in the paper (Glow's code warms
+            up over its first epochs), so a guess.
+        epochs: training epochs (paper: 90).
+        volume_shape, voxel_size_mm: the grid the model works on (paper: 64x96x64 at
+            1.5 mm).
+    """
+
     mri_channels: int = 1
     pet_channels: int = 1
-    checkpointing: bool = False
     optimizer: str = "adamax"
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
