@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench results lint clean
 
 $(VENV)/.setup-done: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -24,5 +24,9 @@ bench: $(VENV)/.setup-done
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_plugin.py
 
+# docs/results.md: every bundled checkpoint on a held-out phantom cohort (a few CPU minutes).
+results: $(VENV)/.setup-done
+	OMP_NUM_THREADS=1 $(PY) scripts/make_results.py --write docs/results.md
+
 clean:
-	rm -rf $(VENV) build dist demo_out
+	rm -rf $(VENV) build dist demo_out bench_out results-cohort
