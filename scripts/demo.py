@@ -50,7 +50,7 @@ def main() -> int:
               f"MAE {floor['mae']:.3f}{mae_unit}")
 
     if not list_checkpoints("pix2pix", "t1", "pet"):
-        print("\nno pix2pix t1->pet checkpoint is installed; see docs/benchmarks.md to train one")
+        print("\nno pix2pix t1->pet checkpoint is installed; see docs/methods/pix2pix.md to train one")
         return 0
     t1_path = cohort / subject.subject_id / f"{subject.subject_id}_t1.nii.gz"
     pet_path = cohort / subject.subject_id / f"{subject.subject_id}_pet.nii.gz"

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/export_last.py RUN_DIR OUT_DIR
 
 See ``synth_core.training.export_last``: a run exports its best validation step; this
-exports the step it has reached (used for DUAL-GLOW's age response, docs/benchmarks.md).
+exports the step it has reached (e.g. DUAL-GLOW's state at a chosen step, docs/methods/dual-glow.md).
 """
 
 from __future__ import annotations

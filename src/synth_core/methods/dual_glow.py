@@ -237,7 +237,7 @@ class DualGlowMethod(Method):
     presets = {"cpu": _cpu, "paper": _paper, "tiny": _tiny}
     ema_copied = ("stats.",)  # the training MRIs' bits and ages, not weights
     # Validation PSNR (T = 0, normalised units) fell from step 250 on while the age response
-    # and the accuracy in SUVR space improved (docs/benchmarks.md): it does not rank these
+    # and the accuracy in SUVR space improved (docs/methods/dual-glow.md): it does not rank these
     # models, so a run exports its end.
     export_weights = "last"
     resumable = ("lambda_mri", "age_loss_weight", "age_keep_weight", "divergence_bits")

@@ -162,7 +162,7 @@ def cpu_preset() -> DualGlowConfig:
     networks with 32 hidden channels. The phantom's ages (55-95 years) lie in age_range.
     The prior scale is fixed at one (the authors' code): on the phantom it learned the age
     effect and translated better than the learned scale at equal steps (measured in
-    docs/benchmarks.md); the paper preset keeps the paper's learned scale.
+    docs/methods/dual-glow.md); the paper preset keeps the paper's learned scale.
     """
     return DualGlowConfig(
         levels=3,

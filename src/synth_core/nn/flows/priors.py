@@ -97,7 +97,7 @@ class AgeRegressor(nn.Module):
     ventricles, say), not only on how much of it there is. With ``grid`` > 0 the head is
     instead linear in the latent averaged over ``grid``**3 cells: a location-aware readout
     like the ridge probes of the measurements, which generalise where the pooled
-    convolutional head does not (docs/benchmarks.md).
+    convolutional head does not (docs/methods/dual-glow.md, "What we tried").
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, coordinates: bool = False,
