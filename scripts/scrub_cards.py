@@ -6,9 +6,9 @@ Without folders, every bundled checkpoint (``src/synth_core/checkpoints/*``). Ea
 (``model.json``) is rewritten atomically by ``synth_core.training.card.public_card``: the
 training data's ``path`` is dropped, each split's subject ID list becomes its fingerprint,
 absolute paths in free-text notes become placeholders (``DATA``, ``RUN``, ``PATH``), and
-``paper`` is the method's current citation. Each ``--data`` folder (e.g. a phantom cohort
-regenerated with the seed the card's note states) whose subjects reproduce a card's split
-adds that cohort's seed and preset to it. The weights are not touched, so every sha256
+``paper`` is the method's current citation. A ``--data`` folder (a phantom cohort
+regenerated with the seed and size the card's note states) with as many subjects as a card's
+data, which reproduce its split, adds that cohort's seed and preset to the card. The weights are not touched, so every sha256
 still holds. Running it twice changes nothing the second time.
 """
 
@@ -28,9 +28,14 @@ from synth_core.zoo import CARD, bundled_dir
 
 
 def _matching_folder(card: dict, folders: list[Path]) -> Path | None:
-    """The first folder whose subjects reproduce the card's split (fingerprints checked)."""
+    """The first folder with as many subjects as the card's data that reproduce its split.
+
+    Subject IDs (or their fingerprints) cannot tell two phantom cohorts of one size apart
+    (both are sub-001 ... sub-N): the folder is trusted to be the one the note names."""
     for folder in folders:
         records = discover_subjects(folder)
+        if len(records) != card["training_data"].get("n_subjects"):
+            continue
         paired = [r for r in records if card["source"] in r.paths and card["target"] in r.paths]
         try:
             recover_split([paired, records], card["training_data"])
