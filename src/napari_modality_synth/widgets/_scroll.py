@@ -11,7 +11,7 @@ widgets are docked by napari's menu, which does not tabify them.
 
 from __future__ import annotations
 
-from qtpy.QtCore import QSize, Qt
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 # The least a docked widget shows of itself before it scrolls (px): its first rows.
@@ -28,6 +28,14 @@ class ScrollingBody(QScrollArea):
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.content.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        # The content's layout changed (a longer layer name, a row shown): the dock around
+        # must re-read our hints, which Qt caches and, through the viewport, never refreshes.
+        if watched is self.content and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
         # As wide as the content needs (no horizontal scrolling), a few rows tall.
