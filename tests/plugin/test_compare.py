@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_modality_synth.layers import volume_to_layer_data
-from napari_modality_synth.widgets.compare import CompareWidget
+from napari_modality_synth.widgets.compare import METRIC_LABELS, CompareWidget
 from synth_core import Volume, evaluate
 
 
@@ -47,7 +47,10 @@ def test_compare_matches_evaluate_and_centres_the_difference(viewer_and_widget, 
 
     inside = mask.data > 0
     expected = evaluate(pred.data, target.data, mask=inside)
-    assert widget.metrics == pytest.approx(expected, rel=1e-12)
+    assert set(widget.metrics) == set(expected)
+    assert {k: widget.metrics[k] for k in METRIC_LABELS} == pytest.approx(
+        {k: expected[k] for k in METRIC_LABELS}, rel=1e-12)
+    assert widget.units.text() == f"units: {expected['units']}"  # the figures say what they are in
     assert widget.values["psnr"].text() == f"{expected['psnr']:.4g}"
     signed = viewer.layers["difference: synth [t1] - true [t1]"]
     absolute = viewer.layers["|difference|: synth [t1] - true [t1]"]
@@ -64,7 +67,9 @@ def test_compare_matches_evaluate_and_centres_the_difference(viewer_and_widget, 
     widget.metrics = None
     widget.compare()
     qtbot.waitUntil(lambda: widget.metrics is not None, timeout=10000)
-    assert widget.metrics == pytest.approx(evaluate(pred.data, target.data), rel=1e-12)
+    unmasked = evaluate(pred.data, target.data)
+    assert {k: widget.metrics[k] for k in METRIC_LABELS} == pytest.approx(
+        {k: unmasked[k] for k in METRIC_LABELS}, rel=1e-12)
     assert len(viewer.layers) == 5
 
 

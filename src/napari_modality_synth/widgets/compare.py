@@ -88,6 +88,8 @@ class CompareWidget(QWidget):
         self.button = QPushButton("Compare")
         self.button.clicked.connect(self.compare)
         self.values = {key: QLabel("-") for key in METRIC_LABELS}
+        self.units = QLabel("")  # what the numbers are in, as evaluate says
+        self.units.setWordWrap(True)
 
         choices = QFormLayout()
         choices.addRow("Image (e.g. synthesized)", self.first)
@@ -101,6 +103,7 @@ class CompareWidget(QWidget):
         layout.addWidget(self.pair_hint)
         layout.addWidget(self.button)
         layout.addLayout(results)
+        layout.addWidget(self.units)
         layout.addStretch()
 
         events = self.viewer.layers.events
@@ -185,6 +188,8 @@ class CompareWidget(QWidget):
         self.metrics = result.metrics
         for key, label in self.values.items():
             label.setText(f"{result.metrics[key]:.4g}")
+        units = result.metrics.get("units")
+        self.units.setText(f"units: {units}" if units else "")
         m = result.limit
         # The signed map is added last: it is the one shown on top.
         self._put_layer(f"|difference|: {first} - {second}", np.abs(result.difference), affine,
