@@ -149,3 +149,36 @@ def test_without_matplotlib_the_plot_is_a_table(qtbot, monkeypatch):
     header = [table.horizontalHeaderItem(c).text() for c in range(3)]
     assert header == ["age (years)", "frontal", "hippocampus"]
     assert [table.item(1, c).text() for c in range(3)] == ["65", "1.25", "0.5"]
+
+
+def test_the_plot_names_the_region_actually_averaged(make_napari_viewer, qtbot, fake_age_method, small_volume):
+    viewer = make_napari_viewer()
+    data, kwargs, _ = volume_to_layer_data(small_volume, name="sub-001_t1 [t1]", as_labels=False)
+    viewer.add_image(data, **kwargs)
+    mask = (small_volume.data > 30).astype(np.uint8)
+    regions = _labels(small_volume.shape)
+    # As read from files: no features table naming the regions.
+    viewer.add_labels(regions, name="sub-001_labels", affine=small_volume.affine)
+    viewer.add_labels(mask, name="sub-001_brainmask", affine=small_volume.affine)
+    widget = AgeExplorerWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.first.setValue(70)
+    widget.last.setValue(75)
+
+    def explore(labels_name: str) -> dict:
+        widget.labels.setCurrentText(labels_name)
+        widget.layer = None
+        widget.explore()
+        qtbot.waitUntil(lambda: widget.layer is not None, timeout=10000)
+        qtbot.waitUntil(lambda: not widget.worker.is_running, timeout=5000)
+        return widget.plot.series
+
+    # A brain mask is one region: named as the mask, not as the phantom's region 1 ("frontal").
+    series = explore("sub-001_brainmask")
+    assert list(series) == ["sub-001_brainmask"]
+    recomputed = [_synthetic(small_volume.data, age)[mask == 1].mean() for age in (70.0, 75.0)]
+    np.testing.assert_allclose(series["sub-001_brainmask"], recomputed, rtol=1e-6)
+    if widget.plot.canvas is not None:
+        assert [line.get_label() for line in widget.plot.axes.get_lines()] == ["sub-001_brainmask"]
+    # The phantom's own labels file: its region names.
+    assert set(explore("sub-001_labels")) == {"frontal", "parietal", "temporal"}

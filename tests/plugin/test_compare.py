@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_modality_synth.layers import volume_to_layer_data
-from napari_modality_synth.widgets.compare import CompareWidget
+from napari_modality_synth.widgets.compare import METRIC_LABELS, CompareWidget
 from synth_core import Volume, evaluate
 
 
@@ -47,7 +47,10 @@ def test_compare_matches_evaluate_and_centres_the_difference(viewer_and_widget, 
 
     inside = mask.data > 0
     expected = evaluate(pred.data, target.data, mask=inside)
-    assert widget.metrics == pytest.approx(expected, rel=1e-12)
+    assert set(widget.metrics) == set(expected)
+    assert {k: widget.metrics[k] for k in METRIC_LABELS} == pytest.approx(
+        {k: expected[k] for k in METRIC_LABELS}, rel=1e-12)
+    assert widget.units.text() == f"units: {expected['units']}"  # the figures say what they are in
     assert widget.values["psnr"].text() == f"{expected['psnr']:.4g}"
     signed = viewer.layers["difference: synth [t1] - true [t1]"]
     absolute = viewer.layers["|difference|: synth [t1] - true [t1]"]
@@ -64,7 +67,9 @@ def test_compare_matches_evaluate_and_centres_the_difference(viewer_and_widget, 
     widget.metrics = None
     widget.compare()
     qtbot.waitUntil(lambda: widget.metrics is not None, timeout=10000)
-    assert widget.metrics == pytest.approx(evaluate(pred.data, target.data), rel=1e-12)
+    unmasked = evaluate(pred.data, target.data)
+    assert {k: widget.metrics[k] for k in METRIC_LABELS} == pytest.approx(
+        {k: unmasked[k] for k in METRIC_LABELS}, rel=1e-12)
     assert len(viewer.layers) == 5
 
 
@@ -103,3 +108,58 @@ def test_layer_lists_follow_the_viewer(viewer_and_widget, small_volume):
     viewer.layers.remove(first)
     assert [widget.first.itemText(i) for i in range(widget.first.count())] == ["two [t1]"]
     assert widget.mask.itemText(0) == "(no mask)"
+
+
+def _synthesized(viewer, volume: Volume, name: str, target: str, subject: str | None = None):
+    """A layer as the Translate widget adds it: provenance (and the input's subject) in its metadata."""
+    data, kwargs, _ = volume_to_layer_data(volume.with_data(volume.data * 0.5, modality=target), name=name)
+    kwargs["metadata"]["provenance"] = {"Synthetic": True, "TargetModality": target, "SourceModality": "t1"}
+    if subject is not None:
+        kwargs["metadata"]["subject_id"] = subject
+    return viewer.add_image(data, **kwargs)
+
+
+def test_the_default_pair_is_a_synthesized_layer_and_its_true_target(viewer_and_widget, qtbot, small_volume):
+    viewer, widget = viewer_and_widget
+    for name in ("sub-001_t1 [t1]", "sub-001_t1ce [t1ce]", "sub-002_pet [pet]", "sub-001_pet [pet]"):
+        modality = name.split("[")[1].rstrip("]")
+        _add(viewer, small_volume.with_data(small_volume.data, modality=modality), name)
+    # No synthesized layer, no two scans of one modality and subject: the first two, and a hint.
+    assert (widget.first.currentText(), widget.second.currentText()) == ("sub-001_t1 [t1]", "sub-001_t1ce [t1ce]")
+    assert "choose the pair" in widget.pair_hint.text()
+
+    _synthesized(viewer, small_volume, "sub-001_t1 [t1] -> pet (pix2pix)", "pet", subject="sub-001")
+    # The synthesized PET against the true PET of its own subject (not sub-002's, listed first).
+    assert (widget.first.currentText(), widget.second.currentText()) == (
+        "sub-001_t1 [t1] -> pet (pix2pix)", "sub-001_pet [pet]")
+    assert "true pet" in widget.pair_hint.text()
+
+    # Compare's own outputs and a newer synthesized layer without a truth do not take over.
+    _synthesized(viewer, small_volume, "sub-001_t1 [t1] -> ct (pix2pix)", "ct", subject="sub-001")
+    assert widget.compare() is not None
+    qtbot.waitUntil(lambda: widget.metrics is not None and not widget.handle.running, timeout=10000)
+    assert "difference: sub-001_t1 [t1] -> pet (pix2pix) - sub-001_pet [pet]" in viewer.layers
+    assert (widget.first.currentText(), widget.second.currentText()) == (
+        "sub-001_t1 [t1] -> pet (pix2pix)", "sub-001_pet [pet]")
+
+    # The user's own choice is kept when layers come and go.
+    widget.second.setCurrentIndex(widget.second.findText("sub-002_pet [pet]"))
+    _synthesized(viewer, small_volume, "sub-002_t1 [t1] -> pet (pix2pix)", "pet", subject="sub-002")
+    assert (widget.first.currentText(), widget.second.currentText()) == (
+        "sub-001_t1 [t1] -> pet (pix2pix)", "sub-002_pet [pet]")
+    assert widget.pair_hint.text() == ""
+
+
+def test_a_subject_is_read_from_names_paths_and_metadata(small_volume):
+    from types import SimpleNamespace
+
+    from napari_modality_synth.widgets._pairs import layer_subject
+
+    def layer(name, **metadata):
+        return SimpleNamespace(name=name, metadata=metadata)
+
+    assert layer_subject(layer("sub-07_T1w")) == "sub-07"
+    assert layer_subject(layer("scan", source_path="/data/sub-ab12/anat/sub-ab12_T1w.nii.gz")) == "sub-ab12"
+    assert layer_subject(layer("x -> pet", provenance={"Sources": ["in/sub-003_t1.nii.gz"]})) == "sub-003"
+    assert layer_subject(layer("sub-001_t1 [t1]", phantom={"subject_id": "sub-009"})) == "sub-009"
+    assert layer_subject(layer("mysub-001scan")) is None and layer_subject(layer("scan")) is None

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,9 @@ from typing import Any
 import numpy as np
 
 from synth_core import UserError, Volume
+
+# The phantom's labels file and layer: "sub-001_labels", "sub-001_labels.nii.gz".
+_PHANTOM_LABELS = re.compile(r"_labels(\.nii(\.gz)?)?\s*$", re.IGNORECASE)
 
 
 @dataclass
@@ -82,17 +86,29 @@ def region_means(stack: np.ndarray, labels: np.ndarray | None,
 
 
 def region_names(layer: Any) -> dict[int, str]:
-    """Label value -> region name from a labels layer's features (an ``index`` column and a
-    text column), else the phantom's ``LABELS``."""
+    """Label value -> region name for a labels layer; a value without a name reads ``label <v>``.
+
+    In this order: the layer's features (an ``index`` column and a text column); the
+    phantom's ``LABELS`` for the phantom's own labels (a name or file ending in
+    ``_labels``); for a mask (one value above 0, e.g. a brain mask) the layer's name, so
+    the plot names the region actually averaged; else nothing.
+    """
     features = getattr(layer, "features", None)
     if features is not None and len(features) and "index" in features:
         # Any non-numeric column names the regions (object, string or category dtype).
         text = [c for c in features.columns if c != "index" and features[c].dtype.kind not in "biufc"]
         if text:
             return {int(i): str(n) for i, n in zip(features["index"], features[text[0]], strict=False)}
-    from synth_core.phantom import LABELS
+    source = str((getattr(layer, "metadata", None) or {}).get("source_path") or "")
+    if any(_PHANTOM_LABELS.search(text) for text in (layer.name, source)):
+        from synth_core.phantom import LABELS
 
-    return dict(LABELS)
+        return dict(LABELS)
+    values = np.unique(np.asarray(layer.data))
+    values = values[values > 0]
+    if values.size == 1:
+        return {int(values[0]): str(layer.name)}
+    return {}
 
 
 def synthesize_ages(volume: Volume, method: str, info: Any, ages: np.ndarray, *,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.qt.threading import GeneratorWorker, thread_worker
+from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QComboBox,
@@ -27,7 +27,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -54,8 +53,15 @@ from napari_modality_synth.widgets._controls import (
     make_device_combo,
 )
 from napari_modality_synth.widgets._plots import LinePlot
+from napari_modality_synth.widgets._scroll import scrolling_layout
 from napari_modality_synth.widgets.compare import fill_layer_combo as fill_layers
-from napari_modality_synth.workers import Failed, checkpoints_changed, relay
+from napari_modality_synth.workers import (
+    Failed,
+    RunHandle,
+    Stopped,
+    checkpoints_changed,
+    stop_on_close,
+)
 from synth_core import UserError, Volume, list_checkpoints, list_methods, translate
 
 DEFAULT_AGE_STEP = 5
@@ -83,6 +89,7 @@ class AgeExplorerWidget(QWidget):
         self.series: AgeSeries | None = None
         self.layer: Any = None
         self.worker: GeneratorWorker | None = None
+        self.handle = RunHandle()
 
         self.notice = QLabel("")
         self.notice.setWordWrap(True)
@@ -114,7 +121,7 @@ class AgeExplorerWidget(QWidget):
         form.addRow("Checkpoint", self.checkpoint)
         form.addRow("Ages (years)", ages)
         form.addRow("Device", self.device)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.notice)
         layout.addLayout(form)
         layout.addWidget(self.button)
@@ -133,6 +140,7 @@ class AgeExplorerWidget(QWidget):
         disconnect_on_destroy(self, self.viewer.dims.events.current_step, self.show_age)
         checkpoints_changed.connect(self.refresh_checkpoints)
         disconnect_on_destroy(self, checkpoints_changed, self.refresh_checkpoints)
+        stop_on_close(self, self.handle)
         self.refresh_layers()
         # Start on the first age method that has a checkpoint to run.
         ready = [key for key in self.methods if list_checkpoints(method=key)]
@@ -202,20 +210,22 @@ class AgeExplorerWidget(QWidget):
             return synthesize_ages(volume, method, info, ages, source=source, device=device,
                                    labels=labels, names=names, report=report, translate_fn=translate)
 
-        worker = thread_worker(relay)(job)
         name = f"{layer.name} -> {info.target} by age ({method})"
-        worker.yielded.connect(lambda reports: self.progress.setValue(round(100 * reports[-1][0])))
-        worker.returned.connect(lambda result: self._show(result, name))
-        worker.finished.connect(self._finished)
         self.button.setEnabled(False)
         self.progress.setValue(0)
-        self.worker = worker
-        worker.start()
-        return worker
+        self.worker = self.handle.start(
+            job, interrupt=True, yielded=self._show_progress, finished=self._finished,
+            returned=lambda result: self._show(result, name))
+        return self.worker
 
-    def _show(self, result: AgeSeries | Failed, name: str) -> None:
+    def _show_progress(self, reports: list[tuple[float, str]]) -> None:
+        self.progress.setValue(round(100 * reports[-1][0]))
+
+    def _show(self, result: AgeSeries | Failed | Stopped, name: str) -> None:
         if isinstance(result, Failed):
             show_error(result.message)
+            return
+        if isinstance(result, Stopped):
             return
         self.series = result
         step = float(result.ages[1] - result.ages[0]) if len(result.ages) > 1 else 1.0

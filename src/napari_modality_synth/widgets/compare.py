@@ -6,7 +6,12 @@ colormap with limits (-m, m), m the 99th percentile of |difference|, so zero is 
 colormap's centre) and an absolute difference layer, both on the first layer's grid, and
 shows ``synth_core.evaluate``'s numbers: inside the mask when one is chosen, PSNR and
 SSIM with the reference's data range there (as ``modality-synth evaluate`` does).
-The numbers are computed in a worker thread; the window stays responsive.
+The numbers are computed in a worker thread; the window stays responsive, and closing
+the widget (or the viewer) waits briefly for them and drops them.
+
+Until the user picks a layer, the pair follows the viewer's layers (``_pairs.default_pair``):
+a synthesized layer against its true target (same modality, same subject) when there is
+one, the newest first; a line under the lists says which pair was chosen and why.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.qt.threading import FunctionWorker, thread_worker
+from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error
-from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QWidget
 
 from napari_modality_synth.layers import layer_to_volume, volume_to_layer_data
+from napari_modality_synth.widgets._pairs import default_pair
+from napari_modality_synth.widgets._scroll import scrolling_layout
+from napari_modality_synth.workers import Failed, RunHandle, stop_on_close
 from synth_core import UserError, Volume, evaluate
 
 DIFFERENCE_COLORMAP = "PiYG"
@@ -60,20 +68,28 @@ class CompareWidget(QWidget):
     """Dock widget: choose two image layers and an optional mask, click Compare.
 
     ``metrics`` holds the last result (``{'mae', 'psnr', 'ssim', 'corrcoef'}``), ``worker``
-    the last worker thread.
+    the last worker thread, ``pair_hint`` why the pair shown was chosen (blank once the
+    user chose).
     """
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
         self.metrics: dict[str, float] | None = None
-        self.worker: FunctionWorker | None = None
+        self.worker: GeneratorWorker | None = None
+        self.handle = RunHandle()
+        self._chosen = False  # the user picked a layer: keep the pair, do not follow defaults
+        self._filling = False
         self.first = QComboBox()
         self.second = QComboBox()
         self.mask = QComboBox()
+        self.pair_hint = QLabel("")
+        self.pair_hint.setWordWrap(True)
         self.button = QPushButton("Compare")
         self.button.clicked.connect(self.compare)
         self.values = {key: QLabel("-") for key in METRIC_LABELS}
+        self.units = QLabel("")  # what the numbers are in, as evaluate says
+        self.units.setWordWrap(True)
 
         choices = QFormLayout()
         choices.addRow("Image (e.g. synthesized)", self.first)
@@ -82,10 +98,12 @@ class CompareWidget(QWidget):
         results = QFormLayout()
         for key, label in self.values.items():
             results.addRow(METRIC_LABELS[key], label)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(choices)
+        layout.addWidget(self.pair_hint)
         layout.addWidget(self.button)
         layout.addLayout(results)
+        layout.addWidget(self.units)
         layout.addStretch()
 
         events = self.viewer.layers.events
@@ -94,19 +112,48 @@ class CompareWidget(QWidget):
         events.inserted.connect(self._follow_name)
         for layer in self.viewer.layers:
             layer.events.name.connect(self.refresh_choices)
+        # An index change outside refresh_choices is someone's choice (user or script).
+        for combo in (self.first, self.second):
+            combo.currentIndexChanged.connect(self._pair_chosen)
+        stop_on_close(self, self.handle)
         self.refresh_choices()
 
     def refresh_choices(self, event: Any = None) -> None:
-        """Fill the layer lists from the viewer, keeping each current choice if it remains."""
+        """Fill the layer lists from the viewer.
+
+        The pair follows ``default_pair`` until the user picks a layer; then each current
+        choice is kept while it remains (a removed one falls back to the default).
+        """
+        self._filling = True
+        try:
+            self._fill()
+        finally:
+            self._filling = False
+
+    def _fill(self) -> None:
         images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
         masks = [layer for layer in self.viewer.layers if isinstance(layer, Image | Labels)]
-        fill_layer_combo(self.first, images, default=0)
-        fill_layer_combo(self.second, images, default=1)
+        pair = default_pair([layer for layer in images if layer.ndim == 3])
+        kept = self._chosen and all(any(layer is combo.currentData() for layer in images)
+                                    for combo in (self.first, self.second))
+        if not kept:
+            self._chosen = False
+            self.first.setCurrentIndex(-1)  # forget the old choice: the fill takes the default
+            self.second.setCurrentIndex(-1)
+        fill_layer_combo(self.first, images, default=_index(images, pair.first, 0))
+        fill_layer_combo(self.second, images, default=_index(images, pair.second, 1))
         if len(images) > 1 and self.second.currentData() is self.first.currentData():
             self.second.setCurrentIndex(1 if self.first.currentIndex() == 0 else 0)
         fill_layer_combo(self.mask, masks, default=None, empty=_NO_MASK)
+        self.pair_hint.setText("" if kept else pair.reason)
 
-    def compare(self) -> FunctionWorker | None:
+    def _pair_chosen(self, *_: Any) -> None:
+        if self._filling:
+            return
+        self._chosen = True
+        self.pair_hint.setText("")
+
+    def compare(self) -> GeneratorWorker | None:
         """Start a comparison of the chosen layers; the worker, or None after an error notification."""
         first, second = self.first.currentData(), self.second.currentData()
         mask_layer = self.mask.currentData()
@@ -125,39 +172,39 @@ class CompareWidget(QWidget):
             show_error(str(exc))
             return None
         mask = None if mask_layer is None else np.asarray(mask_layer.data) > 0
-        worker = thread_worker(_compare_or_error)(pred, target, mask)
-        worker.returned.connect(
-            lambda result: self._show(result, first.name, second.name, pred.affine)
-        )
-        worker.finished.connect(lambda: self.button.setEnabled(True))
         self.button.setEnabled(False)
-        self.worker = worker
-        worker.start()
-        return worker
+        self.worker = self.handle.start(
+            lambda report: compare_volumes(pred, target, mask), interrupt=False,
+            returned=lambda result: self._show(result, first.name, second.name, pred.affine),
+            finished=lambda: self.button.setEnabled(True))
+        return self.worker
 
     def _show(
-        self, result: Comparison | str, first: str, second: str, affine: np.ndarray
+        self, result: Comparison | Failed, first: str, second: str, affine: np.ndarray
     ) -> None:
-        if isinstance(result, str):
-            show_error(result)
+        if isinstance(result, Failed):
+            show_error(result.message)
             return
         self.metrics = result.metrics
         for key, label in self.values.items():
             label.setText(f"{result.metrics[key]:.4g}")
+        units = result.metrics.get("units")
+        self.units.setText(f"units: {units}" if units else "")
         m = result.limit
         # The signed map is added last: it is the one shown on top.
         self._put_layer(f"|difference|: {first} - {second}", np.abs(result.difference), affine,
-                        ABSOLUTE_COLORMAP, (0.0, m))
+                        ABSOLUTE_COLORMAP, (0.0, m), (first, second))
         self._put_layer(f"difference: {first} - {second}", result.difference, affine,
-                        DIFFERENCE_COLORMAP, (-m, m))
+                        DIFFERENCE_COLORMAP, (-m, m), (first, second))
 
     def _put_layer(
         self, name: str, data: np.ndarray, affine: np.ndarray, colormap: str,
-        limits: tuple[float, float],
+        limits: tuple[float, float], pair: tuple[str, str],
     ) -> None:
         # A second Compare of the same pair updates its layers instead of stacking copies.
         data, kwargs, _ = volume_to_layer_data(Volume(data, affine), name=name, as_labels=False)
         kwargs.update(colormap=colormap, contrast_limits=limits)
+        kwargs["metadata"]["difference_of"] = list(pair)  # never offered as a default pair
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data, layer.affine, layer.metadata = data, kwargs["affine"], kwargs["metadata"]
@@ -169,13 +216,8 @@ class CompareWidget(QWidget):
         event.value.events.name.connect(self.refresh_choices)
 
 
-def _compare_or_error(pred: Volume, target: Volume, mask: np.ndarray | None) -> Comparison | str:
-    # A UserError comes back as its message: raised (or returned: the worker re-raises
-    # exceptions) in the thread, napari would show it with a traceback.
-    try:
-        return compare_volumes(pred, target, mask)
-    except UserError as exc:
-        return str(exc)
+def _index(layers: list[Any], layer: Any, fallback: int) -> int:
+    return next((i for i, candidate in enumerate(layers) if candidate is layer), fallback)
 
 
 def fill_layer_combo(combo: QComboBox, layers: list[Any], default: int | None, empty: str | None = None) -> None:

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import functools
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from napari.qt.threading import GeneratorWorker, thread_worker
+from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
-    QApplication,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -33,14 +30,14 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from napari_modality_synth.widgets._controls import make_device_combo, with_buttons
 from napari_modality_synth.widgets._plots import LinePlot
 from napari_modality_synth.widgets._run_log import RunLog
-from napari_modality_synth.workers import Failed, RunHandle, checkpoints_changed, relay
+from napari_modality_synth.widgets._scroll import scrolling_layout
+from napari_modality_synth.workers import Failed, RunHandle, checkpoints_changed, stop_on_close
 from synth_core import UserError, list_methods
 from synth_core.training import ProgressEvent, RunResult, StopRequest, TrainRequest, train
 from synth_core.volume import ALL_MODALITIES
@@ -78,9 +75,7 @@ class TrainWidget(QWidget):
         self._stop_clicked: float | None = None
         self._request: TrainRequest | None = None
         self._last_plot = 0.0
-        done = threading.Event()
-        done.set()
-        self.handle = RunHandle(StopRequest(), done)
+        self.handle = RunHandle(StopRequest)
 
         self.data = QLineEdit()
         self.data.setPlaceholderText("folder of subjects, or a manifest .tsv")
@@ -132,7 +127,7 @@ class TrainWidget(QWidget):
         buttons = QHBoxLayout()
         for button in (self.start_button, self.stop_button, self.resume_button):
             buttons.addWidget(button)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         for widget in (self.progress, self.status, self.metrics):
@@ -148,12 +143,7 @@ class TrainWidget(QWidget):
         self._fill_presets()
         self._update_buttons()
         # Closing the viewer deletes this widget; quitting may not: stop the run on either.
-        # The slots hold only the handle, never the widget (nor, through it, the viewer).
-        on_quit = functools.partial(_shutdown, self.handle)
-        app = QApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(on_quit)
-        self.destroyed.connect(functools.partial(_shutdown, self.handle, disconnect=on_quit))
+        stop_on_close(self, self.handle)
 
     # --- the form ------------------------------------------------------------------------
     def overrides(self) -> dict[str, Any]:
@@ -225,23 +215,20 @@ class TrainWidget(QWidget):
         self.status.setText("stopping after the current step…")
 
     def _run(self, request: TrainRequest) -> GeneratorWorker:
-        self.handle.stop, self.handle.finished = StopRequest(), threading.Event()
-        stop = self.handle.stop
         self._request, self.result, self.stop_seconds, self._stop_clicked = request, None, None, None
+        handle = self.handle
 
         def job(report: Any) -> RunResult:
-            return train(request, sink=report, stop=stop)
+            # The run's own stop request (set by Stop, or by closing): it ends after the step
+            # in progress and leaves a resumable last.ckpt, so reports are never cut short.
+            return train(request, sink=report, stop=handle.stop)
 
-        worker = thread_worker(relay)(job, finished=self.handle.finished)
-        worker.yielded.connect(self._on_events)
-        worker.returned.connect(self._on_result)
-        worker.finished.connect(self._update_buttons)
-        self.worker = worker
         self.status.setText(f"{'resuming' if request.resume else 'starting'} {request.method} "
                             f"{request.source} -> {request.target} in {request.out}")
-        worker.start()
+        self.worker = handle.start(job, interrupt=False, yielded=self._on_events,
+                                   returned=self._on_result, finished=self._update_buttons)
         self._update_buttons()
-        return worker
+        return self.worker
 
     def _on_events(self, events: list[ProgressEvent]) -> None:
         for event in events:
@@ -322,12 +309,3 @@ class TrainWidget(QWidget):
         if folder:
             self.out.setText(folder)
 
-
-def _shutdown(handle: RunHandle, *_: Any, disconnect: Any = None) -> None:
-    handle.shutdown()
-    app = QApplication.instance()
-    if disconnect is not None and app is not None:
-        try:
-            app.aboutToQuit.disconnect(disconnect)
-        except (TypeError, RuntimeError):  # already gone with the application
-            pass

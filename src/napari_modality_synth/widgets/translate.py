@@ -10,7 +10,9 @@ own grid (same affine) with its provenance (``"Synthetic": true``) in the layer'
 metadata, and with several samples their standard deviation as a second layer.
 
 The checkpoint list is read again whenever a training run registers one
-(``workers.checkpoints_changed``) and whenever its list is opened.
+(``workers.checkpoints_changed``) and whenever its list is opened. Closing the widget
+(or the viewer, or quitting) stops a running translation at its next progress report and
+waits for it briefly (``workers.stop_on_close``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 from napari.layers import Image
-from napari.qt.threading import GeneratorWorker, thread_worker
+from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFormLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QLabel, QProgressBar, QPushButton, QWidget
 
 from napari_modality_synth.layers import layer_modality, layer_to_volume, volume_to_layer_data
 from napari_modality_synth.widgets import _choices
@@ -32,8 +34,16 @@ from napari_modality_synth.widgets._controls import (
     fill_combo,
     make_device_combo,
 )
+from napari_modality_synth.widgets._pairs import layer_subject
+from napari_modality_synth.widgets._scroll import scrolling_layout
 from napari_modality_synth.widgets.compare import fill_layer_combo as fill_layers
-from napari_modality_synth.workers import Failed, checkpoints_changed, relay
+from napari_modality_synth.workers import (
+    Failed,
+    RunHandle,
+    Stopped,
+    checkpoints_changed,
+    stop_on_close,
+)
 from synth_core import UserError, list_checkpoints, list_methods, translate
 
 STD_COLORMAP = "magma"
@@ -52,6 +62,7 @@ class TranslateWidget(QWidget):
         methods: ``list_methods()`` as read when the widget opened.
         checkpoints: the method's checkpoints as last read (``list_checkpoints(method)``).
         worker: the last translation's worker thread (None before the first).
+        handle: the translation job (``workers.RunHandle``), stopped when the widget closes.
         added: the layers the last translation added (result, then std map if any).
     """
 
@@ -60,6 +71,7 @@ class TranslateWidget(QWidget):
         self.viewer = napari_viewer
         self.methods = list_methods()
         self.worker: GeneratorWorker | None = None
+        self.handle = RunHandle()
         self.added: list[Any] = []
         self.checkpoints: list[Any] = []
         self._refreshing = False
@@ -86,7 +98,7 @@ class TranslateWidget(QWidget):
         form.addRow("From", self.source)
         form.addRow("To", self.target)
         form.addRow("Checkpoint", self.checkpoint)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.controls)
         device_form = QFormLayout()
@@ -114,6 +126,7 @@ class TranslateWidget(QWidget):
             layer.events.name.connect(self.refresh_layers)
         checkpoints_changed.connect(self.refresh_choices)
         disconnect_on_destroy(self, checkpoints_changed, self.refresh_choices)
+        stop_on_close(self, self.handle)
         self.refresh_layers()
         self.refresh_choices()
 
@@ -221,37 +234,41 @@ class TranslateWidget(QWidget):
             return translate(volume, method, target, source=source, checkpoint=str(info.directory),
                              device=device, progress=lambda f, m: report((f, m)), **options)
 
-        worker = thread_worker(relay)(job)
         name = result_name(layer.name, target, method)
-        worker.yielded.connect(self._show_progress)
-        worker.returned.connect(lambda result: self._add_result(result, name))
-        worker.finished.connect(self._finished)
+        subject = layer_subject(layer)
         self.button.setEnabled(False)
         self.progress.setValue(0)
         self.status.setText("starting")
-        self.worker = worker
-        worker.start()
-        return worker
+        self.worker = self.handle.start(
+            job, interrupt=True, yielded=self._show_progress, finished=self._finished,
+            returned=lambda result: self._add_result(result, name, subject))
+        return self.worker
 
     def _show_progress(self, reports: list[tuple[float, str]]) -> None:
         fraction, message = reports[-1]
         self.progress.setValue(round(100 * fraction))
         self.status.setText(message)
 
-    def _add_result(self, result: Any, name: str) -> None:
+    def _add_result(self, result: Any, name: str, subject: str | None = None) -> None:
         if isinstance(result, Failed):
             self.status.setText("failed")
             show_error(result.message)
+            return
+        if isinstance(result, Stopped):
+            self.status.setText("stopped")
             return
         for text in result.warnings:
             show_warning(text)
         data, kwargs, _ = volume_to_layer_data(result.volume, name=name, as_labels=False)
         kwargs["metadata"]["provenance"] = result.provenance
+        if subject is not None:  # the input's subject: Compare pairs the result with its truth
+            kwargs["metadata"]["subject_id"] = subject
         std_layer = None
         if result.std is not None:
             # Added first, so the synthesized mean lies on top of its spread.
             std, std_kwargs, _ = volume_to_layer_data(result.std, name=f"{name} std", as_labels=False)
             std_kwargs["metadata"]["provenance"] = result.std.metadata.get("provenance", result.provenance)
+            std_kwargs["metadata"]["std_of"] = name
             low, high = float(std.min()), float(std.max())
             std_kwargs.update(colormap=STD_COLORMAP, contrast_limits=(low, high if high > low else low + 1))
             std_layer = self.viewer.add_image(std, **std_kwargs)
