@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from synth_core._version import __version__
+from synth_core.cli_cohort import (
+    evaluate_cohort_command,
+    multi_output,
+    register_command,
+    translate_cohort_command,
+)
 from synth_core.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -58,8 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--memory-budget-mb", type=float, default=2048)
     tr.add_argument("--overwrite", action="store_true")
+    tr.add_argument("--resume", action="store_true",
+                    help="cohort: skip outputs whose sidecar matches this checkpoint and options")
+    tr.add_argument("--devices", type=int, default=1,
+                    help="cohort: processes (CPU) or GPUs to translate on (Lightning DDP)")
+    tr.add_argument("--num-workers", type=int, default=0,
+                    help="cohort: processes reading the next subjects ahead")
 
-    ev = sub.add_parser("evaluate", help="MAE, PSNR, SSIM and correlation of a prediction")
+    ev = sub.add_parser("evaluate", help="MAE, PSNR, SSIM and correlation of a prediction "
+                        "(two files, or a translated cohort folder and its targets)")
     ev.add_argument("pred", type=Path)
     ev.add_argument("target", type=Path)
     ev.add_argument("--mask", type=Path, default=None)
@@ -71,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "MR 1st-99th percentile -> [0, 1], PET / its 95th percentile (range 1), "
                          "CT in HU over [-1024, 3000]; mask default: the target's foreground")
     ev.add_argument("--json", action="store_true")
+    ev.add_argument("--normalise", action="store_true",
+                    help="score with the project's scoring normalisation for the modality")
+    ev.add_argument("--mask-name", default=None,
+                    help="folders: each target subject's mask file key (default: brainmask for "
+                         "MR and PET, labels for CT, when present)")
+    ev.add_argument("--tsv", type=Path, default=None,
+                    help="folders: per-subject scores (default: PRED/evaluation.tsv)")
+    ev.add_argument("--overwrite", action="store_true", help="folders: replace an existing --tsv")
 
     t = sub.add_parser("train", help="train a method on paired or unpaired data")
     t.add_argument("--method", required=True)
@@ -95,8 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-nodes", type=int, default=1)
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--name", default=None, help="name of the registered checkpoint")
+    t.add_argument("--init-from", default=None, metavar="NAME|PATH",
+                   help="fine-tune: start from this checkpoint's weights and architecture")
     t.add_argument("--no-register", action="store_true", help="do not add the model to the user zoo")
     t.add_argument("--record-shards", action="store_true", help=argparse.SUPPRESS)
+
+    rg = sub.add_parser("register", help="co-register MOVING onto FIXED's grid (rigid or affine)")
+    rg.add_argument("moving", type=Path)
+    rg.add_argument("fixed", type=Path)
+    rg.add_argument("-o", "--output", type=Path, required=True)
+    rg.add_argument("--transform", choices=["rigid", "affine"], default="rigid")
+    rg.add_argument("--seed", type=int, default=0)
+    rg.add_argument("--overwrite", action="store_true")
 
     m = sub.add_parser("models", help="list bundled and user checkpoints")
     m.add_argument("--json", action="store_true")
@@ -132,6 +163,8 @@ def _translate(args: argparse.Namespace) -> int:
     from synth_core.inference import translate
     from synth_core.io import guess_modality, load_volume, save_volume, sidecar_path
 
+    if multi_output(args):
+        return translate_cohort_command(args)
     _check_output(args.input, args.output, args.overwrite)
     std_path = _std_path(args.output) if args.samples > 1 else None
     if std_path is not None:
@@ -188,6 +221,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from synth_core.io import load_volume
     from synth_core.metrics import evaluate
 
+    if args.pred.is_dir() and (args.target.is_dir() or args.target.suffix.lower() == ".tsv"):
+        return evaluate_cohort_command(args)
     pred = load_volume(args.pred)
     target = load_volume(args.target)
     mask = None
@@ -220,7 +255,7 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset, overrides=overrides, resume=args.resume, devices=args.devices,
         num_nodes=args.num_nodes, accelerator=args.device, mode=args.mode,
         paired_fraction=args.paired_fraction, register=not args.no_register, name=args.name,
-        record_shards=args.record_shards,
+        record_shards=args.record_shards, init_from=args.init_from,
     )
     if not args.data.exists():
         raise UserError(f"data {args.data} does not exist; pass a phantom-style folder or a manifest TSV")
@@ -319,7 +354,7 @@ def _bar(total: int, desc: str, initial: int = 0) -> Any:
 
 
 COMMANDS = {"phantom": _phantom, "translate": _translate, "evaluate": _evaluate, "train": _train,
-            "models": _models, "methods": _methods, "benchmark": _benchmark}
+            "register": register_command, "models": _models, "methods": _methods, "benchmark": _benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,13 @@ from synth_core.training.callbacks import ExportBestCallback, ProgressCallback, 
 from synth_core.training.card import training_data_summary
 from synth_core.training.checkpoint_io import SafeCheckpointIO
 from synth_core.training.events import EventSink, ProgressEvent, StopRequest
+from synth_core.training.finetune import (
+    load_parent_weights,
+    parent_checkpoint,
+    parent_config,
+    parent_record,
+    parent_spacing,
+)
 from synth_core.training.module import SynthesisModule
 
 LAST = "last.ckpt"
@@ -86,6 +93,7 @@ class TrainRequest:
     name: str | None = None
     precision: str | None = None
     record_shards: bool = False
+    init_from: str | None = None  # fine-tune: a checkpoint name, folder or model.safetensors
 
 
 @dataclass
@@ -183,6 +191,11 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     saved = _check_out(request)
     cls = get_method_class(request.method)
     check_modalities(cls, request.source, request.target)
+    # A resumed run restores its weights from last.ckpt; its parent is in its config.json.
+    parent = None
+    if request.init_from is not None and saved is None:
+        parent = parent_checkpoint(request.init_from, request.method, request.source, request.target)
+    lineage = parent_record(parent) if parent is not None else (saved or {}).get("init_from")
     if saved is not None:
         for key, given in (("method", request.method), ("source", request.source),
                            ("target", request.target)):
@@ -193,8 +206,15 @@ def train(request: TrainRequest, sink: EventSink | None = None,
                     f"{request.source} -> {request.target}; repeat the run's own options"
                 )
         config, changed = _resumed_config(request, saved, cls.resumable)
+    elif parent is not None:
+        config, changed = parent_config(parent, request.overrides, cls.resumable), {}
     else:
         config, changed = build_config(request.method, request.preset, request.overrides), {}
+    spacing_mm = request.spacing
+    if parent is not None and spacing_mm is None:
+        spacing_mm = parent_spacing(parent)  # the parent's filters were learnt at its voxel size
+    elif saved is not None and spacing_mm is None:
+        spacing_mm = saved.get("spacing")
     mode = request.mode or cls.capabilities.data[0]
     if mode not in cls.capabilities.data:
         raise UserError(
@@ -211,7 +231,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             f"{request.target}; paired training needs at least 3 (train, validation, test)"
         )
     split = split_subjects(usable if mode == "paired" else records, seed=request.split_seed)
-    store = VolumeStore(records, spacing=request.spacing, multiple=config.train.multiple)
+    store = VolumeStore(records, spacing=spacing_mm, multiple=config.train.multiple)
     train_set = TranslationDataset(
         store, split.train, request.source, request.target, mode=mode,
         paired_fraction=request.paired_fraction, spatial=config.train.spatial,
@@ -225,6 +245,8 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     val_loader = DataLoader(val_set, batch_size=1, shuffle=False, num_workers=0)
 
     method = cls(config, request.source, request.target)
+    if parent is not None:
+        load_parent_weights(method, parent)  # before the module: its EMA copies these weights
     module = SynthesisModule(method)
     if "train.lr" in changed:  # applied once Lightning has restored the optimisers' state
         old, new = changed["train.lr"]
@@ -237,12 +259,12 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             store, [r.subject_id for r in split.train if request.source in r.paths], request.source)
     run = request.out
     run.mkdir(parents=True, exist_ok=True)
-    spacing = _model_spacing(request, split.train)
+    spacing = _model_spacing(spacing_mm, request.source, split.train)
     card_base = {
         "method": request.method,
         "title": cls.title,
         "paper": cls.paper,
-        "preset": saved["preset"] if saved else request.preset,
+        "preset": saved["preset"] if saved else (parent.card.get("preset") if parent else request.preset),
         "source": request.source,
         "target": request.target,
         "config": dataclasses.asdict(config),
@@ -255,13 +277,16 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         "age_range": _age_range(split.train),
         "seed": seed,
     }
+    if lineage is not None:
+        card_base["parent"] = lineage
     for stale in run.glob(f".{LAST}.*.tmp"):
         stale.unlink(missing_ok=True)  # left by a run killed mid-write; last.ckpt is intact
     if saved is None and _is_primary_process():
         atomic_write_json(run / CONFIG, {
             "method": request.method, "preset": request.preset, "source": request.source,
             "target": request.target, "data": str(request.data), "mode": mode,
-            "paired_fraction": request.paired_fraction, "spacing": request.spacing,
+            "paired_fraction": request.paired_fraction, "spacing": spacing_mm,
+            "init_from": lineage,
             "split_seed": request.split_seed, "config": dataclasses.asdict(config),
             "created": _now(),
         })
@@ -366,13 +391,13 @@ def export_last(run: Path, out: Path) -> zoo.CheckpointInfo:
     return zoo.save_model(module.inference_copy(), out, card | {"steps": module.batches_done})
 
 
-def _model_spacing(request: TrainRequest, records: list[Any]) -> tuple[float, ...] | None:
+def _model_spacing(spacing: float | None, source: str, records: list[Any]) -> tuple[float, ...] | None:
     """The voxel size the model is trained at, which translate resamples inputs to (mm)."""
-    if request.spacing:
-        return (float(request.spacing),) * 3
+    if spacing:
+        return (float(spacing),) * 3
     for record in records:
-        if request.source in record.paths:
-            return tuple(round(s, 4) for s in load_volume(record.paths[request.source]).spacing)
+        if source in record.paths:
+            return tuple(round(s, 4) for s in load_volume(record.paths[source]).spacing)
     return None
 
 
