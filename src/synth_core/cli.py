@@ -84,8 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
                          "MR 1st-99th percentile -> [0, 1], PET / its 95th percentile (range 1), "
                          "CT in HU over [-1024, 3000]; mask default: the target's foreground")
     ev.add_argument("--json", action="store_true")
-    ev.add_argument("--normalise", action="store_true",
-                    help="score with the project's scoring normalisation for the modality")
     ev.add_argument("--mask-name", default=None,
                     help="folders: each target subject's mask file key (default: brainmask for "
                          "MR and PET, labels for CT, when present)")

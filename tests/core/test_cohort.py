@@ -241,6 +241,18 @@ def test_evaluate_folders_matches_per_file_evaluate(cohort, tmp_path, trained, c
     psnr = [float(r["psnr"]) for r in rows]
     assert report["summary"]["pet"]["psnr"]["mean"] == pytest.approx(np.mean(psnr), rel=1e-5)
     assert report["summary"]["pet"]["psnr"]["sd"] == pytest.approx(np.std(psnr, ddof=1), rel=1e-4)
+    # The scoring normalisation (PET / its brain 95th percentile), the same per folder as per file.
+    code, stdout, err = _run(["evaluate", str(out), str(cohort), "--normalise", "--tsv",
+                              str(tmp_path / "norm.tsv"), "--json"], capsys)
+    assert code == 0, err
+    normalised = _rows(tmp_path, "norm.tsv")
+    assert {r["normalisation"] for r in normalised} == {"pet-p95"}
+    _, single, _ = _run(["evaluate", str(out / "sub-002" / "sub-002_pet.nii.gz"),
+                         str(cohort / "sub-002" / "sub-002_pet.nii.gz"), "--normalise", "--mask",
+                         str(cohort / "sub-002" / "sub-002_brainmask.nii.gz"), "--json"], capsys)
+    assert float(normalised[1]["psnr"]) == pytest.approx(json.loads(single)["psnr"], rel=1e-5)
+    assert float(normalised[1]["psnr"]) != pytest.approx(float(rows[1]["psnr"]), rel=1e-3)
+    assert json.loads(stdout)["summary"]["pet"]["units"] == json.loads(single)["units"]
     # Again without --overwrite: the TSV exists, refused before scoring.
     code, _, err = _run(["evaluate", str(out), str(cohort)], capsys)
     assert code == 2 and "evaluation.tsv" in err

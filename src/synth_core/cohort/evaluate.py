@@ -75,16 +75,15 @@ def evaluate_cohort(pred_dir: Path, target_dir: Path, *, mask_name: str | None =
                 continue
             try:
                 mask, mask_used = _mask_for(target, modality, mask_name)
-                kwargs: dict[str, Any] = {"normalise": True} if normalise else {}
                 scores = evaluate(load_volume(record.paths[modality], modality=modality),
                                   load_volume(target.paths[modality], modality=modality),
-                                  mask=mask, data_range=data_range, **kwargs)
+                                  mask=mask, data_range=data_range, normalise=normalise)
             except UserError as exc:
                 rows.append(row | {"message": str(exc)})
                 continue
             rows.append(row | {k: scores[k] for k in METRICS} | {
-                "mask": mask_used, "normalisation": scores.get("normalisation", "none"),
-                "units": scores.get("units", "the data's own units"), "status": "scored",
+                "mask": mask_used, "normalisation": scores["normalisation"],
+                "units": scores["units"], "status": "scored",
                 "message": ""})
     if not any(r["status"] == "scored" for r in rows):
         raise UserError(f"no prediction in {pred_dir} has a target of its modality in {target_dir}; "
