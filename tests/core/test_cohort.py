@@ -293,3 +293,32 @@ def test_register_round_trip(tmp_path, capsys):
                              str(tmp_path / "fixed.nii.gz"), *argv], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
         assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_each_job_is_done_by_the_one_rank_that_owns_it(tmp_path):
+    """The rule predict_step applies under DDP (rank r does jobs r, r + N, ...), checked
+    without starting processes; the 2-process run itself is measured by scripts/bench_cohort.py."""
+    from types import SimpleNamespace
+
+    from synth_core.cohort import CohortPlan, OutputJob
+    from synth_core.cohort.predict import CohortPredictor
+    from synth_core.zoo import CheckpointInfo
+
+    info = CheckpointInfo("c", tmp_path, {"sha256": "0" * 64}, "path")
+    jobs = [OutputJob(f"sub-{i}", "pet", tmp_path / "in.nii.gz", tmp_path / f"sub-{i}" / "x.nii.gz",
+                      None, info, {}) for i in range(5)]
+    plan = CohortPlan(tmp_path, jobs)
+    seen = {}
+    for rank in (0, 1):
+        status = tmp_path / f"status{rank}"
+        status.mkdir()
+        module = CohortPredictor(plan, status)
+        module._trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        for index in range(5):  # every rank sees every index here; the rule keeps its own
+            row = module.predict_step({"index": index, "volume": None, "error": "unreadable",
+                                       "read_seconds": 0.0})
+            if row is not None:
+                seen.setdefault(row["subject"], []).append(rank)
+        lines = (status / f"rank{rank}.jsonl").read_text().splitlines()
+        assert [json.loads(line)["status"] for line in lines] == ["failed"] * len(lines)
+    assert seen == {"sub-0": [0], "sub-1": [1], "sub-2": [0], "sub-3": [1], "sub-4": [0]}
