@@ -39,7 +39,11 @@ def measure(cohort: Path, out: Path, devices: int, workers: int, checkpoint: str
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}): {proc.stderr.strip()}")
     with open(out / "summary.tsv", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
-    written = sorted((out / r["output"]).stat().st_mtime for r in rows if r["status"] == "done")
+    done = [r for r in rows if r["status"] == "done"]
+    files = list(out.glob("sub-*/sub-*_pet.nii.gz"))
+    if len({r["subject"] for r in done}) != len(done) or len(files) != len(done):
+        raise SystemExit(f"{out}: {len(done)} done rows, {len(files)} outputs: not one each")
+    written = sorted((out / r["output"]).stat().st_mtime for r in done)
     running = (len(written) - 1) / (written[-1] - written[0]) * 60 if len(written) > 1 else float("nan")
     return {"devices": devices, "workers": workers, "subjects": len(written), "wall_s": wall,
             "per_min_wall": len(written) / wall * 60, "per_min_running": running,
