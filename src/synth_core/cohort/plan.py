@@ -16,6 +16,7 @@ import io as _io
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,13 @@ from synth_core import zoo
 from synth_core.data import SubjectRecord, discover_subjects
 from synth_core.errors import UserError
 from synth_core.inference import check_request
-from synth_core.io import NIFTI_SUFFIXES, atomic_write_text, read_sidecar, sidecar_path
+from synth_core.io import (
+    NIFTI_SUFFIXES,
+    atomic_write_text,
+    guess_modality,
+    read_sidecar,
+    sidecar_path,
+)
 from synth_core.methods import get_method_class
 from synth_core.volume import ALL_MODALITIES
 
@@ -130,7 +137,7 @@ def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"output {out_dir} is a file, not a folder; give a folder for -o")
     if out_dir.is_dir():
-        if not os.access(out_dir, os.W_OK | os.X_OK):
+        if not _writable(out_dir):
             raise UserError(f"output folder {out_dir} is not writable; choose another -o or fix "
                             "its permissions")
         if any(out_dir.iterdir()) and not (resume or overwrite):
@@ -143,9 +150,18 @@ def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
     if not parent.is_dir():
         raise UserError(f"cannot create output folder {out_dir}: {parent} is a file; choose "
                         "another -o")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not _writable(parent):
         raise UserError(f"cannot create output folder {out_dir}: {parent} is not writable; "
                         "choose another -o")
+
+
+def _writable(folder: Path) -> bool:
+    # Try it: permission bits say nothing for root, or on a read-only mount.
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def cohort_subjects(input_path: Path) -> list[tuple[str, SubjectRecord]]:
@@ -202,6 +218,8 @@ def plan_translation(input_path: Path, out_dir: Path, *, method: str, targets: l
     check_out_dir(out_dir, resume=resume, overwrite=overwrite)
     if input_path.is_file() and input_path.suffix.lower() != ".tsv":
         subjects: list[tuple[str, SubjectRecord | None]] = [(file_subject_id(input_path), None)]
+        # As for one scan and one target: a modality the file name states is the source.
+        source = source or guess_modality(input_path)
     else:
         subjects = list(cohort_subjects(input_path))
     inputs = {p.resolve() for _, r in subjects if r is not None for p in r.paths.values()}
