@@ -322,3 +322,27 @@ def test_each_job_is_done_by_the_one_rank_that_owns_it(tmp_path):
         lines = (status / f"rank{rank}.jsonl").read_text().splitlines()
         assert [json.loads(line)["status"] for line in lines] == ["failed"] * len(lines)
     assert seen == {"sub-0": [0], "sub-1": [1], "sub-2": [0], "sub-3": [1], "sub-4": [0]}
+
+
+def test_ctrl_c_keeps_what_was_written_and_lists_the_rest(cohort, tmp_path, trained, capsys,
+                                                          monkeypatch):
+    import signal
+
+    from synth_core.cohort import predict
+
+    real, calls = predict.translate, {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "translate", interrupting)
+    handler = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "out"
+    code, _, err = _run(_translate(cohort, out), capsys)
+    assert code == 130 and "--resume" in err
+    assert [r["status"] for r in _rows(out)] == ["done", "done"] + ["interrupted"] * 4
+    assert len(list(out.rglob("*_pet.nii.gz"))) == 2 and not list(out.rglob(".*"))
+    assert signal.getsignal(signal.SIGINT) == handler  # Ctrl+C works again afterwards
