@@ -3,7 +3,7 @@
 Usage (from a clean clone, after ``make setup``)::
 
     modality-synth phantom bench24 --subjects 24 --seed 24 --preset small
-    OMP_NUM_THREADS=1 python scripts/bench_cohort.py bench24 --out bench-out
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_cohort.py bench24 --out bench-out
 
 Runs ``modality-synth translate COHORT -o OUT --method pix2pix --to pet`` once per
 configuration in a fresh process and prints, per configuration: the wall time of the whole
