@@ -19,18 +19,22 @@ from synth_core.nn.ema import EMA
 from synth_core.nn.gan import GANLoss, ImagePool, init_weights
 from synth_core.nn.patchgan import PatchDiscriminator, receptive_field
 from synth_core.nn.resnet_generator import ResnetGenerator
+from synth_core.nn.reversible import AdditiveCoupling, CouplingNet, ReversibleCore
 from synth_core.nn.unet import UNet
 
 __all__ = [
     "EMA",
+    "AdditiveCoupling",
     "NORM_KINDS",
     "ConvBlock",
+    "CouplingNet",
     "GANLoss",
     "ImagePool",
     "InputShapeError",
     "PatchDiscriminator",
     "ResidualBlock",
     "ResnetGenerator",
+    "ReversibleCore",
     "UNet",
     "check_spatial_size",
     "conv_nd",
