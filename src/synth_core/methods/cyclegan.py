@@ -8,33 +8,39 @@ Runs both ways: ``--reverse`` maps target to source with the second generator.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
+from synth_core.methods._adversarial import (
+    AdversarialMethod,
+    AdversarialSettings,
+    cycle_discriminator_loss,
+    cycle_generator_loss,
+)
 from synth_core.methods.base import (
     Capabilities,
-    Method,
     StepContext,
     SynthesisRequest,
     TrainSettings,
-    constant_then_linear_decay,
     register,
 )
 from synth_core.nn import GANLoss, ImagePool, PatchDiscriminator, ResnetGenerator, init_weights
 
 
 @dataclass
-class CycleGANConfig:
-    """CycleGAN settings; defaults are the paper's (``paper`` preset).
+class CycleGANConfig(AdversarialSettings):
+    """CycleGAN settings; defaults are the paper's (``paper`` preset). The discriminator and
+    optimiser settings (``disc_features``, ``gan_mode`` "lsgan", betas, ``decay_start``,
+    ``norm``) are the shared :class:`AdversarialSettings`.
 
     Attributes:
         features: generator width (paper: 64); n_blocks: residual blocks (paper: 9
             for 256x256 images); n_downsampling: stride-2 steps (paper: 2);
             outer_kernel: first and last convolution (paper: 7).
-        disc_features, disc_layers: PatchGAN (paper: 64, 3).
         lambda_cycle: cycle weight (paper: 10); lambda_identity: identity weight as a
             fraction of lambda_cycle (paper: 0.5; only meaningful when both domains
             share intensity conventions, as normalised MR contrasts do).
@@ -45,15 +51,9 @@ class CycleGANConfig:
     n_blocks: int = 9
     n_downsampling: int = 2
     outer_kernel: int = 7
-    disc_features: int = 64
-    disc_layers: int = 3
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5
     pool_size: int = 50
-    beta1: float = 0.5
-    beta2: float = 0.999
-    decay_start: float = 0.5
-    norm: str = "instance"
     train: TrainSettings = field(
         default_factory=lambda: TrainSettings(max_steps=200_000, lr=2e-4, batch_size=1, multiple=4)
     )
@@ -85,7 +85,7 @@ def _tiny() -> CycleGANConfig:
 
 
 @register
-class CycleGAN(Method):
+class CycleGAN(AdversarialMethod):
     key = "cyclegan"
     title = "CycleGAN (3D ResNet generators, LSGAN, cycle consistency)"
     paper = "Zhu et al., Unpaired image-to-image translation using cycle-consistent adversarial networks, ICCV 2017"
@@ -112,23 +112,18 @@ class CycleGAN(Method):
         self.discriminator_a, self.discriminator_b = discriminator(), discriminator()
         for net in (self.generator_ab, self.generator_ba, self.discriminator_a, self.discriminator_b):
             init_weights(net)
-        self.gan_loss = GANLoss("lsgan")
+        self.gan_loss = GANLoss(config.gan_mode)
         self.pool_a = ImagePool(config.pool_size)
         self.pool_b = ImagePool(config.pool_size)
 
     def inference_modules(self) -> list[str]:
         return ["generator_ab", "generator_ba"]
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        c = self.config
-        betas = (c.beta1, c.beta2)
-        gens = list(self.generator_ab.parameters()) + list(self.generator_ba.parameters())
-        discs = list(self.discriminator_a.parameters()) + list(self.discriminator_b.parameters())
-        return [torch.optim.Adam(gens, lr=c.train.lr, betas=betas),
-                torch.optim.Adam(discs, lr=c.train.lr, betas=betas)]
+    def generator_parameters(self) -> Iterator[torch.nn.Parameter]:
+        return itertools.chain(self.generator_ab.parameters(), self.generator_ba.parameters())
 
-    def lr_lambda(self, step: int) -> float:
-        return constant_then_linear_decay(step, self.config.train.max_steps, self.config.decay_start)
+    def discriminator_parameters(self) -> Iterator[torch.nn.Parameter]:
+        return itertools.chain(self.discriminator_a.parameters(), self.discriminator_b.parameters())
 
     def adversarial_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         c = self.config
@@ -137,31 +132,18 @@ class CycleGAN(Method):
 
         for d in discs:
             d.requires_grad_(False)
-        fake_b = self.generator_ab(real_a)
-        fake_a = self.generator_ba(real_b)
-        loss_gan = (self.gan_loss(self.discriminator_b(fake_b), True)
-                    + self.gan_loss(self.discriminator_a(fake_a), True))
-        loss_cycle = (F.l1_loss(self.generator_ba(fake_b), real_a)
-                      + F.l1_loss(self.generator_ab(fake_a), real_b))
-        loss = loss_gan + c.lambda_cycle * loss_cycle
-        loss_idt = torch.zeros((), device=real_a.device)
-        if c.lambda_identity > 0:
-            loss_idt = (F.l1_loss(self.generator_ab(real_b), real_b)
-                        + F.l1_loss(self.generator_ba(real_a), real_a))
-            loss = loss + c.lambda_cycle * c.lambda_identity * loss_idt
+        loss, parts, fake_a, fake_b = cycle_generator_loss(
+            self.generator_ab, self.generator_ba, self.discriminator_a, self.discriminator_b,
+            real_a, real_b, self.gan_loss, c.lambda_cycle, c.lambda_identity)
         ctx.optimize(0, loss)
 
         for d in discs:
             d.requires_grad_(True)
-        old_b = self.pool_b.query(fake_b.detach())
-        old_a = self.pool_a.query(fake_a.detach())
-        loss_d = 0.5 * (self.gan_loss(self.discriminator_b(real_b), True)
-                        + self.gan_loss(self.discriminator_b(old_b), False)
-                        + self.gan_loss(self.discriminator_a(real_a), True)
-                        + self.gan_loss(self.discriminator_a(old_a), False))
+        loss_d = cycle_discriminator_loss(self.discriminator_a, self.discriminator_b, real_a,
+                                          real_b, fake_a, fake_b, self.pool_a, self.pool_b,
+                                          self.gan_loss)
         ctx.optimize(1, loss_d)
-        return {"loss": loss.detach(), "g_gan": loss_gan.detach(), "cycle": loss_cycle.detach(),
-                "identity": loss_idt.detach(), "d": loss_d.detach()}
+        return {"loss": loss.detach(), **parts, "d": loss_d.detach()}
 
     @torch.no_grad()
     def synthesize(self, x: torch.Tensor, request: SynthesisRequest) -> torch.Tensor:

@@ -8,52 +8,43 @@ linear decay to zero.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from synth_core.methods._adversarial import AdversarialMethod, AdversarialSettings
 from synth_core.methods.base import (
     Capabilities,
-    Method,
     StepContext,
     SynthesisRequest,
     TrainSettings,
-    constant_then_linear_decay,
     register,
 )
 from synth_core.nn import GANLoss, PatchDiscriminator, UNet, init_weights
 
 
 @dataclass
-class Pix2PixConfig:
-    """pix2pix settings; defaults are the paper's (``paper`` preset).
+class Pix2PixConfig(AdversarialSettings):
+    """pix2pix settings; defaults are the paper's (``paper`` preset). The discriminator and
+    optimiser settings (``disc_features``, ``gan_mode``, betas, ``decay_start``, ``norm``)
+    are the shared :class:`AdversarialSettings`.
 
     Attributes:
         features: generator width at full resolution (paper: 64).
         depth: U-Net levels; the input is padded to a multiple of 2**depth. The paper's
             U-Net-256 has 8 levels for 256x256 images; 3D brain volumes of 64-128
             voxels take 4 (written down in docs/methods/pix2pix.md).
-        disc_features, disc_layers: PatchGAN width and depth (paper: 64, 3 = 70x70 patches).
         lambda_l1: weight of the L1 term (paper: 100).
-        gan_mode: "vanilla" (paper) or "lsgan".
-        beta1, beta2: Adam betas (paper: 0.5, 0.999).
-        decay_start: fraction of training after which the learning rate decays
-            linearly to zero (paper: 100 + 100 epochs, i.e. 0.5).
-        norm: "instance" (batch size 1 makes batch norm act as instance norm anyway).
+        gan_mode: "vanilla" (the paper's; the shared default is CycleGAN's "lsgan").
         dropout: decoder dropout (paper: 0.5, its only source of noise).
     """
 
     features: int = 64
     depth: int = 4
-    disc_features: int = 64
-    disc_layers: int = 3
     lambda_l1: float = 100.0
     gan_mode: str = "vanilla"
-    beta1: float = 0.5
-    beta2: float = 0.999
-    decay_start: float = 0.5
-    norm: str = "instance"
     dropout: float = 0.5
     train: TrainSettings = field(
         default_factory=lambda: TrainSettings(max_steps=200_000, lr=2e-4, batch_size=1)
@@ -86,7 +77,7 @@ def _tiny() -> Pix2PixConfig:
 
 
 @register
-class Pix2Pix(Method):
+class Pix2Pix(AdversarialMethod):
     key = "pix2pix"
     title = "pix2pix (3D U-Net + conditional PatchGAN)"
     paper = "Isola et al., Image-to-image translation with conditional adversarial networks, CVPR 2017"
@@ -108,16 +99,11 @@ class Pix2Pix(Method):
     def inference_modules(self) -> list[str]:
         return ["generator"]
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        c = self.config
-        betas = (c.beta1, c.beta2)
-        return [
-            torch.optim.Adam(self.generator.parameters(), lr=c.train.lr, betas=betas),
-            torch.optim.Adam(self.discriminator.parameters(), lr=c.train.lr, betas=betas),
-        ]
+    def generator_parameters(self) -> Iterator[torch.nn.Parameter]:
+        return self.generator.parameters()
 
-    def lr_lambda(self, step: int) -> float:
-        return constant_then_linear_decay(step, self.config.train.max_steps, self.config.decay_start)
+    def discriminator_parameters(self) -> Iterator[torch.nn.Parameter]:
+        return self.discriminator.parameters()
 
     def adversarial_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         x, y = batch["source"], batch["target"]
