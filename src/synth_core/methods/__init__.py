@@ -6,6 +6,7 @@ from synth_core.methods import (  # noqa: F401  (registers the methods)
     dual_glow,
     flow_matching,
     pix2pix,
+    revgan,
 )
 from synth_core.methods.base import (
     Capabilities,

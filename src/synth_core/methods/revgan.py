@@ -1,0 +1,281 @@
+"""RevGAN in 3D (van der Ouderaa and Worrall, paper 002): one reversible network, both directions.
+
+Per-domain encoders and decoders around one invertible core C of additive-coupling
+blocks (eq. 8-10):
+
+    F = Dec_B o C o Enc_A        (source A -> target B, eq. 9)
+    G = Dec_A o C^-1 o Enc_B     (target B -> source A, eq. 10)
+
+One set of weights runs both ways (``--reverse``, or ``--to`` the checkpoint's source).
+The core's backward pass recomputes activations instead of storing them
+(:mod:`synth_core.nn.reversible`), so its activation memory does not grow with depth.
+
+Two generator variants (section 4.1): ``resnet`` (the 3D reversible ResNet: a 5^3
+convolution to ``features`` channels and a stride-2 3^3 convolution as encoder, a
+transposed convolution and a 5^3 convolution with tanh as decoder) and ``srcnn`` (the
+reversible 3D SRCNN for super-resolution and kernel work: a 3^3 convolution to
+``features`` channels with instance norm and ReLU as encoder, a 1^3 convolution as
+decoder, at full resolution).
+
+Objectives, chosen per batch from whether its items are paired (``batch["paired"]``):
+paired (eq. 11, pix2pix both ways): ``lambda_l1 * (|F(a) - b|_1 + |G(b) - a|_1) +
+GAN(F, D_B) + GAN(G, D_A)``; unpaired (eq. 12, CycleGAN both ways): GAN terms plus
+``lambda_cycle`` times the cycle losses. Adam 2e-4, betas (0.5, 0.999), constant then
+linear decay over the second half (section 4.3). Choices the paper leaves open are
+listed in docs/methods/revgan.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from synth_core.methods._adversarial import (
+    AdversarialMethod,
+    AdversarialSettings,
+    cycle_discriminator_loss,
+    cycle_generator_loss,
+)
+from synth_core.methods.base import (
+    Capabilities,
+    StepContext,
+    SynthesisRequest,
+    TrainSettings,
+    register,
+)
+from synth_core.nn import (
+    ConvBlock,
+    GANLoss,
+    ImagePool,
+    PatchDiscriminator,
+    ReversibleCore,
+    check_spatial_size,
+    conv_nd,
+    init_weights,
+)
+
+VARIANTS = ("resnet", "srcnn")
+
+
+@dataclass
+class RevGANConfig(AdversarialSettings):
+    """RevGAN settings; ``paper`` preset = the thesis' 3D ResNet at width 32.
+
+    Attributes:
+        variant: "resnet" (3D reversible ResNet) or "srcnn" (reversible 3D SRCNN).
+        features: encoder width, the thesis' ngf / K (32). The ResNet's stride-2
+            convolution doubles it, so its core has ``2 * features`` channels.
+        depth: reversible blocks in the core (thesis: 2, 4, 8 in 3D; 4 here by default).
+        residual: add the input to the output, ``y = x + Dec(C(Enc(x)))`` (not in the
+            thesis; our choice for the cpu SRCNN presets, where the target is the source
+            plus detail).
+        memory_saving: recompute the core's activations in backward (the thesis' point);
+            False stores them (used only to measure the difference).
+        lambda_l1: weight of the L1 terms of the paired objective (eq. 11; thesis: 100).
+        lambda_cycle: weight of the cycle terms of the unpaired objective (eq. 12;
+            thesis: 10).
+        gan_weight: weight of the adversarial terms (1; 0 gives the thesis' "w/o L_GAN"
+            rows of Table 4).
+        pool_size: history of generated volumes shown to the discriminators (CycleGAN's
+            50; our choice, the thesis is silent).
+        disc_features: PatchGAN width (our choice 32, the thesis is silent).
+    """
+
+    variant: str = "resnet"
+    features: int = 32
+    depth: int = 4
+    residual: bool = False
+    memory_saving: bool = True
+    lambda_l1: float = 100.0
+    lambda_cycle: float = 10.0
+    gan_weight: float = 1.0
+    pool_size: int = 50
+    disc_features: int = 32
+    train: TrainSettings = field(
+        default_factory=lambda: TrainSettings(max_steps=200_000, lr=2e-4, batch_size=1, multiple=2)
+    )
+
+
+def _paper() -> RevGANConfig:
+    return RevGANConfig()
+
+
+def _srcnn_paper() -> RevGANConfig:
+    return RevGANConfig(variant="srcnn", train=TrainSettings(max_steps=200_000, multiple=1))
+
+
+def _cpu() -> RevGANConfig:
+    # Sized for the `small` phantom (48x64x48 at 4 mm) on one CPU thread: width 16 and 4
+    # blocks, whole volumes.
+    return RevGANConfig(
+        features=16, depth=4, disc_features=16,
+        train=TrainSettings(max_steps=1500, lr=2e-4, batch_size=1, val_every=150,
+                            checkpoint_every=50, multiple=2),
+    )
+
+
+def _srcnn_cpu() -> RevGANConfig:
+    # Super-resolution and CT kernels: the identity is already a fair answer, so the input
+    # is added to the output and the network learns the detail (VDSR's residual learning).
+    return RevGANConfig(
+        variant="srcnn", features=16, depth=4, residual=True, disc_features=16,
+        train=TrainSettings(max_steps=1500, lr=2e-4, batch_size=1, val_every=150,
+                            checkpoint_every=50, multiple=1),
+    )
+
+
+def _tiny() -> RevGANConfig:
+    return RevGANConfig(
+        features=4, depth=2, disc_features=4, disc_layers=1, pool_size=2,
+        train=TrainSettings(max_steps=4, val_every=2, checkpoint_every=2, multiple=2),
+    )
+
+
+class _Encoder(nn.Sequential):
+    """Enc_A / Enc_B: image ``(B, 1, *S)`` -> features ``(B, core_channels, *S')``."""
+
+    def __init__(self, variant: str, features: int, norm: str) -> None:
+        if variant == "resnet":
+            super().__init__(
+                ConvBlock(3, 1, features, 5, padding_mode="reflect", norm=norm),
+                ConvBlock(3, features, 2 * features, 3, stride=2, padding=1, norm=norm),
+            )
+        else:
+            super().__init__(ConvBlock(3, 1, features, 3, padding_mode="reflect", norm=norm))
+
+
+class _Decoder(nn.Sequential):
+    """Dec_A / Dec_B: features ``(B, core_channels, *S')`` -> image ``(B, 1, *S)``."""
+
+    def __init__(self, variant: str, features: int, norm: str) -> None:
+        if variant == "resnet":
+            super().__init__(
+                ConvBlock(3, 2 * features, features, 3, stride=2, padding=1, norm=norm,
+                          transposed=True, output_padding=1),
+                conv_nd(3)(features, 1, 5, padding=2, padding_mode="reflect"),
+                nn.Tanh(),
+            )
+        else:
+            super().__init__(conv_nd(3)(features, 1, 1))
+
+
+@register
+class RevGAN(AdversarialMethod):
+    key = "revgan"
+    title = "RevGAN (3D reversible core, both directions from one network)"
+    paper = ("van der Ouderaa, Reversible GANs for memory-efficient image-to-image translation "
+             "(thesis; CVPR 2019 with Worrall)")
+    capabilities = Capabilities(spatial=("3d",), data=("paired", "unpaired"),
+                                bidirectional=True, adversarial=True)
+    config_class = RevGANConfig
+    presets = {"cpu": _cpu, "paper": _paper, "srcnn-cpu": _srcnn_cpu, "srcnn-paper": _srcnn_paper,
+               "tiny": _tiny}
+
+    def __init__(self, config: RevGANConfig, source: str, target: str) -> None:
+        super().__init__(config, source, target)
+        if config.variant not in VARIANTS:
+            raise ValueError(f"unknown RevGAN variant {config.variant!r}; choose one of {VARIANTS}")
+        if config.train.spatial != "3d":
+            raise ValueError("RevGAN is a 3D method; set train.spatial to '3d'")
+        core_channels = config.features * (2 if config.variant == "resnet" else 1)
+        self.encoder_a = _Encoder(config.variant, config.features, config.norm)
+        self.encoder_b = _Encoder(config.variant, config.features, config.norm)
+        self.decoder_a = _Decoder(config.variant, config.features, config.norm)
+        self.decoder_b = _Decoder(config.variant, config.features, config.norm)
+        self.core = ReversibleCore(3, core_channels, config.depth, hidden=core_channels // 2,
+                                   norm=config.norm, memory_saving=config.memory_saving)
+        self.discriminator_a = PatchDiscriminator(3, 1, features=config.disc_features,
+                                                  n_layers=config.disc_layers, norm=config.norm)
+        self.discriminator_b = PatchDiscriminator(3, 1, features=config.disc_features,
+                                                  n_layers=config.disc_layers, norm=config.norm)
+        for net in self.children():
+            init_weights(net)  # N(0, 0.02) (section 4.3) ...
+        self.core.zero_last()  # ... then each block starts as the identity (section 4.1)
+        self.gan_loss = GANLoss(config.gan_mode)
+        self.pool_a = ImagePool(config.pool_size)
+        self.pool_b = ImagePool(config.pool_size)
+
+    # -- the two directions ---------------------------------------------------------
+    def _multiple(self) -> int:
+        return 2 if self.config.variant == "resnet" else 1
+
+    def _check(self, x: torch.Tensor) -> None:
+        check_spatial_size(x, 3, multiple=self._multiple(), minimum=3 * self._multiple(),
+                           context=f"for RevGAN's {self.config.variant} variant")
+
+    def a_to_b(self, x: torch.Tensor) -> torch.Tensor:
+        """F = Dec_B(C(Enc_A(x))) (eq. 9): ``(B, 1, *S) -> (B, 1, *S)``, normalised intensities."""
+        self._check(x)
+        y = self.decoder_b(self.core(self.encoder_a(x)))
+        return x + y if self.config.residual else y
+
+    def b_to_a(self, y: torch.Tensor) -> torch.Tensor:
+        """G = Dec_A(C^-1(Enc_B(y))) (eq. 10): ``(B, 1, *S) -> (B, 1, *S)``."""
+        self._check(y)
+        x = self.decoder_a(self.core.inverse(self.encoder_b(y)))
+        return y + x if self.config.residual else x
+
+    def inference_modules(self) -> list[str]:
+        return ["encoder_a", "encoder_b", "core", "decoder_a", "decoder_b"]
+
+    def generator_parameters(self) -> Iterator[nn.Parameter]:
+        return itertools.chain(*(getattr(self, n).parameters() for n in self.inference_modules()))
+
+    def discriminator_parameters(self) -> Iterator[nn.Parameter]:
+        return itertools.chain(self.discriminator_a.parameters(), self.discriminator_b.parameters())
+
+    # -- training ---------------------------------------------------------------------
+    def adversarial_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        c = self.config
+        real_a, real_b = batch["source"], batch["target"]
+        paired = bool(torch.as_tensor(batch.get("paired", True)).all())
+        discs = (self.discriminator_a, self.discriminator_b)
+        # A zero weight drops the adversarial terms (Table 4's "w/o L_GAN"); the
+        # discriminators still train, so the losses stay comparable in the logs.
+        gan = _Weighted(self.gan_loss, c.gan_weight)
+
+        for d in discs:
+            d.requires_grad_(False)
+        if paired:  # eq. 11: pix2pix in both directions
+            fake_b, fake_a = self.a_to_b(real_a), self.b_to_a(real_b)
+            loss_gan = gan(self.discriminator_b(fake_b), True) + gan(self.discriminator_a(fake_a), True)
+            loss_l1 = F.l1_loss(fake_b, real_b) + F.l1_loss(fake_a, real_a)
+            loss = loss_gan + c.lambda_l1 * loss_l1
+            parts = {"g_gan": loss_gan.detach(), "g_l1": loss_l1.detach()}
+        else:  # eq. 12: CycleGAN in both directions, through the one core
+            loss, parts, fake_a, fake_b = cycle_generator_loss(
+                self.a_to_b, self.b_to_a, self.discriminator_a, self.discriminator_b,
+                real_a, real_b, gan, c.lambda_cycle)
+        ctx.optimize(0, loss)
+
+        for d in discs:
+            d.requires_grad_(True)
+        loss_d = cycle_discriminator_loss(self.discriminator_a, self.discriminator_b, real_a,
+                                          real_b, fake_a, fake_b, self.pool_a, self.pool_b,
+                                          self.gan_loss)
+        ctx.optimize(1, loss_d)
+        return {"loss": loss.detach(), **parts, "d": loss_d.detach()}
+
+    # -- inference --------------------------------------------------------------------
+    @torch.no_grad()
+    def synthesize(self, x: torch.Tensor, request: SynthesisRequest) -> torch.Tensor:
+        return (self.b_to_a(x) if request.reverse else self.a_to_b(x)).unsqueeze(0)
+
+
+class _Weighted(GANLoss):
+    """A GAN loss scaled by a weight, with the interface of :class:`GANLoss`."""
+
+    def __init__(self, loss: GANLoss, weight: float) -> None:
+        super().__init__(loss.mode, loss.real_label, loss.fake_label)
+        self.weight = float(weight)
+
+    def forward(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+        if self.weight == 0:
+            return torch.zeros((), device=prediction.device)
+        return self.weight * super().forward(prediction, target_is_real)
