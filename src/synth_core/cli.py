@@ -7,6 +7,7 @@ and the fix; a traceback only with ``--debug``. Nothing is written on failure.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmark", help="measure speed and memory; write a report")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--quick", action="store_true")
+    b.add_argument("--only", default=None, help="one benchmark by name: revgan-memory")
 
     sub.add_parser("methods", help="list the methods and their capabilities")
     return p
@@ -327,6 +329,13 @@ def _methods(args: argparse.Namespace) -> int:
 def _benchmark(args: argparse.Namespace) -> int:
     from synth_core.benchmark import run_benchmarks
 
+    only = {"revgan-memory": "synth_core.benchmark_revgan:run_revgan_memory"}
+    if args.only is not None:
+        if args.only not in only:
+            raise UserError(f"unknown benchmark {args.only!r} for --only; choose one of: {', '.join(only)}")
+        module, name = only[args.only].split(":")
+        getattr(importlib.import_module(module), name)(args.out, quick=args.quick)
+        return 0
     run_benchmarks(args.out, quick=args.quick)
     return 0
 

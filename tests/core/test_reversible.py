@@ -158,3 +158,18 @@ def test_works_under_ddp() -> None:
             assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-5)
     finally:
         dist.destroy_process_group()
+
+
+def test_memory_benchmark_records_constant_core_memory_when_reversible() -> None:
+    from synth_core.benchmark_revgan import child_step
+
+    rev = [child_step(d, "reversible", shape=(8, 8, 8), timed_steps=0) for d in (1, 3)]
+    plain = [child_step(d, "plain", shape=(8, 8, 8), timed_steps=0) for d in (1, 3)]
+    core_output = 64 * 4**3 * 4  # (1, 64, 4, 4, 4) float32 at the paper width
+    assert [r["core_saved_bytes"] for r in rev] == [core_output, core_output]
+    assert rev[0]["saved_bytes"] == rev[1]["saved_bytes"]
+    assert plain[1]["core_saved_bytes"] > 2.5 * plain[0]["core_saved_bytes"]
+    assert plain[1]["saved_bytes"] - plain[0]["saved_bytes"] == (
+        plain[1]["core_saved_bytes"] - plain[0]["core_saved_bytes"])
+    assert {"depth", "mode", "saved_bytes", "core_saved_bytes", "peak_rss_mb",
+            "seconds_per_step"} <= set(rev[0])

@@ -1,0 +1,197 @@
+"""RevGAN's memory against depth (``modality-synth benchmark --only revgan-memory``).
+
+The thesis' Table 7 (paper 002) measured GPU memory of whole models. Here, for core
+depths 2 to 32 at the ``paper`` width (features 32, a 64-channel core at half
+resolution), reversible against the same core stored plainly, one generator training
+step on a 64^3 patch (F = Dec_B(C(Enc_A(a))), its L1 loss against b, backward, an Adam
+step) is measured as:
+
+* ``saved_bytes``: bytes autograd keeps for backward during the whole step, counted with
+  ``torch.autograd.graph.saved_tensors_hooks`` (each storage once: a tensor saved by
+  two operations occupies memory once);
+* ``core_saved_bytes``: the same for the core alone, applied to the encoder's output;
+* ``peak_rss_mb``: peak resident memory (VmHWM) of a fresh process that ran only this;
+* ``seconds_per_step``: the mean of the timed steps after one warm-up step.
+
+The depth limit: on a whole `full` phantom volume (96x112x96 at 2 mm), the deepest core
+(up to 64 blocks) whose training step stays within 8 GiB of peak RSS, per mode. Peak RSS
+is linear in depth (each plainly stored block adds the same activations), so it is
+measured in fresh processes at two depths, extrapolated, and the predicted limit is then
+measured itself.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEPTHS = (2, 4, 8, 16, 32)
+MODES = ("reversible", "plain")
+PATCH = 64
+LIMIT_MB = 8 * 1024
+MAX_DEPTH = 64
+FULL_SHAPE = (96, 112, 96)
+
+
+def _model(depth: int, mode: str) -> Any:
+    from synth_core.methods import build_config, get_method_class
+
+    config = build_config("revgan", "paper", {"depth": depth, "memory_saving": mode == "reversible"})
+    return get_method_class("revgan")(config, "t1", "t2")
+
+
+def _unique_bytes(tensors: list[Any]) -> int:
+    seen: dict[int, int] = {}
+    for t in tensors:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
+def child_step(depth: int, mode: str, shape: tuple[int, int, int] = (PATCH,) * 3,
+               timed_steps: int = 2, core_only: bool = True) -> dict[str, Any]:
+    """One record, measured in this (fresh) process; see the module docstring."""
+    import torch
+
+    from synth_core.benchmark import _peak_rss_mb
+
+    torch.manual_seed(0)
+    model = _model(depth, mode)
+    generator = [*model.encoder_a.parameters(), *model.core.parameters(),
+                 *model.decoder_b.parameters()]
+    opt = torch.optim.Adam(generator, lr=2e-4, betas=(0.5, 0.999))
+    a = torch.rand(1, 1, *shape) * 2 - 1
+    b = torch.rand(1, 1, *shape) * 2 - 1
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    def step(record: bool) -> None:
+        opt.zero_grad(set_to_none=True)
+        if record:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                fake = model.decoder_b(model.core(model.encoder_a(a)))
+        else:
+            fake = model.decoder_b(model.core(model.encoder_a(a)))
+        torch.nn.functional.l1_loss(fake, b).backward()
+        opt.step()
+
+    step(record=True)  # warm-up, and the saved-tensor count
+    saved_bytes = _unique_bytes(saved)
+    saved.clear()
+    times = []
+    for _ in range(timed_steps):
+        start = time.perf_counter()
+        step(record=False)
+        times.append(time.perf_counter() - start)
+    core_bytes = None
+    if core_only:
+        with torch.no_grad():
+            h = model.encoder_a(a)
+        h.requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model.core(h)
+        out.sum().backward()
+        core_bytes = _unique_bytes(saved)
+        saved.clear()
+    return {"depth": depth, "mode": mode, "shape": list(shape), "saved_bytes": saved_bytes,
+            "core_saved_bytes": core_bytes, "peak_rss_mb": _peak_rss_mb(),
+            "seconds_per_step": sum(times) / len(times) if times else None,
+            "threads": torch.get_num_threads()}
+
+
+def _in_child(**kwargs: Any) -> dict[str, Any]:
+    code = ("import json, synth_core.benchmark_revgan as b; "
+            f"print(json.dumps(b.child_step(**{kwargs!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+        return {**kwargs, "error": tail[0]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def depth_limit(mode: str, probes: tuple[int, int] = (0, 8)) -> dict[str, Any]:
+    """The deepest core (<= 64) whose training step on a whole `full` volume stays within
+    8 GiB peak RSS: extrapolated from two depths, then measured at the prediction."""
+    runs = [_in_child(depth=d, mode=mode, shape=FULL_SHAPE, timed_steps=0, core_only=False)
+            for d in probes]
+    if any("error" in r for r in runs):
+        return {"mode": mode, "error": next(r["error"] for r in runs if "error" in r)}
+    (d0, m0), (d1, m1) = ((r["depth"], r["peak_rss_mb"]) for r in runs)
+    slope = (m1 - m0) / (d1 - d0)
+    predicted = MAX_DEPTH if slope <= 0 else int(min(MAX_DEPTH, d0 + (LIMIT_MB - m0) // slope))
+    check = _in_child(depth=predicted, mode=mode, shape=FULL_SHAPE, timed_steps=0, core_only=False)
+    within = "error" not in check and check["peak_rss_mb"] <= LIMIT_MB
+    return {"mode": mode, "probes": runs, "mb_per_block": slope, "predicted_depth": predicted,
+            "measured_at_prediction": check, "fits": within}
+
+
+def run_revgan_memory(out: Path, quick: bool = False, limit: bool = True) -> list[dict[str, Any]]:
+    """Write ``out/revgan-memory.json`` (the records) and ``out/revgan-depth-limit.json``;
+    print both as tables. ``quick``: a 32^3 patch (8 times cheaper), no depth limit."""
+    out.mkdir(parents=True, exist_ok=True)
+    shape = (PATCH // 2 if quick else PATCH,) * 3
+    records = []
+    print(f"one generator training step on a {shape[0]}^3 patch, paper width, "
+          f"{_threads()} thread(s)")
+    print("depth  mode        saved MB  core saved MB  peak RSS MB  s/step")
+    for depth in DEPTHS:
+        for mode in MODES:
+            r = _in_child(depth=depth, mode=mode, shape=shape)
+            records.append(r)
+            if "error" in r:
+                print(f"{depth:5d}  {mode:10s}  error: {r['error']}")
+                continue
+            print(f"{depth:5d}  {mode:10s}  {r['saved_bytes'] / 2**20:8.1f}  "
+                  f"{r['core_saved_bytes'] / 2**20:13.1f}  {r['peak_rss_mb']:11.0f}  "
+                  f"{r['seconds_per_step']:6.2f}")
+    (out / "revgan-memory.json").write_text(json.dumps(records, indent=2))
+    print(f"wrote {out / 'revgan-memory.json'}")
+    _print_goals(records)
+    if limit and not quick:
+        limits = [depth_limit(mode) for mode in MODES]
+        (out / "revgan-depth-limit.json").write_text(json.dumps(limits, indent=2))
+        for lim in limits:
+            if "error" in lim:
+                print(f"depth limit {lim['mode']}: error {lim['error']}")
+                continue
+            check = lim["measured_at_prediction"]
+            print(f"depth limit {lim['mode']} on {FULL_SHAPE}: {lim['mb_per_block']:.1f} MB per block; "
+                  f"depth {lim['predicted_depth']} measured {check.get('peak_rss_mb', float('nan')):.0f} MB "
+                  f"({'within' if lim['fits'] else 'above'} 8 GiB)")
+        print(f"wrote {out / 'revgan-depth-limit.json'}")
+    return records
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _print_goals(records: list[dict[str, Any]]) -> None:
+    by = {(r["depth"], r["mode"]): r for r in records if "error" not in r}
+
+    def ratio(key: str, num: tuple[int, str], den: tuple[int, str]) -> float | None:
+        if num in by and den in by and by[den][key]:
+            return by[num][key] / by[den][key]
+        return None
+
+    deepest = max(d for d, _ in by) if by else 0
+    goals = [
+        (f"saved bytes, reversible depth {deepest} / depth 2", ratio("saved_bytes", (deepest, "reversible"), (2, "reversible")), "<=", 1.05),
+        ("saved bytes, plain / reversible at depth 16", ratio("saved_bytes", (16, "plain"), (16, "reversible")), ">=", 2.5),
+        (f"seconds per step, reversible / plain at depth {deepest}", ratio("seconds_per_step", (deepest, "reversible"), (deepest, "plain")), "<=", 1.5),
+    ]
+    for name, value, op, goal in goals:
+        if value is None:
+            print(f"goal {name}: not measured")
+            continue
+        met = value <= goal if op == "<=" else value >= goal
+        print(f"goal {name}: {value:.3f} ({op} {goal}: {'met' if met else 'NOT met'})")
