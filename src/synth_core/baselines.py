@@ -22,7 +22,7 @@ from scipy.optimize import minimize_scalar
 
 #: Search ranges, in voxels: wider blurs than 4 voxels erase the anatomy of a 4 mm grid.
 SIGMA_RANGE = (0.05, 4.0)
-AMOUNT_RANGE = (0.0, 5.0)
+AMOUNT_RANGE = (0.0, 20.0)
 
 
 @dataclass(frozen=True)
