@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from synth_core.io import atomic_write_json
+
 DEPTHS = (2, 4, 8, 16, 32)
 MODES = ("reversible", "plain")
 PATCH = 64
@@ -145,18 +147,19 @@ def run_revgan_memory(out: Path, quick: bool = False, limit: bool = True) -> lis
         for mode in MODES:
             r = _in_child(depth=depth, mode=mode, shape=shape)
             records.append(r)
+            # Written after every record, so an interrupted run keeps what it measured.
+            atomic_write_json(out / "revgan-memory.json", records, overwrite=True)
             if "error" in r:
                 print(f"{depth:5d}  {mode:10s}  error: {r['error']}")
                 continue
             print(f"{depth:5d}  {mode:10s}  {r['saved_bytes'] / 2**20:8.1f}  "
                   f"{r['core_saved_bytes'] / 2**20:13.1f}  {r['peak_rss_mb']:11.0f}  "
                   f"{r['seconds_per_step']:6.2f}")
-    (out / "revgan-memory.json").write_text(json.dumps(records, indent=2))
     print(f"wrote {out / 'revgan-memory.json'}")
     _print_goals(records)
     if limit and not quick:
         limits = [depth_limit(mode) for mode in MODES]
-        (out / "revgan-depth-limit.json").write_text(json.dumps(limits, indent=2))
+        atomic_write_json(out / "revgan-depth-limit.json", limits, overwrite=True)
         for lim in limits:
             if "error" in lim:
                 print(f"depth limit {lim['mode']}: error {lim['error']}")
