@@ -127,3 +127,10 @@ def test_wrong_task_or_reverse_on_a_one_way_method_exit_2(extra, message, revgan
     assert code == 2
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_unknown_benchmark_name_exits_2_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    code = main(["benchmark", "--out", str(tmp_path / "bench"), "--only", "revgan-memry"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "revgan-memory" in err
+    assert not (tmp_path / "bench").exists()
