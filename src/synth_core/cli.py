@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _phantom(args: argparse.Namespace) -> int:
+    from synth_core.io import check_writable_folder
     from synth_core.phantom import write_cohort
 
     if args.subjects < 1:
@@ -149,6 +150,7 @@ def _phantom(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if not 0.0 <= value <= 1.0:
             raise UserError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
+    check_writable_folder(args.out_dir, what="OUT_DIR", may_create=True)
     bar = _bar(args.subjects, "subjects")
     out = write_cohort(args.out_dir, args.subjects, seed=args.seed, preset=args.preset,
                        clean=args.clean, lesion_fraction=args.lesion_fraction,
@@ -206,15 +208,18 @@ def _std_path(output: Path) -> Path:
 
 
 def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
-    """Refuse before any work: an output that is the input, or exists without --overwrite."""
+    """Refuse before any work: an output that is the input, exists without --overwrite, or
+    lies in a folder that is missing, is a file, or cannot be written."""
+    from synth_core.io import check_writable_folder
+
     if output.exists() and input_path.exists() and output.resolve() == input_path.resolve():
         raise UserError(f"output {output} is the input file; choose another -o")
     if output.exists() and not overwrite:
         raise UserError(f"output {output} exists; pass --overwrite or choose another -o")
-    if not output.parent.exists():
-        raise UserError(f"output folder {output.parent} does not exist; create it first")
     if not output.name.endswith((".nii", ".nii.gz")):
         raise UserError(f"output {output} must end in .nii.gz or .nii")
+    # A read-only folder, or a "folder" that is a file, must fail here, not after the model ran.
+    check_writable_folder(output.parent, what="-o")
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -254,6 +255,7 @@ def save_volume(volume: Volume, path: str | os.PathLike[str], *, overwrite: bool
     if _suffix(target) not in NIFTI_SUFFIXES:
         raise UserError(f"cannot write {name}: output must be NIfTI; name it with .nii.gz (or .nii)")
     _refuse_own_input(volume, target, name)
+    check_writable_folder(target.parent, what="output file name", may_create=True)
     record = {**volume.metadata.get("provenance", {}), **(provenance or {})}
     with_record = provenance is not None or volume.is_synthetic
     synthetic = with_record and bool(record.get("Synthetic", True))
@@ -374,6 +376,37 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = False) -> It
         _commit(temporary, target, overwrite)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def check_writable_folder(folder: str | os.PathLike[str], *, what: str = "output",
+                          may_create: bool = False) -> Path:
+    """Refuse, before any work, a folder that cannot be written into; return it.
+
+    ``folder`` must be a folder (or, with ``may_create``, not exist yet below an existing
+    folder): a path through a file is refused. Writability is tested by creating and
+    removing a temporary file in the nearest existing folder, because permission bits and
+    ``os.access`` say nothing about a read-only mount, an immutable folder, or a user
+    (root) whom the bits do not bind. ``what`` names the option in the message (``-o``,
+    ``--out``). Raises UserError naming the folder and the fix.
+    """
+    wanted = Path(folder).expanduser()
+    existing = wanted
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write to {wanted}: {existing} is a file, not a folder; "
+                        f"choose another {what}")
+    if existing != wanted and not may_create:
+        raise UserError(f"output folder {wanted} does not exist; create it first or choose another {what}")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".modality-synth-probe-", dir=existing)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(f"cannot write to {existing} ({reason}); choose a writable {what} "
+                        "or fix the folder's permissions") from None
+    os.close(handle)
+    os.unlink(probe)
+    return wanted
 
 
 def _commit(temporary: Path, target: Path, overwrite: bool) -> None:

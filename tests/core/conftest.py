@@ -59,3 +59,35 @@ def trained(tiny_cohort: Path, zoo_home: Path, tmp_path_factory: pytest.TempPath
                                     out=out, preset="tiny", name=f"tiny-{method}-{source}-{target}"))
         runs[method] = result
     return runs
+
+
+@pytest.fixture
+def readonly_folder(tmp_path: Path):
+    """An empty folder nobody can create files in, not even root (who ignores mode bits).
+
+    As root it is made immutable (``chattr +i``); otherwise its mode is 0555. The test
+    is skipped only where neither makes a folder read-only (checked by trying).
+    """
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None or subprocess.run(
+                ["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("cannot make a folder read-only for root here (no chattr +i)")
+    else:
+        folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        pass
+    else:
+        (folder / "probe").unlink()
+        pytest.skip("this file system lets the test write into a read-only folder")
+    yield folder
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o755)

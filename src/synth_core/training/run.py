@@ -35,7 +35,7 @@ from synth_core.data import (
     target_norm_reference,
 )
 from synth_core.errors import UserError
-from synth_core.io import atomic_write_json, load_volume
+from synth_core.io import atomic_write_json, check_writable_folder, load_volume
 from synth_core.methods import (
     apply_overrides,
     build_config,
@@ -129,6 +129,8 @@ def _check_out(request: TrainRequest) -> dict[str, Any] | None:
     out = request.out
     if not _is_primary_process():
         return json.loads((out / CONFIG).read_text()) if request.resume else None
+    # Before any data is read: a run that cannot write its folder would fail at its first checkpoint.
+    check_writable_folder(out, what="--out", may_create=True)
     if request.resume:
         if not (out / CONFIG).is_file() or not (out / LAST).is_file():
             raise UserError(
