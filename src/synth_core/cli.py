@@ -21,7 +21,7 @@ from synth_core.cli_cohort import (
     register_command,
     translate_cohort_command,
 )
-from synth_core.errors import UserError
+from synth_core.errors import ModalityMismatch, UserError
 
 EXIT_USER_ERROR = 2
 
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cohort: processes (CPU) or GPUs to translate on (Lightning DDP)")
     tr.add_argument("--num-workers", type=int, default=0,
                     help="cohort: processes reading the next subjects ahead")
+    tr.add_argument("--no-input-check", action="store_true",
+                    help="skip the check that the input looks like the source modality "
+                         "(recorded in the sidecar)")
 
     ev = sub.add_parser("evaluate", help="MAE, PSNR, SSIM and correlation of a prediction "
                         "(two files, or a translated cohort folder and its targets)")
@@ -130,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list bundled and user checkpoints")
     m.add_argument("--json", action="store_true")
+    m.add_argument("--default", metavar="NAME", default=None,
+                   help="make checkpoint NAME the one translate uses for its method and "
+                        "direction when --checkpoint is not given (a bundled NAME restores it)")
 
     b = sub.add_parser("benchmark", help="measure speed and memory; write a report")
     b.add_argument("--out", type=Path, required=True)
@@ -181,17 +187,22 @@ def _translate(args: argparse.Namespace) -> int:
                            checkpoint=args.checkpoint, age=args.age, steps=args.steps,
                            samples=args.samples, temperature=args.temperature, reverse=args.reverse,
                            device=args.device, memory_budget_mb=args.memory_budget_mb, seed=args.seed,
-                           progress=lambda f, msg: bar(int(f * 100)))
-    except UserError as exc:
+                           progress=lambda f, msg: bar(int(f * 100)),
+                           source_from="from the file name" if guessed else None,
+                           check_modality=not args.no_input_check)
+    except ModalityMismatch as exc:
+        # Only where the guessed modality could be the cause is it worth a word.
         if guessed is None:
             raise
-        raise UserError(f"{exc} (the input was taken as {guessed} from its file name; pass --from "
-                        "to say otherwise)") from None
+        raise ModalityMismatch(f"{exc} (the input was taken as {guessed} from its file name; pass "
+                               "--from to say otherwise)") from None
     bar(None)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     save_volume(result.volume, args.output, overwrite=args.overwrite, provenance=result.provenance)
     print(f"wrote {args.output} (sidecar {sidecar_path(args.output)})")
+    for line in result.summary():
+        print(f"  {line}")
     if result.std is not None and std_path is not None:
         save_volume(result.std, std_path, overwrite=args.overwrite,
                     provenance=result.std.metadata["provenance"])
@@ -281,7 +292,9 @@ def _train(args: argparse.Namespace) -> int:
     result = train(request, sink=sink)
     print(f"run folder: {result.run_dir} ({result.steps} steps)")
     if result.registered is not None:
-        print(f"registered checkpoint {result.registered.name!r} (see `modality-synth models`)")
+        name = result.registered.name
+        print(f"registered checkpoint {name!r}: translate uses it with --checkpoint {name}, or by "
+              f"default after `modality-synth models --default {name}`")
     return 0
 
 
@@ -301,8 +314,13 @@ def _parse_settings(items: list[str]) -> dict[str, Any]:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from synth_core.zoo import list_checkpoints
+    from synth_core.zoo import list_checkpoints, set_default
 
+    if args.default is not None:
+        info = set_default(args.default)
+        print(f"{info.name} ({info.origin}) is now the default for {info.method} "
+              f"{info.source} -> {info.target}; --checkpoint still chooses another")
+        return 0
     rows = [c.summary() for c in list_checkpoints()]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -315,11 +333,12 @@ def _models(args: argparse.Namespace) -> int:
     w_method = max(12, *(len(r["method"]) for r in rows))
     w_preset = max(7, *(len(str(r["preset"])) for r in rows))
     print(f"{'name':<{w_name}} {'method':<{w_method}} {'source->target':<16} {'preset':<{w_preset}} "
-          f"{'origin':<8} {'val_psnr':>8} {'val_ssim':>8}  sha256")
+          f"{'origin':<8} {'default':<7} {'val_psnr':>8} {'val_ssim':>8}  sha256")
     for r in rows:
         val = r["validation"] or {}
         print(f"{r['name']:<{w_name}} {r['method']:<{w_method}} {r['source'] + '->' + r['target']:<16} "
-              f"{str(r['preset']):<{w_preset}} {r['origin']:<8} {val.get('val_psnr', float('nan')):>8.2f} "
+              f"{str(r['preset']):<{w_preset}} {r['origin']:<8} {'yes' if r['default'] else '':<7} "
+              f"{val.get('val_psnr', float('nan')):>8.2f} "
               f"{val.get('val_ssim', float('nan')):>8.3f}  {r['sha256'][:12]}")
     return 0
 

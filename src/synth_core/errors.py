@@ -18,5 +18,13 @@ class UserError(Exception):
         super().__init__(" ".join(message.split()))
 
 
+class ModalityMismatch(UserError):
+    """A mistake that depends on which modality the input was taken to be (no checkpoint
+    for it, a checkpoint expecting another, an input that does not look like it).
+
+    Only these get the CLI's hint about a modality guessed from the file name.
+    """
+
+
 class OutOfDistributionWarning(UserWarning):
     """An input looks unlike what the model was trained on (e.g. a CT given as T1)."""

@@ -20,7 +20,8 @@ import torch
 
 from synth_core import zoo
 from synth_core._version import __version__
-from synth_core.errors import UserError
+from synth_core.errors import ModalityMismatch, UserError
+from synth_core.input_check import check_input
 from synth_core.methods import Method, SynthesisRequest, get_method_class, synthesize_slices
 from synth_core.nn.sliding_window import sliding_window
 from synth_core.preprocess import (
@@ -41,6 +42,11 @@ from synth_core.volume import ALL_MODALITIES, Volume
 DEFAULT_MEMORY_BUDGET_MB = 2048
 MAX_SAMPLES = 64
 MIN_WINDOW = 32
+#: The fewest voxels along each axis (each in-plane axis for 2D methods) on the model's
+#: grid: every bundled model was trained on whole heads (48 x 64 x 48 at 4 mm); below
+#: 16 voxels (64 mm at 4 mm) an input holds less than a third of a head, and a U-Net of
+#: depth 4 would see a single voxel at its bottleneck.
+MIN_MODEL_VOXELS = 16
 
 
 @dataclass
@@ -58,6 +64,21 @@ class TranslationResult:
     std: Volume | None
     provenance: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> list[str]:
+        """What was chosen for the user, one line each: the checkpoint, the source modality
+        and how it was known, every defaulted setting, and the checkpoint's intended use."""
+        p = self.provenance
+        ckpt = p.get("CheckpointInfo", {})
+        steps = ckpt.get("TrainedSteps")
+        trained = f", trained {steps} steps" if steps is not None else ""
+        lines = [f"checkpoint: {p['Checkpoint']} ({ckpt.get('Origin', '?')}{trained}; sha256 "
+                 f"{str(p['CheckpointSHA256'])[:12]})",
+                 f"source: {p['SourceModality']} ({p.get('SourceModalityFrom', 'given')})"]
+        for name, entry in (p.get("DefaultedParameters") or {}).items():
+            lines.append(f"{name}: {entry['value']} (not given; {entry['why']})")
+        lines.append(f"intended use: {p.get('IntendedUse', '')}")
+        return lines
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -126,7 +147,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
               samples: int = 1, temperature: float | None = None, reverse: bool = False,
               device: str = "auto", memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
               window: tuple[int, int, int] | None = None, seed: int = 0,
-              progress: Callable[[float, str], None] | None = None) -> TranslationResult:
+              progress: Callable[[float, str], None] | None = None,
+              source_from: str | None = None, check_modality: bool = True) -> TranslationResult:
     """Synthesize modality ``to`` from ``volume`` with a trained ``method``.
 
     Args:
@@ -144,6 +166,10 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
         window: force sliding windows of this size (voxels at the model's spacing).
         seed: for stochastic sampling.
         progress: called with (fraction, message).
+        source_from: how ``source`` was known, for the record (default "given"; the CLI
+            says "from the file name" when it guessed it).
+        check_modality: run the shared input check (``input_check``) before the model;
+            False skips it, and the provenance says so.
     """
     report = progress or (lambda fraction, message: None)
     get_method_class(method)
@@ -153,25 +179,41 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     info = zoo.resolve(checkpoint, method=method, source=source, target=to)
     runs_reverse = check_request(info, to=to, age=age, steps=steps, samples=samples,
                                  temperature=temperature, reverse=reverse)
+    defaulted: dict[str, dict[str, Any]] = {}
     if steps is None and get_method_class(method).capabilities.steps is not None:
         steps = (info.card.get("capabilities") or {}).get("default_steps")  # recorded in provenance
+        if steps is not None:
+            defaulted["steps"] = {"value": steps, "why": "the checkpoint's default"}
     in_modality = info.target if runs_reverse else info.source
     if source is not None and source != in_modality and not info.card.get("any_to_any"):
-        raise UserError(
+        raise ModalityMismatch(
             f"checkpoint {info.name!r} expects {in_modality} input here, not {source!r}; "
             "pick a checkpoint for your input (see `modality-synth models`)"
         )
-    dev = resolve_device(device)
-    report(0.05, "loading model")
-    model = _cached_method(str(info.directory), info.sha256, str(dev))
+    source_from = source_from or ("given" if source is not None else "the checkpoint's source")
     card = info.card
 
-    report(0.1, "preparing volume")
+    report(0.05, "preparing volume")
+    _check_size(volume, card)
     padded, (ras, orientation, work, params, pad_info) = model_input(volume, card, in_modality)
+    if check_modality:
+        input_check = check_input(work.data, in_modality,
+                                  (card.get("input_reference") or {}).get(in_modality),
+                                  name=f"the input (taken as {in_modality}, {source_from})")
+    else:
+        input_check = {"modality": in_modality, "skipped": "at the user's request"}
 
+    dev = resolve_device(device)
+    report(0.1, "loading model")
+    model = _cached_method(str(info.directory), info.sha256, str(dev))
     request = SynthesisRequest(reverse=runs_reverse, age=age, steps=steps, samples=samples,
                                temperature=temperature,
                                generator=torch.Generator(device=dev).manual_seed(seed))
+    # Conditions left unset are made explicit, so the sidecar records the value used.
+    for name, (value, why) in model.defaulted_conditions(request).items():
+        setattr(request, name, value)
+        defaulted[name] = {"value": value, "why": why}
+    age, temperature = request.age, request.temperature
     tensor = torch.from_numpy(np.ascontiguousarray(padded))[None, None].to(dev)
     warnings: list[str] = []
     ood = model.out_of_distribution(tensor)
@@ -187,7 +229,7 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
         # A synthetic scan with holes must never be written: say so, and what usually helps.
         hint = ("lower --temperature (0 gives the deterministic mode)" if temperature
                 else "check that the input is the modality the model expects")
-        raise UserError(
+        raise (UserError if temperature else ModalityMismatch)(
             f"{info.method} produced non-finite values (NaN or infinity) in {1 - finite.mean():.1%} "
             f"of the voxels of this input, so no volume was made; {hint}"
         )
@@ -208,7 +250,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     report(0.92, "restoring the input's grid")
     provenance = _provenance(volume, info, to=to, source=in_modality, age=age, steps=steps,
                              samples=samples, temperature=temperature, reverse=runs_reverse,
-                             device=str(dev), seed=seed, ood=ood)
+                             device=str(dev), seed=seed, ood=ood, source_from=source_from,
+                             defaulted=defaulted, input_check=input_check)
     result = _back_to_input(mean, work, ras, orientation, out_modality, provenance)
     std_volume = None
     if std is not None:
@@ -285,8 +328,31 @@ def _back_to_input(data: np.ndarray, work: Volume, ras: Volume, orientation: Any
     return out
 
 
+def _check_size(volume: Volume, card: dict[str, Any]) -> None:
+    """Refuse a volume too small for the models (see ``MIN_MODEL_VOXELS``), before any work."""
+    ras = reorient_to_ras(volume)[0]
+    grid = np.asarray(card.get("spacing") or ras.spacing, dtype=np.float64)
+    shape = np.floor(np.asarray(ras.shape) * np.asarray(ras.spacing) / grid + 1e-6)
+    two_d = ((card.get("config") or {}).get("train") or {}).get("spatial") == "2d"
+    axes = (0, 1) if two_d else (0, 1, 2)  # a 2D method sees axial slices
+    if min(shape[a] for a in axes) >= MIN_MODEL_VOXELS:
+        return
+    spacing = float(grid.min())
+    size = " x ".join(str(n) for n in volume.shape)
+    extent = " x ".join(f"{n * s:.0f}" for n, s in zip(volume.shape, volume.spacing, strict=True))
+    name = volume.metadata.get("source_path") or "the input"
+    raise UserError(
+        f"{name} is too small: {size} voxels ({extent} mm); the models need at least "
+        f"{MIN_MODEL_VOXELS} voxels along each {'in-plane ' if len(axes) == 2 else ''}axis at "
+        f"their {spacing:g} mm grid ({MIN_MODEL_VOXELS * spacing:g} mm); give the whole scan"
+    )
+
+
 def _provenance(volume: Volume, info: zoo.CheckpointInfo, **params: Any) -> dict[str, Any]:
     ood = params.pop("ood", None)
+    source_from = params.pop("source_from")
+    defaulted = params.pop("defaulted")
+    input_check = params.pop("input_check")
     prov: dict[str, Any] = {
         "Synthetic": True,
         "Description": f"SYNTHETIC {params['to']} generated from {params['source']} by "
@@ -297,8 +363,14 @@ def _provenance(volume: Volume, info: zoo.CheckpointInfo, **params: Any) -> dict
         "Method": info.method,
         "Checkpoint": info.name,
         "CheckpointSHA256": info.sha256,
+        "CheckpointInfo": {"Origin": info.origin, "TrainedSteps": info.card.get("steps"),
+                           "TrainingData": _training_data(info.card)},
+        "IntendedUse": zoo.intended_use(info),
         "SourceModality": params["source"],
+        "SourceModalityFrom": source_from,
         "TargetModality": params["to"],
+        "DefaultedParameters": defaulted,
+        "InputCheck": input_check,
         "Parameters": {k: v for k, v in params.items() if k not in ("to", "source")},
         "Sources": [str(volume.metadata.get("source_path", "<in memory>"))],
         "Created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -306,3 +378,9 @@ def _provenance(volume: Volume, info: zoo.CheckpointInfo, **params: Any) -> dict
     if ood:
         prov["InputLikelihood"] = {k: v for k, v in ood.items() if k != "warning"}
     return prov
+
+
+def _training_data(card: dict[str, Any]) -> dict[str, Any]:
+    """The card's training data in brief: what it was, how many subjects, which ages."""
+    data = card.get("training_data") or {}
+    return {k: data[k] for k in ("description", "n_subjects", "age_range", "mode") if k in data}

@@ -116,14 +116,18 @@ def read_dicom_series(
             "Put each series in its own folder to choose another.",
             stacklevel=3,
         )
+    check_slice_positions(files, name)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     reader.LoadPrivateTagsOn()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # its spacing warning: checked above, in words
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise _read_error(name, "dicom", exc, stage="voxels") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warn_before)
     if image.GetNumberOfComponentsPerPixel() > 1:
         raise UserError(f"{name} is a colour DICOM series; give a greyscale 3D scan")
     shape = check_shape(tuple(int(s) for s in image.GetSize()))
@@ -136,6 +140,73 @@ def read_dicom_series(
         "note": f"series {series_ids.index(chosen) + 1} of {len(series_ids)} found in the folder",
     }
     return volume
+
+
+#: Slice gaps may differ from their median by this fraction (plus 1 micrometre) before a
+#: series counts as unevenly spaced: scanners write positions to about 1e-5 mm.
+GAP_TOLERANCE = 0.01
+
+
+def _vector(text: str) -> np.ndarray | None:
+    try:
+        return np.asarray([float(v) for v in text.strip().split("\\")], dtype=np.float64)
+    except ValueError:
+        return None
+
+
+def check_slice_positions(files: list[str] | tuple[str, ...], name: str) -> dict[str, Any] | None:
+    """Refuse a DICOM series whose slices are not parallel, not evenly spaced, or repeated.
+
+    Reads each file's header only: Image Position (Patient) (0020,0032) and Image
+    Orientation (Patient) (0020,0037). The positions are projected on the first slice's
+    normal (row x column direction cosines); their gaps (mm) must agree within
+    ``GAP_TOLERANCE``. ITK would otherwise read such a series as if evenly spaced (only a
+    warning on stderr), so every voxel past a gap would sit at the wrong place in the world.
+    We refuse rather than resample: a missing slice cannot be made up, and a silent
+    interpolation across 200 mm would be worse than no volume. Returns the gaps found
+    (None when the headers lack the tags, e.g. one multi-frame file).
+    """
+    if len(files) < 2:
+        return None
+    positions, normals = [], []
+    header = sitk.ImageFileReader()
+    for path in files:
+        header.SetFileName(str(path))
+        try:
+            header.ReadImageInformation()
+        except RuntimeError:
+            return None  # unreadable headers are reported when the voxels are read
+        if not (header.HasMetaDataKey("0020|0032") and header.HasMetaDataKey("0020|0037")):
+            return None
+        position = _vector(header.GetMetaData("0020|0032"))
+        cosines = _vector(header.GetMetaData("0020|0037"))
+        if position is None or cosines is None or position.size != 3 or cosines.size != 6:
+            return None
+        normal = np.cross(cosines[:3], cosines[3:])
+        positions.append(position)
+        normals.append(normal / (np.linalg.norm(normal) or 1.0))
+    tilt = max(float(np.degrees(np.arccos(np.clip(abs(n @ normals[0]), -1.0, 1.0)))) for n in normals)
+    if tilt > 0.5:
+        raise UserError(
+            f"{name}: its DICOM slices are not parallel (their orientations differ by up to "
+            f"{tilt:.0f} degrees: a radial or localizer series), so they do not form one 3D "
+            "grid; give a series of parallel slices (one acquisition per folder)")
+    along = np.sort(np.asarray(positions) @ normals[0])
+    gaps = np.diff(along)
+    median = float(np.median(gaps))
+    if float(gaps.min()) <= 1e-3:
+        raise UserError(
+            f"{name}: two of its {len(files)} DICOM slices lie at the same position, so the "
+            "folder mixes acquisitions or holds duplicates; give one acquisition per folder")
+    if float(np.abs(gaps - median).max()) > GAP_TOLERANCE * median + 1e-3:
+        smallest = float(gaps.min())
+        missing = int(np.sum(np.round(gaps / smallest) - 1))
+        raise UserError(
+            f"{name}: its {len(files)} DICOM slices are unevenly spaced (gaps of "
+            f"{smallest:g} to {float(gaps.max()):g} mm along the slice normal; about {missing} "
+            "slices missing), so no single voxel size places them right; give the complete "
+            "series (every slice, one acquisition per folder)")
+    return {"slices": len(files), "gap_mm": median}
 
 
 def _to_volume(

@@ -23,24 +23,29 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from synth_core._version import __version__
-from synth_core.errors import UserError
+from synth_core.errors import ModalityMismatch, UserError
 from synth_core.io import atomic_write, atomic_write_json
 from synth_core.methods import Method, config_from_dict, get_method_class
 
 FORMAT = "napari-modality-synth-model/1"
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
+DEFAULTS = "defaults.json"
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar"}
 
 
 @dataclass
 class CheckpointInfo:
-    """A checkpoint found on disk. ``origin`` is "user", "bundled" or "path"."""
+    """A checkpoint found on disk. ``origin`` is "user", "bundled" or "path".
+
+    ``default``: chosen when ``translate`` is given no checkpoint (see ``list_checkpoints``).
+    """
 
     name: str
     directory: Path
     card: dict[str, Any]
     origin: str
+    default: bool = False
 
     @property
     def method(self) -> str:
@@ -66,10 +71,27 @@ class CheckpointInfo:
         """The row ``modality-synth models`` prints."""
         return {
             "name": self.name, "method": self.method, "source": self.source, "target": self.target,
-            "preset": self.card.get("preset"), "origin": self.origin,
+            "preset": self.card.get("preset"), "origin": self.origin, "default": self.default,
+            "steps": self.card.get("steps"), "intended_use": intended_use(self),
             "validation": self.card.get("validation", {}), "sha256": self.sha256,
             "created": self.card.get("created"), "path": str(self.directory),
         }
+
+
+#: What a card without ``intended_use`` is taken to say. Every checkpoint bundled with the
+#: package was trained on the phantom only; of other checkpoints nothing is known.
+PHANTOM_INTENDED_USE = ("trained on synthetic phantom data only: not validated on real scans; "
+                        "for research and method development, not for diagnosis")
+UNKNOWN_INTENDED_USE = ("intended use not stated in its card: treat it as unvalidated, "
+                        "for research only")
+
+
+def intended_use(info: CheckpointInfo) -> str:
+    """The card's ``intended_use`` (its training data and what it may be used for)."""
+    stated = info.card.get("intended_use")
+    if stated:
+        return str(stated)
+    return PHANTOM_INTENDED_USE if info.origin == "bundled" else UNKNOWN_INTENDED_USE
 
 
 def home() -> Path:
@@ -115,11 +137,75 @@ def _scan(root: Path, origin: str) -> list[CheckpointInfo]:
 
 def list_checkpoints(method: str | None = None, source: str | None = None,
                      target: str | None = None) -> list[CheckpointInfo]:
-    """User checkpoints (newest first), then bundled ones, filtered by what is given."""
-    user = sorted(_scan(user_models_dir(), "user"), key=lambda c: str(c.card.get("created", "")),
-                  reverse=True)
-    rows = user + _scan(bundled_dir(), "bundled")
+    """Checkpoints, filtered by what is given: the defaults first, then the other bundled
+    ones, then the user's other ones (newest first).
+
+    The default for a method and direction is the user checkpoint made default with
+    ``set_default`` (``modality-synth models --default NAME``), else the bundled one: a
+    user checkpoint is never the default merely because it is newer.
+    """
+    chosen = set(user_defaults())
+    user = _scan(user_models_dir(), "user")
+    bundled = _scan(bundled_dir(), "bundled")
+    mine = [c for c in user if c.name in chosen]
+    for info in mine:
+        info.default = True
+    for info in bundled:
+        info.default = not any(_same_task(info, own) for own in mine)
+    others = sorted((c for c in user if c.name not in chosen),
+                    key=lambda c: str(c.card.get("created", "")), reverse=True)
+    rows = sorted(mine + bundled, key=lambda c: not c.default) + others
     return [c for c in rows if (method is None or c.method == method) and _fits(c, source, target)]
+
+
+def _directions(info: CheckpointInfo) -> set[tuple[str, str]]:
+    if info.card.get("any_to_any"):
+        mods = list(info.card.get("modalities", []))
+        return {(a, b) for a in mods for b in mods if a != b}
+    pairs = {(info.source, info.target)}
+    if info.card.get("capabilities", {}).get("bidirectional"):
+        pairs.add((info.target, info.source))
+    return pairs
+
+
+def _same_task(a: CheckpointInfo, b: CheckpointInfo) -> bool:
+    """Same method and some direction in common: only one of them can be the default."""
+    return a.method == b.method and bool(_directions(a) & _directions(b))
+
+
+def _defaults_file() -> Path:
+    return home() / DEFAULTS
+
+
+def user_defaults() -> list[str]:
+    """Names of the user checkpoints the user made default (stored in the user home)."""
+    try:
+        record = json.loads(_defaults_file().read_text())
+    except (OSError, ValueError):
+        return []
+    names = record.get("defaults", []) if isinstance(record, dict) else []
+    return [str(n) for n in names if isinstance(n, str)]
+
+
+def set_default(name: str) -> CheckpointInfo:
+    """Make checkpoint ``name`` the default for its method and directions.
+
+    A user checkpoint replaces any earlier default of the same task; naming a bundled one
+    goes back to it (the user's default for that task is dropped). Returns the checkpoint.
+    """
+    everything = list_checkpoints()
+    info = next((c for c in everything if c.name == name), None)
+    if info is None:
+        raise UserError(f"no checkpoint named {name!r}; list them with `modality-synth models`")
+    by_name = {c.name: c for c in everything}
+    kept = [n for n in user_defaults()
+            if n != name and n in by_name and not _same_task(by_name[n], info)]
+    if info.origin == "user":
+        kept.append(name)
+    home().mkdir(parents=True, exist_ok=True)
+    atomic_write_json(_defaults_file(), {"defaults": kept}, overwrite=True)
+    info.default = True
+    return info
 
 
 def _fits(info: CheckpointInfo, source: str | None, target: str | None) -> bool:
@@ -170,11 +256,19 @@ def resolve(name_or_path: str | os.PathLike | None, *, method: str, source: str 
     """
     if name_or_path is None:
         fits = list_checkpoints(method, source, target)
+        want = f"{source or '?'} -> {target or '?'}"
         if not fits:
-            want = f"{source or '?'} -> {target or '?'}"
-            raise UserError(
+            error = ModalityMismatch if source is not None else UserError
+            raise error(
                 f"no checkpoint for method {method!r} ({want}); train one with `modality-synth "
                 f"train --method {method} ...` or pass --checkpoint PATH (see `modality-synth models`)"
+            )
+        if not fits[0].default:
+            own = fits[0].name
+            raise UserError(
+                f"no default checkpoint for method {method!r} ({want}), only your own {own!r}; "
+                f"pass --checkpoint {own}, or make it the default with "
+                f"`modality-synth models --default {own}`"
             )
         info = fits[0]
     else:
@@ -224,7 +318,7 @@ def validate(info: CheckpointInfo, *, method: str, source: str | None = None,
             f"pick a checkpoint for {target!r} (see `modality-synth models`)"
         )
     if not _fits(info, source, target):
-        raise UserError(
+        raise ModalityMismatch(
             f"checkpoint {info.name!r} expects {info.source} input, not {source!r}; "
             f"pick a checkpoint for {source!r} input (see `modality-synth models`)"
         )

@@ -50,6 +50,7 @@ def zoo_home() -> Path:
 @pytest.fixture(scope="session")
 def trained(tiny_cohort: Path, zoo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Tiny pix2pix (t1 -> pet) and CycleGAN (t1 <-> t2) runs, registered in the session zoo."""
+    from synth_core import zoo
     from synth_core.training import TrainRequest, train
 
     runs = {}
@@ -58,6 +59,7 @@ def trained(tiny_cohort: Path, zoo_home: Path, tmp_path_factory: pytest.TempPath
         result = train(TrainRequest(method=method, data=tiny_cohort, source=source, target=target,
                                     out=out, preset="tiny", name=f"tiny-{method}-{source}-{target}"))
         runs[method] = result
+        zoo.set_default(result.registered.name)  # as a user would, so translate picks them
     return runs
 
 

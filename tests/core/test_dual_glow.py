@@ -225,6 +225,22 @@ def test_defaults_mode_for_one_sample_and_middle_age(dual_glow_run):
     assert spread.shape == (3, 1, 1, 16, 16, 16) and float(spread.std(0).max()) > 0
 
 
+def test_translate_without_age_records_and_says_the_age_it_used(dual_glow_run, tiny_cohort):
+    lo, hi = dual_glow_run.model.card["age_range"]
+    res = synth_core.translate(_t1(tiny_cohort), method=KEY, to="pet",
+                               checkpoint=str(dual_glow_run.run_dir))
+    assert res.provenance["Parameters"]["age"] == pytest.approx((lo + hi) / 2, abs=0.01)
+    assert res.provenance["Parameters"]["temperature"] == 0.0
+    defaulted = res.provenance["DefaultedParameters"]
+    assert defaulted["age"]["value"] == res.provenance["Parameters"]["age"]
+    assert f"{lo:.1f} to {hi:.1f} years" in defaulted["age"]["why"]
+    assert any(line.startswith(f"age: {defaulted['age']['value']} (not given; the middle of the training ages")
+               for line in res.summary())
+    given = synth_core.translate(_t1(tiny_cohort), method=KEY, to="pet", age=lo,
+                                 checkpoint=str(dual_glow_run.run_dir))
+    assert "age" not in given.provenance["DefaultedParameters"]
+
+
 def _with_statistics(run, folder: Path, bits: list[float]) -> Path:
     """The run's checkpoint with its recorded training bits per voxel replaced by ``bits``."""
     method = zoo.load_method(run.model)
@@ -318,7 +334,11 @@ def test_bundled_checkpoint_flags_ct_and_pet_given_as_t1_but_not_a_held_out_t1()
     for modality in ("ct", "pet"):
         given = subject.volumes[modality]
         as_t1 = Volume(given.data, given.affine, "t1")
-        assert len(synth_core.translate(as_t1, **kw).warnings) == 1, modality
+        # The likelihood check on its own (the shared input check refuses a CT first).
+        assert len(synth_core.translate(as_t1, check_modality=False, **kw).warnings) == 1, modality
+    ct = subject.volumes["ct"]
+    with pytest.raises(UserError, match="Hounsfield"):
+        synth_core.translate(Volume(ct.data, ct.affine, "t1"), **kw)
 
 
 def test_export_last_writes_the_state_of_last_ckpt(dual_glow_run, tmp_path):

@@ -197,6 +197,50 @@ def test_dicom_series_values_and_world_positions(tmp_path: Path) -> None:
     np.testing.assert_array_equal(one_file.data, volume.data)
 
 
+def _pydicom_series(name: str) -> Path:
+    """A series from the scanner files pydicom ships as test data (no one here wrote them)."""
+    data = pytest.importorskip("pydicom.data")
+    folder = Path(data.__file__).parent / "test_files" / "dicomdirtests" / name
+    if not folder.is_dir():
+        pytest.skip(f"pydicom's test data lacks {name}")
+    return folder
+
+
+@pytest.mark.parametrize("series, message", [
+    # 4 slices at z = -99.48, 103.02, 104.27, 105.52 mm: gaps 202.5, 1.25, 1.25
+    ("77654033/CT2", r"unevenly spaced \(gaps of 1.25 to 202.5 mm .*about 161 slices missing\)"),
+    # 7 radial slices, each with its own orientation
+    ("98892003/MR700", "not parallel"),
+])
+def test_real_scanner_series_with_missing_or_tilted_slices_are_refused(series, message, capfd,
+                                                                       tmp_path) -> None:
+    from synth_core.cli import main
+
+    folder = _pydicom_series(series)
+    with pytest.raises(UserError, match=message):
+        load_volume(folder)
+    out = tmp_path / "never.nii.gz"
+    assert main(["translate", str(folder), "-o", str(out), "--method", "pix2pix", "--to", "pet"]) == 2
+    err = capfd.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "ImageSeriesReader" not in err, err
+    assert not out.exists()
+
+
+def test_a_real_evenly_spaced_series_reads_at_its_spacing() -> None:
+    volume = load_volume(_pydicom_series("98892001/CT5N"))  # 5 slices 2.5 mm apart
+    assert volume.shape == (16, 16, 5)
+    np.testing.assert_allclose(volume.spacing, (0.488281, 0.488281, 2.5), atol=1e-5)
+
+
+def test_a_written_series_with_a_slice_removed_is_refused(tmp_path: Path) -> None:
+    image = dicom_test_image()
+    folder = tmp_path / "series"
+    write_dicom_series(folder, image, "1.2.826.0.1.3680043.2.1125.7.1")
+    (folder / "1_slice002.dcm").unlink()
+    with pytest.raises(UserError, match=r"gaps of 2.5 to 5 mm .*about 1 slices missing"):
+        load_volume(folder)
+
+
 def test_dicom_folder_with_two_series_reads_one_and_says_so(tmp_path: Path) -> None:
     image = dicom_test_image()
     write_dicom_series(tmp_path / "both", image, "1.2.826.0.1.3680043.2.1125.7.1")

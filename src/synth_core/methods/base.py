@@ -182,6 +182,12 @@ class Method(nn.Module):
         """Normalised source (B, C, *S) -> normalised target samples (K, B, C, *S)."""
         raise NotImplementedError
 
+    def defaulted_conditions(self, request: SynthesisRequest) -> dict[str, tuple[Any, str]]:
+        """The values ``synthesize`` will use for conditions the request leaves unset, as
+        {name: (value, why)}, e.g. ``{"age": (74.9, "the middle of the training ages")}``,
+        so that what a synthesis used is said and recorded, never left as None."""
+        return {}
+
     def out_of_distribution(self, x: torch.Tensor) -> dict[str, float] | None:
         """Optional: a score of how unlike the training data an input is (e.g. bits per voxel)."""
         return None

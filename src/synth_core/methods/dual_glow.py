@@ -351,6 +351,23 @@ class DualGlowMethod(Method):
             middle = (lo + hi) / 2
         return middle
 
+    def defaulted_conditions(self, request: SynthesisRequest) -> dict[str, tuple[Any, str]]:
+        """The age (years) and temperature used when the request leaves them unset."""
+        out: dict[str, tuple[Any, str]] = {}
+        if self.config.age_conditioning and request.age is None:
+            if self.stats.middle_age() is not None:
+                why = (f"the middle of the training ages ({float(self.stats.age_min):.1f} to "
+                       f"{float(self.stats.age_max):.1f} years)")
+            else:
+                lo, hi = self.config.age_range
+                why = f"the middle of the model's age range ({lo:g} to {hi:g} years)"
+            out["age"] = (round(float(self._age(request)), 2), why)
+        if request.temperature is None:
+            one = request.samples <= 1
+            out["temperature"] = (MODE_TEMPERATURE if one else SAMPLING_TEMPERATURE,
+                                  "the mode, for one sample" if one else f"for {request.samples} samples")
+        return out
+
     @torch.no_grad()
     def synthesize(self, x: Tensor, request: SynthesisRequest) -> Tensor:
         """Normalised MRI (B, 1, X, Y, Z) -> PET samples (K, B, 1, X, Y, Z).

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -35,6 +36,7 @@ from synth_core.data import (
     target_norm_reference,
 )
 from synth_core.errors import UserError
+from synth_core.input_check import make_reference
 from synth_core.io import atomic_write_json, check_writable_folder, load_volume
 from synth_core.methods import (
     apply_overrides,
@@ -43,6 +45,7 @@ from synth_core.methods import (
     config_from_dict,
     get_method_class,
 )
+from synth_core.preprocess import reorient_to_ras, resample
 from synth_core.training.callbacks import ExportBestCallback, ProgressCallback, StopCallback
 from synth_core.training.card import training_data_summary
 from synth_core.training.checkpoint_io import SafeCheckpointIO
@@ -275,7 +278,12 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         "multiple": config.train.multiple,
         "normalisation": {"source": "per-volume, synth_core.preprocess.fit_normalisation"} | norm_ref,
         "training_data": training_data_summary(request.data, records, split, mode=mode,
-                                               split_seed=request.split_seed),
+                                               split_seed=request.split_seed)
+        | {"description": _data_description(request.data)},
+        "intended_use": _intended_use(request.data),
+        "input_reference": _input_references(
+            list(split.train), [request.source, request.target]
+            if cls.capabilities.bidirectional else [request.source], spacing),
         "age_range": _age_range(split.train),
         "seed": seed,
     }
@@ -401,6 +409,50 @@ def _model_spacing(spacing: float | None, source: str, records: list[Any]) -> tu
         if source in record.paths:
             return tuple(round(s, 4) for s in load_volume(record.paths[source]).spacing)
     return None
+
+
+#: Training subjects an input reference is made from (enough for a stable spread).
+INPUT_REFERENCE_SUBJECTS = 32
+
+
+def _input_references(records: list[Any], modalities: list[str],
+                      spacing: tuple[float, ...] | None) -> dict[str, Any]:
+    """The shared input check's reference (``input_check.make_reference``) for each
+    modality a model takes as input, from up to 32 training subjects read as ``translate``
+    reads an input (RAS, the model's voxel size); {} when too few subjects have it."""
+    out: dict[str, Any] = {}
+    for modality in modalities:
+        paths = [r.paths[modality] for r in records if modality in r.paths][:INPUT_REFERENCE_SUBJECTS]
+        if len(paths) < 2:
+            continue
+        volumes = []
+        for path in paths:
+            ras = reorient_to_ras(load_volume(path, modality=modality))[0]
+            if spacing and not np.allclose(ras.spacing, spacing, rtol=1e-3):
+                ras = resample(ras, tuple(spacing), order=1)
+            volumes.append(ras.data)
+        out[modality] = make_reference(volumes, modality)
+    return out
+
+
+def _data_description(data: Path) -> str:
+    """What the training data was, for the card: the phantom says so in its cohort.json."""
+    record = data / "cohort.json" if data.is_dir() else None
+    try:
+        cohort = json.loads(record.read_text()) if record is not None else {}
+    except (OSError, ValueError):
+        cohort = {}
+    if isinstance(cohort, dict) and cohort.get("Synthetic") is True:
+        return (f"synthetic phantom cohort (napari-modality-synth phantom, preset "
+                f"{cohort.get('preset')}, seed {cohort.get('seed')}): not acquired data")
+    return "user data (not described further by the package)"
+
+
+def _intended_use(data: Path) -> str:
+    if _data_description(data).startswith("synthetic phantom"):
+        return zoo.PHANTOM_INTENDED_USE
+    return ("trained on the user's own data: research use only, not for diagnosis; "
+            "validate it on held-out scans before relying on it")
 
 
 def _age_range(records: list[Any]) -> list[float] | None:

@@ -1,0 +1,67 @@
+"""Calibrate the shared input check (``synth_core.input_check``) on phantom cohorts.
+
+    python scripts/calibrate_input_check.py --reference REF_DIR [REF_DIR ...] --test TEST_DIR [...]
+
+Builds each modality's reference from the subjects under the reference folders (as
+training does at export) and checks every modality of every subject under the test
+folders (seeds the reference never saw) as if it were passed with ``--from`` each
+modality in turn. Prints, per claimed modality, the range of scores of each true
+modality and how many were refused (by the physics rule or the fingerprint limit).
+A true input (diagonal) should never be refused; a mislabelled one should be.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from synth_core.errors import UserError
+from synth_core.input_check import LIMIT, check_input, make_reference, score
+from synth_core.io import load_volume
+
+MODALITIES = ("t1", "t1ce", "t2", "flair", "pet", "ct")
+
+
+def _subjects(folders: list[Path]) -> list[Path]:
+    return sorted(p for folder in folders for p in folder.glob("sub-*") if p.is_dir())
+
+
+def _read(subject: Path, modality: str) -> np.ndarray:
+    return load_volume(subject / f"{subject.name}_{modality}.nii.gz", modality=modality).data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, nargs="+", required=True)
+    parser.add_argument("--test", type=Path, nargs="+", required=True)
+    args = parser.parse_args()
+    ref_subjects, test_subjects = _subjects(args.reference), _subjects(args.test)
+    data = {(s, m): _read(s, m) for s in ref_subjects + test_subjects for m in MODALITIES}
+    print(f"reference: {len(ref_subjects)} subjects; test: {len(test_subjects)} subjects; "
+          f"limit {LIMIT} spreads")
+    print("| given as \\ true | " + " | ".join(MODALITIES) + " |")
+    print("|---" * (len(MODALITIES) + 1) + "|")
+    for claimed in MODALITIES:
+        reference = make_reference([data[(s, claimed)] for s in ref_subjects], claimed)
+        cells = []
+        for actual in MODALITIES:
+            scores, refused = [], 0
+            for subject in test_subjects:
+                volume = data[(subject, actual)]
+                try:
+                    check_input(volume, claimed, reference)
+                except UserError:
+                    refused += 1
+                try:
+                    scores.append(score(volume, claimed, reference))
+                except UserError:
+                    scores.append(float("nan"))
+            shown = f"{np.nanmin(scores):.1f}-{np.nanmax(scores):.1f}"
+            cells.append(f"{shown} ({refused}/{len(test_subjects)} refused)")
+        print(f"| {claimed} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
