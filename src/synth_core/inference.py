@@ -332,7 +332,7 @@ def _check_size(volume: Volume, card: dict[str, Any]) -> None:
     """Refuse a volume too small for the models (see ``MIN_MODEL_VOXELS``), before any work."""
     ras = reorient_to_ras(volume)[0]
     grid = np.asarray(card.get("spacing") or ras.spacing, dtype=np.float64)
-    shape = np.floor(np.asarray(ras.shape) * np.asarray(ras.spacing) / grid + 1e-6)
+    shape = np.round(np.asarray(ras.shape) * np.asarray(ras.spacing) / grid)
     two_d = ((card.get("config") or {}).get("train") or {}).get("spatial") == "2d"
     axes = (0, 1) if two_d else (0, 1, 2)  # a 2D method sees axial slices
     if min(shape[a] for a in axes) >= MIN_MODEL_VOXELS:

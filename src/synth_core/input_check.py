@@ -19,8 +19,9 @@ model's voxel size). Two parts:
    FDG-PET the grey matter (about three times white matter) fills the upper half of the
    histogram.
 
-A card without ``input_reference`` (made before it existed) gets the physics part only,
-and the provenance says so. The limits were calibrated on phantom subjects of every
+A card without ``input_reference`` (made before it existed), or with one from fewer than
+``MIN_REFERENCE_SUBJECTS`` training subjects, gets the physics part only (the score is
+still recorded), and the provenance says so. The limits were calibrated on phantom subjects of every
 modality and several seeds (``scripts/calibrate_input_check.py``; figures in the user
 guide). A large score means the input is unlike the training inputs: mislabelled, or
 from data the model never saw (a skull-stripped scan for a model trained on whole heads).
@@ -50,6 +51,9 @@ MIN_SPREAD = 0.03
 #: modality, and at least 4.5 given as T1 when they were T2, PET or CT (table and command
 #: in the user guide).
 LIMIT = 4.0
+#: Fewer training subjects than this give spreads too uncertain to refuse on: with 4 of
+#: them, true phantom inputs scored up to 5.0; the score is then recorded, not enforced.
+MIN_REFERENCE_SUBJECTS = 6
 #: CT: at least this fraction of the volume below -500 HU (air around the head).
 CT_MIN_AIR = 0.02
 #: MR/PET: at most this fraction of voxels below -500 (in any unit, a CT's air is there).
@@ -129,8 +133,13 @@ def check_input(data: np.ndarray, modality: str, reference: dict[str, Any] | Non
         return record
     value = score(data, modality, reference)
     limit = float(reference.get("limit", LIMIT))
-    record.update(score=round(value, 3), limit=limit, reference_subjects=reference.get("n_subjects"))
-    if not value <= limit:
+    subjects = int(reference.get("n_subjects") or 0)
+    enforced = subjects >= MIN_REFERENCE_SUBJECTS
+    record.update(score=round(value, 3), limit=limit, reference_subjects=subjects, enforced=enforced)
+    if not enforced:
+        record["fingerprint"] = (f"not enforced: the reference has {subjects} training subjects, "
+                                 f"fewer than {MIN_REFERENCE_SUBJECTS}")
+    elif not value <= limit:
         raise ModalityMismatch(
             f"{name} does not look like the {modality} scans this checkpoint was trained on "
             f"(intensity fingerprint {value:.1f} spreads from theirs, limit {limit:g}); pass the "
