@@ -1,18 +1,21 @@
 """Calibrate the shared input check (``synth_core.input_check``) on phantom cohorts.
 
     python scripts/calibrate_input_check.py --reference REF_DIR [REF_DIR ...] --test TEST_DIR [...]
+    python scripts/calibrate_input_check.py --card CHECKPOINT_DIR --test TEST_DIR [...]
 
 Builds each modality's reference from the subjects under the reference folders (as
 training does at export) and checks every modality of every subject under the test
 folders (seeds the reference never saw) as if it were passed with ``--from`` each
 modality in turn. Prints, per claimed modality, the range of scores of each true
 modality and how many were refused (by the physics rule or the fingerprint limit).
-A true input (diagonal) should never be refused; a mislabelled one should be.
+A true input (diagonal) should never be refused; a mislabelled one should be. With
+``--card``, the checkpoint's own ``input_reference`` is used (its input modalities only).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +37,19 @@ def _read(subject: Path, modality: str) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", type=Path, nargs="+", required=True)
+    parser.add_argument("--reference", type=Path, nargs="+", default=[])
+    parser.add_argument("--card", type=Path, default=None)
     parser.add_argument("--test", type=Path, nargs="+", required=True)
     args = parser.parse_args()
     ref_subjects, test_subjects = _subjects(args.reference), _subjects(args.test)
     data = {(s, m): _read(s, m) for s in ref_subjects + test_subjects for m in MODALITIES}
-    print(f"reference: {len(ref_subjects)} subjects; test: {len(test_subjects)} subjects; "
-          f"limit {LIMIT} spreads")
+    stored = json.loads((args.card / "model.json").read_text()).get("input_reference", {}) if args.card else {}
+    where = f"card {args.card.name}" if args.card else f"{len(ref_subjects)} subjects"
+    print(f"reference: {where}; test: {len(test_subjects)} subjects; limit {LIMIT} spreads")
     print("| given as \\ true | " + " | ".join(MODALITIES) + " |")
     print("|---" * (len(MODALITIES) + 1) + "|")
-    for claimed in MODALITIES:
-        reference = make_reference([data[(s, claimed)] for s in ref_subjects], claimed)
+    for claimed in (list(stored) if args.card else MODALITIES):
+        reference = stored.get(claimed) or make_reference([data[(s, claimed)] for s in ref_subjects], claimed)
         cells = []
         for actual in MODALITIES:
             scores, refused = [], 0
