@@ -66,6 +66,8 @@ def test_both_directions_any_step_count(flows, tiny_cohort, run):
     assert back.provenance["Parameters"]["reverse"] is True and back.volume.modality == "t1"
     default = 1 if method == "bi-dpm" else 10
     assert back.provenance["Parameters"]["steps"] == default
+    assert back.provenance["DefaultedParameters"]["steps"]["value"] == default  # said, not silent
+    assert "steps" not in one.provenance["DefaultedParameters"]
     assert np.isfinite(many.volume.data).all() and np.isfinite(back.volume.data).all()
     with pytest.raises(UserError, match="outside 1 to 100"):
         sc.translate(t1, method=method, to="t2", checkpoint=str(flows[run]), steps=101)
