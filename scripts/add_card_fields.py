@@ -26,8 +26,10 @@ from synth_core.training.run import _data_description, _input_references, _inten
 if __name__ == "__main__":
     folder, data = Path(sys.argv[1]), Path(sys.argv[2])
     card = json.loads((folder / "model.json").read_text())
-    train_ids = set(card["training_data"]["splits"]["train"]["subject_ids"])
-    records = [r for r in discover_subjects(data) if r.subject_id in train_ids]
+    # Cards shared without subject IDs: every subject of DATA stands for the training inputs.
+    listed = card["training_data"].get("splits", {}).get("train", {}).get("subject_ids")
+    records = [r for r in discover_subjects(data) if listed is None or r.subject_id in set(listed)]
+    train_ids = listed if listed is not None else [r.subject_id for r in records]
     # Phantom subject i depends only on (i, seed, preset): a smaller cohort of the same seed
     # holds the first training subjects unchanged.
     if len(records) < MIN_REFERENCE_SUBJECTS:
