@@ -1,28 +1,90 @@
-"""Bundle a trained run's weights inside the package (float16, a few MB).
+"""Bundle a trained run's weights inside the package, or make a bundled card fit to ship.
 
-    .venv/bin/python scripts/bundle_checkpoint.py RUN_DIR NAME "the training command"
+    python scripts/bundle_checkpoint.py bundle RUN_DIR NAME "the commands" --seed S [--preset P]
+        [--parent TEXT]
+    python scripts/bundle_checkpoint.py tidy NAME --seed S [--preset P]
 
-The card is made fit to share as it is copied (``synth_core.training.card.public_card``:
-no data path, no subject IDs, absolute paths in the command replaced by placeholders).
+``bundle`` copies the run's weights as float16 (``zoo.export_copy``) into
+``synth_core/checkpoints/NAME``; compare the held-out figures of the run folder and of the
+bundle (``scripts/evaluate_checkpoint.py``) to see that float16 loses nothing measurable.
+Both then rewrite the card with ``synth_core.training.card.public_card`` (no data path, no
+subject IDs, only their fingerprints, no machine paths in notes), record the phantom cohort
+the model was trained on (``training_data.phantom``: seed, preset, subjects; ``--seed`` and
+``--preset`` as the training command's ``modality-synth phantom`` used them), and set the
+``intended_use`` every bundled checkpoint states. ``--parent`` records the checkpoint a run
+started from. Then score it on held-out subjects and store the figures with
+``python scripts/evaluate_checkpoint.py NAME --write-card`` (``--both`` for a bidirectional
+model). Writes are atomic; ``tidy`` leaves the weights and their sha256 untouched.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from synth_core.io import atomic_write_json
+from synth_core.errors import UserError
+from synth_core.io import atomic_write_text
 from synth_core.methods import get_method_class
 from synth_core.training.card import public_card, scrub_text
 from synth_core.zoo import CARD, bundled_dir, export_copy
 
+INTENDED_USE = ("trained on synthetic phantom data only: not validated on real scans; for "
+                "trying the methods and the software, not for research or clinical conclusions")
+# Fields an earlier version of this script wrote, now held by public_card's own fields.
+_SUPERSEDED = ("cohort", "subject_ids_sha256", "summary")
+
+
+def shipped_card(card: dict[str, Any], seed: int, preset: str) -> dict[str, Any]:
+    """The card fit to ship: ``public_card``, the phantom cohort, the intended use."""
+    out = public_card(card, paper=get_method_class(card["method"]).paper)
+    data = {k: v for k, v in out.get("training_data", {}).items() if k not in _SUPERSEDED}
+    data["phantom"] = {"seed": int(seed), "preset": preset,
+                       "n_subjects": int(data.get("n_subjects", 0))}
+    out["training_data"] = data
+    out["intended_use"] = INTENDED_USE
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bundle")
+    b.add_argument("run", type=Path)
+    b.add_argument("name")
+    b.add_argument("note", help="the commands that made the run (data, training)")
+    b.add_argument("--parent", default=None,
+                   help="the checkpoint the run started from (name, sha256, its training data)")
+    t = sub.add_parser("tidy")
+    t.add_argument("name")
+    for q in (b, t):
+        q.add_argument("--seed", type=int, required=True, help="the training cohort's phantom seed")
+        q.add_argument("--preset", default="small")
+    args = p.parse_args(argv)
+    destination = bundled_dir() / args.name
+    if args.command == "bundle":
+        info = export_copy(args.run, destination, dtype="float16",
+                           note=f"trained with: {scrub_text(args.note)}")
+        print(f"bundled {args.name}: {info.weights.stat().st_size / 2**20:.1f} MiB, "
+              f"sha256 {info.sha256[:16]}")
+    card_path = destination / CARD
+    if not card_path.is_file():
+        raise UserError(f"no bundled checkpoint {args.name!r}: see `modality-synth models`")
+    card = shipped_card(json.loads(card_path.read_text()), args.seed, args.preset)
+    if args.command == "bundle" and args.parent:
+        card["parent"] = scrub_text(args.parent)
+    atomic_write_text(card_path, json.dumps(card, indent=2) + "\n", overwrite=True)
+    data = card["training_data"]
+    print(f"card of {args.name}: {data['n_subjects']} phantom subjects (seed {args.seed}, "
+          f"preset {args.preset}), subjects {str(data.get('subjects_sha256', '?'))[:16]}")
+    return 0
+
+
 if __name__ == "__main__":
-    run, name, command = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-    info = export_copy(run, bundled_dir() / name, dtype="float16",
-                       note=f"trained with: {scrub_text(command)}")
-    card = json.loads((info.directory / CARD).read_text())
-    atomic_write_json(info.directory / CARD, public_card(card, paper=get_method_class(card["method"]).paper),
-                      overwrite=True)
-    size = (info.directory / "model.safetensors").stat().st_size / 2**20
-    print(f"bundled {name}: {size:.1f} MB, sha256 {info.sha256[:16]}")
+    try:
+        sys.exit(main())
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

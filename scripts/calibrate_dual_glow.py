@@ -7,7 +7,7 @@ moment; an EMA or a later step scores inputs with other weights. This encodes th
 the last N (default: the model's ``ood_window``) training subjects of the card's split
 (found again in DATA_DIR and checked against the card's fingerprints),
 prepared exactly as ``translate`` prepares an input, and writes the checkpoint again (new
-sha256 in its card, ``calibrated`` noted). Used for the bundled ``dual-glow-t1-pet-small``
+sha256 in its card, ``calibrated`` noted). Was used for the formerly bundled ``dual-glow-t1-pet-small``
 (docs/methods/dual-glow.md).
 """
 

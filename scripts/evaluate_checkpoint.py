@@ -1,21 +1,73 @@
-"""Score a checkpoint on its held-out phantom subjects, with the noise floor beside it.
+"""Score a checkpoint on held-out phantom subjects, beside the noise floor; optionally write
+the figures into its card (the ``heldout`` block ``modality-synth models`` prints).
 
-    .venv/bin/python scripts/evaluate_checkpoint.py CHECKPOINT METHOD DATA_DIR [--reverse]
+    python scripts/evaluate_checkpoint.py NAME|PATH [--reverse] [--seed S] [--subjects N]
+        [--preset small] [--write-card]
+
+Each subject of the phantom cohort drawn with seed S (default: ``heldout.HELDOUT_SEED``,
+one no bundled checkpoint was trained on) is translated and scored in the project's scoring
+normalisation (brain for MR/PET, head for CT); the noise floor is the noise-free target
+scored against the noisy one. ``--write-card`` stores the result under
+``heldout.directions["SRC->TGT"]`` in the card (atomically; the weights and their sha256 are
+untouched). A bidirectional checkpoint is scored both ways when ``--both`` is given.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from pathlib import Path
+import time
 
-from synth_core.benchmark import evaluate_checkpoint
+from synth_core.errors import UserError
+from synth_core.heldout import HELDOUT_PRESET, HELDOUT_SEED, HELDOUT_SUBJECTS, heldout_scores
+from synth_core.io import atomic_write_text
+from synth_core.zoo import locate
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--reverse", action="store_true")
+    p.add_argument("--both", action="store_true", help="score both directions of a bidirectional model")
+    p.add_argument("--seed", type=int, default=HELDOUT_SEED)
+    p.add_argument("--subjects", type=int, default=HELDOUT_SUBJECTS)
+    p.add_argument("--preset", default=HELDOUT_PRESET)
+    p.add_argument("--write-card", action="store_true")
+    args = p.parse_args(argv)
+    info = locate(args.checkpoint)
+    directions = [False, True] if args.both else [args.reverse]
+    card_path = info.directory / "model.json"
+    card = json.loads(card_path.read_text())
+    for reverse in directions:
+        start = time.perf_counter()
+        entry = heldout_scores(str(info.directory), info.method, reverse=reverse, seed=args.seed,
+                               subjects=args.subjects, preset=args.preset)
+        seconds = time.perf_counter() - start
+        s, f = entry["scores"], entry["noise_floor"]
+        print(f"{info.name} {entry['direction']}: {args.subjects} subjects of phantom seed "
+              f"{args.seed} ({args.preset}), {seconds:.0f} s")
+        print(f"  units: {entry['units']}; inside the {entry['mask']}")
+        for key in ("mae", "psnr", "ssim", "corrcoef"):
+            print(f"  {key:<9} {s[key]:9.4f} +- {entry['scores_sd'][key]:.4f}   "
+                  f"noise floor {f[key]:9.4f}")
+        print(f"  scale: {entry['scale']['what']} = {entry['scale']['value']:.3f}")
+        verdict = entry["floor"]
+        print(f"  floor ({verdict['rule']}; threshold {verdict['threshold']:.3f}): "
+              f"{'PASS' if verdict['passes'] else 'FAIL'}")
+        heldout = card.setdefault("heldout", {"directions": {}})
+        heldout["directions"][entry["direction"]] = entry
+    if args.write_card:
+        card["heldout"]["command"] = ("python scripts/evaluate_checkpoint.py NAME "
+                                      + ("--both " if args.both else "") + "--write-card")
+        atomic_write_text(card_path, json.dumps(card, indent=2) + "\n", overwrite=True)
+        print(f"wrote the held-out scores into {info.name}'s card")
+    return 0
+
 
 if __name__ == "__main__":
-    ckpt, method, data = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    report = evaluate_checkpoint(ckpt, method, data, reverse="--reverse" in sys.argv)
-    print(f"{report['checkpoint']} ({report['direction']}, sha256 {report['sha256'][:12]}), "
-          f"{report['split']} subjects {', '.join(report['subjects'])}")
-    for key, (mean, sd) in report["mean_sd"].items():
-        print(f"  {key:<17} {mean:8.4f} +- {sd:.4f}")
-    print(json.dumps(report))
+    try:
+        sys.exit(main())
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
