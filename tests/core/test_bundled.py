@@ -11,9 +11,9 @@ import pytest
 
 from synth_core import zoo
 from synth_core.heldout import (
+    CT_SCALE_HU,
     HELDOUT_SEED,
     SCALE_RATIO_RANGE,
-    CT_SCALE_HU,
     floor_verdict,
     scale_check,
     score_mask,
