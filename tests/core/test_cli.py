@@ -217,3 +217,19 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "synth_core.cli", "translate"], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_models_prints_held_out_scores_with_their_units(capsys):
+    from synth_core import zoo
+
+    bundled = [c for c in zoo._scan(zoo.bundled_dir(), "bundled") if c.card.get("heldout")]
+    if not bundled:
+        pytest.skip("no bundled checkpoint with held-out scores")
+    info = bundled[0]
+    entry = info.card["heldout"]["directions"][f"{info.source}->{info.target}"]
+    code, out, _ = _run(["models"], capsys)
+    row = next(line for line in out.splitlines() if line.startswith(info.name + " "))
+    assert code == 0
+    assert f"{entry['scores']['ssim']:.3f}" in row and f"{entry['noise_floor']['ssim']:.3f}" in row
+    assert entry["normalisation"] in row
+    assert any(line.startswith(entry["normalisation"] + ":") for line in out.splitlines())
