@@ -74,8 +74,7 @@ class CheckpointInfo:
             "preset": self.card.get("preset"), "origin": self.origin, "default": self.default,
             "steps": self.card.get("steps"), "intended_use": intended_use(self),
             "validation": self.card.get("validation", {}), "sha256": self.sha256,
-            "steps": self.card.get("steps"), "heldout": self.card.get("heldout"),
-            "intended_use": self.card.get("intended_use"),
+            "heldout": self.card.get("heldout"),
             "created": self.card.get("created"), "path": str(self.directory),
         }
 
