@@ -29,10 +29,8 @@ from synth_core.errors import UserError
 from synth_core.io import atomic_write_text
 from synth_core.methods import get_method_class
 from synth_core.training.card import public_card, scrub_text
-from synth_core.zoo import CARD, bundled_dir, export_copy
+from synth_core.zoo import CARD, PHANTOM_INTENDED_USE, bundled_dir, export_copy
 
-INTENDED_USE = ("trained on synthetic phantom data only: not validated on real scans; for "
-                "trying the methods and the software, not for research or clinical conclusions")
 # Fields an earlier version of this script wrote, now held by public_card's own fields.
 _SUPERSEDED = ("cohort", "subject_ids_sha256", "summary")
 
@@ -44,7 +42,7 @@ def shipped_card(card: dict[str, Any], seed: int, preset: str) -> dict[str, Any]
     data["phantom"] = {"seed": int(seed), "preset": preset,
                        "n_subjects": int(data.get("n_subjects", 0))}
     out["training_data"] = data
-    out["intended_use"] = INTENDED_USE
+    out["intended_use"] = PHANTOM_INTENDED_USE
     return out
 
 

@@ -1,7 +1,7 @@
 """Fitted filter baselines for the reconstruction-kernel tasks (``ct-sharp`` <-> ``ct-smooth``).
 
 A learned kernel conversion is only worth having if it beats the filter a physicist would
-fit in a minute. RevGAN's thesis (paper 002, section 6.4) names one for sharp to smooth:
+fit in a minute. RevGAN's thesis (section 6.4) names one for sharp to smooth:
 a Gaussian blur whose width is fitted on training data. For smooth to sharp we add its
 natural counterpart, an unsharp mask ``x + amount * (x - G_sigma * x)``.
 

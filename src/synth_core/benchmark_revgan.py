@@ -1,6 +1,6 @@
 """RevGAN's memory against depth (``modality-synth benchmark --only revgan-memory``).
 
-The thesis' Table 7 (paper 002) measured GPU memory of whole models. Here, for core
+The thesis' Table 7 (the RevGAN thesis) measured GPU memory of whole models. Here, for core
 depths 2 to 32 at the ``paper`` width (features 32, a 64-channel core at half
 resolution), reversible against the same core stored plainly, one generator training
 step on a 64^3 patch (F = Dec_B(C(Enc_A(a))), its L1 loss against b, backward, an Adam

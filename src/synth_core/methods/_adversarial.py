@@ -7,7 +7,7 @@
   the constant-then-linear-decay schedule of pix2pix and CycleGAN.
 * :func:`cycle_generator_loss` and :func:`cycle_discriminator_loss`: CycleGAN's
   unpaired objective (eq. 3 of Zhu et al.) for any pair of translators, so CycleGAN's two
-  generators and RevGAN's two directions through one core (paper 002, eq. 12) use one
+  generators and RevGAN's two directions through one core (the RevGAN thesis, eq. 12) use one
   composition.
 """
 
@@ -78,7 +78,7 @@ def cycle_generator_loss(
     real_a: torch.Tensor, real_b: torch.Tensor, gan_loss: GANLoss, lambda_cycle: float,
     lambda_identity: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """The generators' unpaired objective (CycleGAN eq. 3; RevGAN paper 002 eq. 12).
+    """The generators' unpaired objective (CycleGAN eq. 3; RevGAN thesis eq. 12).
 
     ``L = GAN(D_B, F(a)) + GAN(D_A, G(b)) + lambda_cycle * (|G(F(a)) - a|_1 + |F(G(b)) - b|_1)
     + lambda_cycle * lambda_identity * (|F(b) - b|_1 + |G(a) - a|_1)``, with F = ``a_to_b``

@@ -1,4 +1,4 @@
-"""RevGAN in 3D (van der Ouderaa and Worrall, paper 002): one reversible network, both directions.
+"""RevGAN in 3D (van der Ouderaa, MSc thesis 2019): one reversible network, both directions.
 
 Per-domain encoders and decoders around one invertible core C of additive-coupling
 blocks (eq. 8-10):

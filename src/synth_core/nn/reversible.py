@@ -1,7 +1,7 @@
 """Reversible (additive-coupling) blocks and a backward pass that recomputes activations.
 
 An additive coupling block (NICE, Dinh et al. 2015; RevNet, Gomez et al. 2017; RevGAN
-paper 002, eq. 8) splits its input along the channels into halves ``(x1, x2)`` and maps
+the RevGAN thesis, eq. 8) splits its input along the channels into halves ``(x1, x2)`` and maps
 
     y1 = x1 + NN1(x2)            x2 = y2 - NN2(y1)
     y2 = x2 + NN2(y1)            x1 = y1 - NN1(x2)
@@ -43,11 +43,11 @@ from synth_core.nn.blocks import conv_nd, norm_nd
 
 
 class CouplingNet(nn.Module):
-    """NN1 / NN2 of the 3D reversible block (paper 002, Figure 7).
+    """NN1 / NN2 of the 3D reversible block (the RevGAN thesis, Figure 7).
 
     ``conv 3^3 -> instance norm -> ReLU -> conv 3^3``, reflection padding 1, shape kept:
     ``(B, C, *S) -> (B, C, *S)``. The last convolution starts at zero, so a new block is
-    the identity (Glow's trick, paper 002 section 4.1). The ReLU is not in place (its
+    the identity (Glow's trick, the RevGAN thesis, section 4.1). The ReLU is not in place (its
     input is saved for the backward pass).
 
     Args:
@@ -87,7 +87,7 @@ class CouplingNet(nn.Module):
 
 
 class AdditiveCoupling(nn.Module):
-    """One reversible block (paper 002, eq. 8): ``(B, 2C, *S) -> (B, 2C, *S)``, invertible."""
+    """One reversible block (the RevGAN thesis, eq. 8): ``(B, 2C, *S) -> (B, 2C, *S)``, invertible."""
 
     def __init__(self, nn1: nn.Module, nn2: nn.Module) -> None:
         super().__init__()
@@ -151,7 +151,7 @@ class _RecomputingCore(torch.autograd.Function):
 
 
 class ReversibleCore(nn.Module):
-    """RevGAN's invertible core C (paper 002, section 3.2): ``depth`` coupling blocks.
+    """RevGAN's invertible core C (the RevGAN thesis, section 3.2): ``depth`` coupling blocks.
 
     ``forward`` is C, ``inverse`` is C^-1; both ``(B, 2C, *S) -> (B, 2C, *S)`` with one set
     of weights. With ``memory_saving=True`` (the default) a training pass stores only the
