@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("out_dir", type=Path)
     ph.add_argument("--subjects", type=int, default=12)
     ph.add_argument("--seed", type=int, default=0)
-    ph.add_argument("--preset", choices=["small", "full"], default="small")
+    ph.add_argument("--preset", choices=["small", "full", "fine"], default="small",
+                    help="grid: small 4 mm, full 2 mm, fine 1 mm (192 x 224 x 192)")
     ph.add_argument("--clean", action="store_true", help="also write the noise-free twin of each modality")
     ph.add_argument("--lesion-fraction", type=float, default=0.0, help="fraction of subjects with a tumour")
     ph.add_argument("--wmh-fraction", type=float, default=0.0,
@@ -203,11 +204,25 @@ def _translate(args: argparse.Namespace) -> int:
     print(f"wrote {args.output} (sidecar {sidecar_path(args.output)})")
     for line in result.summary():
         print(f"  {line}")
+    print(f"  {_resolution_line(result.provenance)}")
     if result.std is not None and std_path is not None:
         save_volume(result.std, std_path, overwrite=args.overwrite,
                     provenance=result.std.metadata["provenance"])
         print(f"wrote {std_path} (voxel-wise standard deviation over {args.samples} samples)")
     return 0
+
+
+def _resolution_line(provenance: dict[str, Any]) -> str:
+    """Which grid the network ran on and the input's (the warning itself goes to stderr)."""
+    grids = provenance.get("Resolution") or {}
+    model, given = grids.get("ModelGrid") or {}, grids.get("InputGrid") or {}
+
+    def shown(grid: dict[str, Any]) -> str:
+        mm = " x ".join(f"{v:g}" for v in grid.get("spacing_mm", []))
+        return f"{mm} mm ({' x '.join(str(n) for n in grid.get('shape', []))} voxels)"
+
+    note = ", coarser than the input" if grids.get("ModelCoarserThanInput") else ""
+    return f"resolution: the network ran on {shown(model)}{note}; input {shown(given)}"
 
 
 def _std_path(output: Path) -> Path:

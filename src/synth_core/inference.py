@@ -22,7 +22,14 @@ from synth_core import zoo
 from synth_core._version import __version__
 from synth_core.errors import ModalityMismatch, UserError
 from synth_core.input_check import check_input
-from synth_core.methods import Method, SynthesisRequest, get_method_class, synthesize_slices
+from synth_core.methods import (
+    WINDOW_OVERLAP,
+    Method,
+    SynthesisRequest,
+    get_method_class,
+    patch_window,
+    synthesize_slices,
+)
 from synth_core.nn.sliding_window import sliding_window
 from synth_core.preprocess import (
     NormParams,
@@ -176,7 +183,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     for label, mod in (("target", to), ("source", source)):
         if mod is not None and mod not in ALL_MODALITIES:
             raise UserError(f"unknown {label} modality {mod!r}; choose one of: {', '.join(ALL_MODALITIES)}")
-    info = zoo.resolve(checkpoint, method=method, source=source, target=to)
+    info = zoo.resolve(checkpoint, method=method, source=source, target=to,
+                       spacing=tuple(float(v) for v in volume.spacing))
     runs_reverse = check_request(info, to=to, age=age, steps=steps, samples=samples,
                                  temperature=temperature, reverse=reverse)
     defaulted: dict[str, dict[str, Any]] = {}
@@ -216,6 +224,9 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     age, temperature = request.age, request.temperature
     tensor = torch.from_numpy(np.ascontiguousarray(padded))[None, None].to(dev)
     warnings: list[str] = []
+    grids = resolution_report(ras, work)
+    if grids["Warning"]:
+        warnings.append(grids["Warning"])
     ood = model.out_of_distribution(tensor)
     if ood is not None and ood.get("warning"):
         warnings.append(str(ood["warning"]))
@@ -252,6 +263,7 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
                              samples=samples, temperature=temperature, reverse=runs_reverse,
                              device=str(dev), seed=seed, ood=ood, source_from=source_from,
                              defaulted=defaulted, input_check=input_check)
+    provenance["Resolution"] = grids
     result = _back_to_input(mean, work, ras, orientation, out_modality, provenance)
     std_volume = None
     if std is not None:
@@ -276,12 +288,42 @@ def model_input(volume: Volume, card: dict[str, Any], modality: str) -> tuple[np
     return padded, (ras, orientation, work, params, pad_info)
 
 
+def resolution_report(ras: Volume, work: Volume) -> dict[str, Any]:
+    """The grid the network ran on beside the input's, for the sidecar and the CLI.
+
+    ``ModelGrid`` and ``InputGrid`` give the voxel size (mm) and shape, both in RAS axis
+    order; ``Warning`` is set when the model's voxels are coarser than the input's along
+    any axis (by more than 1 %): the output is then written on the input's grid but holds
+    only the model's detail.
+    """
+    model_mm = [round(float(v), 4) for v in work.spacing]
+    input_mm = [round(float(v), 4) for v in ras.spacing]
+    coarser = [m > i * 1.01 for m, i in zip(model_mm, input_mm, strict=True)]
+    warning = None
+    if any(coarser):
+        warning = (f"the model runs on a {_mm(model_mm)} mm grid, coarser than the input's "
+                   f"{_mm(input_mm)} mm: the output is written on the input's grid but carries "
+                   "only the model's detail; use a checkpoint trained at the input's spacing "
+                   "for finer detail (see `modality-synth models`)")
+    return {"ModelGrid": {"spacing_mm": model_mm, "shape": list(work.shape)},
+            "InputGrid": {"spacing_mm": input_mm, "shape": list(ras.shape)},
+            "ModelCoarserThanInput": bool(any(coarser)), "Warning": warning}
+
+
+def _mm(spacing: list[float]) -> str:
+    return " x ".join(f"{v:g}" for v in spacing)
+
+
 def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: float,
          window: tuple[int, int, int] | None, progress: Callable[[float], None]) -> torch.Tensor:
     caps = model.capabilities
     spatial_mode = model.config.train.spatial
     if spatial_mode == "2d":
         return synthesize_slices(model, x, request, progress=progress)
+    if window is None:
+        # A model trained on patches runs in windows of its patch: its normalisation
+        # layers then see the field of view they were trained on (validation does the same).
+        window = patch_window(model.config.train)
     voxels = int(np.prod(x.shape[2:]))
     needed_mb = voxels * model_bytes_per_voxel(model) / 2**20  # samples are drawn one at a time
     if window is None and needed_mb > budget_mb:
@@ -301,7 +343,8 @@ def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: f
         progress(1.0)
         return out
     with torch.no_grad():
-        return sliding_window(lambda w: model.synthesize(w, request), x, window, 0.25, progress)
+        return sliding_window(lambda w: model.synthesize(w, request), x, window, WINDOW_OVERLAP,
+                              progress)
 
 
 def model_bytes_per_voxel(model: Method) -> float:

@@ -249,11 +249,31 @@ def _check_safetensors(path: Path) -> None:
             raise UserError(f"{path} is corrupt (bad safetensors header); re-export or re-download it") from None
 
 
+def spacing_distance(card: dict[str, Any], spacing: tuple[float, ...] | None) -> float:
+    """How far a model's voxel size is from an input's: sum over axes of |log ratio|.
+
+    Both are sorted first, so an input's axis order (any orientation) does not matter;
+    a card without a spacing, or no input spacing, is infinitely far (ranked last).
+    """
+    import math
+
+    theirs = card.get("spacing")
+    if not theirs or not spacing:
+        return math.inf
+    return sum(abs(math.log(float(a) / float(b)))
+               for a, b in zip(sorted(theirs), sorted(spacing), strict=False))
+
+
 def resolve(name_or_path: str | os.PathLike | None, *, method: str, source: str | None = None,
-            target: str | None = None) -> CheckpointInfo:
+            target: str | None = None,
+            spacing: tuple[float, ...] | None = None) -> CheckpointInfo:
     """The checkpoint to use: a given folder, weights file or name, else the best fit.
 
-    Raises UserError when nothing fits or the given one does not fit the method or modalities.
+    Without a name, among the checkpoints that fit the method and modalities, the one whose
+    voxel size is nearest the input's ``spacing`` (mm; ``spacing_distance``) wins, so a
+    1 mm scan runs on a 1 mm model when there is one; ties keep ``list_checkpoints``'
+    order. Raises UserError when nothing fits or the given one does not fit the method or
+    modalities.
     """
     if name_or_path is None:
         fits = list_checkpoints(method, source, target)
@@ -271,7 +291,11 @@ def resolve(name_or_path: str | os.PathLike | None, *, method: str, source: str 
                 f"pass --checkpoint {own}, or make it the default with "
                 f"`modality-synth models --default {own}`"
             )
-        info = fits[0]
+        # Several defaults fit (bundled checkpoints at several voxel sizes): the one nearest
+        # the input's spacing. A user's own default has already displaced the bundled ones.
+        defaults = [c for c in fits if c.default]
+        info = (min(defaults, key=lambda c: spacing_distance(c.card, spacing)) if spacing
+                else defaults[0])
     else:
         info = locate(name_or_path)
     validate(info, method=method, source=source, target=target)

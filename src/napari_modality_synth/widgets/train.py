@@ -52,6 +52,9 @@ SETTINGS: dict[str, tuple[str, type, str]] = {
     "batch_size": ("batch_size", int, "Batch size"),
     "lr": ("lr", float, "Learning rate"),
     "val_every": ("val_every", int, "Validate every"),
+    # Voxels a side at the data's own spacing (3D: a cube, 2D: a square of the slice);
+    # shown only for methods that run in sliding windows, the way a patch-trained model runs.
+    "patch_size": ("patch_size", int, "Patch size"),
 }
 
 
@@ -100,6 +103,10 @@ class TrainWidget(QWidget):
         self.settings = {name: QLineEdit() for name in SETTINGS}
         for edit in self.settings.values():
             edit.setPlaceholderText("preset's")
+        self.settings["patch_size"].setPlaceholderText("preset's (blank: whole volumes)")
+        self.settings["patch_size"].setToolTip(
+            "train on random patches of this many voxels a side, centred in the brain, at the "
+            "data's own spacing; the model then translates in sliding windows of that size")
         self.device = make_device_combo()
         self.out = QLineEdit()
         self.out.setPlaceholderText(f"new folder (blank: under {DEFAULT_RUNS})")
@@ -147,11 +154,12 @@ class TrainWidget(QWidget):
 
     # --- the form ------------------------------------------------------------------------
     def overrides(self) -> dict[str, Any]:
-        """The settings typed in (``max_steps``, ``batch_size``, ``lr``, ``val_every``); UserError if not numbers."""
+        """The settings typed in (``max_steps``, ``batch_size``, ``lr``, ``val_every``,
+        ``patch_size`` where the method takes patches); UserError if not numbers."""
         values: dict[str, Any] = {}
         for name, (key, kind, label) in SETTINGS.items():
             text = self.settings[name].text().strip()
-            if not text:
+            if not text or self.settings[name].isHidden():
                 continue
             try:
                 value = kind(text)
@@ -280,7 +288,13 @@ class TrainWidget(QWidget):
             self.preset.addItem(preset, preset)
         if "cpu" in presets:
             self.preset.setCurrentIndex(presets.index("cpu"))
-        kinds = self.methods.get(self.method.currentData(), {}).get("capabilities", {}).get("data", ())
+        capabilities = self.methods.get(self.method.currentData(), {}).get("capabilities", {})
+        patches = bool(capabilities.get("sliding_window"))
+        self.settings["patch_size"].setHidden(not patches)
+        label = self._form.labelForField(self.settings["patch_size"])
+        if label is not None:
+            label.setHidden(not patches)
+        kinds = capabilities.get("data", ())
         self.mode.clear()
         for kind in kinds:
             if kind in ("paired", "unpaired", "partial"):

@@ -9,6 +9,7 @@ from synth_core.methods import (  # noqa: F401  (registers the methods)
     revgan,
 )
 from synth_core.methods.base import (
+    WINDOW_OVERLAP,
     Capabilities,
     Method,
     StepContext,
@@ -17,14 +18,18 @@ from synth_core.methods.base import (
     apply_overrides,
     build_config,
     check_modalities,
+    check_patch_size,
     config_from_dict,
     get_method_class,
     method_keys,
+    patch_window,
     register,
     synthesize_slices,
+    synthesize_windows,
 )
 
 __all__ = [
+    "WINDOW_OVERLAP",
     "Capabilities",
     "Method",
     "StepContext",
@@ -33,9 +38,12 @@ __all__ = [
     "apply_overrides",
     "build_config",
     "check_modalities",
+    "check_patch_size",
     "config_from_dict",
     "get_method_class",
     "method_keys",
+    "patch_window",
     "register",
     "synthesize_slices",
+    "synthesize_windows",
 ]

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from synth_core.errors import UserError
+from synth_core.nn.sliding_window import sliding_window
 from synth_core.volume import ALL_MODALITIES
 
 
@@ -74,7 +75,12 @@ class TrainSettings:
         max_steps: optimiser steps (one step = one batch for every optimiser).
         batch_size: volumes, patches or slices per step.
         lr: learning rate.
-        patch_size: 3D patch (or None for whole volumes); ignored in 2D.
+        patch_size: training patch in voxels at the model's spacing, one per spatial
+            axis (3 in 3D; 2 in 2D, a crop of the axial slice), or None for whole
+            volumes (slices). Patch centres are drawn from the brain mask. A 3D model
+            trained on patches validates and translates in sliding windows of this
+            size (``synthesize_windows``), so its normalisation layers see at inference
+            the field of view they were trained on. ``--set patch_size=64`` gives a cube.
         spatial: "3d" or "2d".
         val_every: validate on held-out subjects every N steps.
         checkpoint_every: write the resumable ``last.ckpt`` every N steps.
@@ -89,7 +95,7 @@ class TrainSettings:
     max_steps: int = 2000
     batch_size: int = 1
     lr: float = 2e-4
-    patch_size: tuple[int, int, int] | None = None
+    patch_size: tuple[int, ...] | None = None
     spatial: str = "3d"
     val_every: int = 200
     checkpoint_every: int = 100
@@ -216,6 +222,49 @@ def synthesize_slices(method: Method, x: torch.Tensor, request: SynthesisRequest
             if progress is not None:
                 progress(min(1.0, (start + batch) / depth))
     return torch.cat(outs, dim=-1).unsqueeze(1)
+
+
+WINDOW_OVERLAP = 0.25  # share of a sliding window overlapping its neighbour (validation, translate)
+
+
+def patch_window(settings: TrainSettings) -> tuple[int, int, int] | None:
+    """The sliding window a 3D model trained on patches runs in (its patch), else None."""
+    size = check_patch_size(settings)
+    return size if settings.spatial == "3d" and size is not None else None  # type: ignore[return-value]
+
+
+def check_patch_size(settings: TrainSettings) -> tuple[int, ...] | None:
+    """``settings.patch_size`` as a tuple of ints (one per spatial axis), or None.
+
+    UserError when it is not positive whole numbers, has the wrong number of axes, or is
+    not a multiple of the network's size multiple (the U-Nets halve it ``depth`` times).
+    """
+    value = settings.patch_size
+    if value is None:
+        return None
+    ndim = 3 if settings.spatial == "3d" else 2
+    items = [value] * ndim if isinstance(value, (int, float, str)) else list(value)
+    fix = (f"give one size or {ndim} sizes, each a positive multiple of {settings.multiple} "
+           f"voxels (e.g. --set patch_size={4 * settings.multiple}), or leave it unset for whole "
+           f"{'volumes' if ndim == 3 else 'slices'}")
+    if len(items) != ndim or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        raise UserError(f"patch_size {value!r} is not {ndim} whole numbers; {fix}")
+    size = tuple(int(v) for v in items)
+    if min(size) < 1 or any(v % settings.multiple for v in size):
+        raise UserError(f"patch_size {size} is not a multiple of {settings.multiple}; {fix}")
+    return size
+
+
+def synthesize_windows(method: Method, x: torch.Tensor, request: SynthesisRequest,
+                       window: tuple[int, ...], overlap: float = WINDOW_OVERLAP,
+                       progress: Callable[[float], None] | None = None) -> torch.Tensor:
+    """A 3D method on a volume in overlapping windows, blended; used by validation and
+    ``translate`` alike, so a model is scored the way it is run.
+
+    ``x`` (B, C, X, Y, Z) -> samples (K, B, C, X, Y, Z); ``window`` in voxels.
+    """
+    with torch.no_grad():
+        return sliding_window(lambda w: method.synthesize(w, request), x, window, overlap, progress)
 
 
 def constant_then_linear_decay(step: int, total: int, decay_start: float) -> float:

@@ -215,7 +215,7 @@ def write_cohort(out_dir: str | os.PathLike, n_subjects: int = 12, seed: int = 0
         out_dir: the cohort folder; must not exist or be empty, unless ``overwrite``.
         n_subjects: number of subjects (sub-001 ... ).
         seed: cohort seed; subject i is ``generate_subject(i, seed, preset)``.
-        preset: "small" or "full".
+        preset: "small" (4 mm), "full" (2 mm) or "fine" (1 mm).
         clean: also write the noise-free ``_clean`` twin of every modality.
         lesion_fraction, wmh_fraction: fractions of subjects given a tumour / white-matter
             hyperintensities.

@@ -95,7 +95,8 @@ def generate_subject(index: int, seed: int = 0, preset: str = "small", *,
     Args:
         index: 0-based subject number (subject_id is ``sub-{index + 1:03d}``).
         seed: cohort seed (>= 0).
-        preset: "small" (4 mm, 48 x 64 x 48) or "full" (2 mm, 96 x 112 x 96).
+        preset: "small" (4 mm, 48 x 64 x 48), "full" (2 mm, 96 x 112 x 96) or "fine"
+            (1 mm, 192 x 224 x 192, from the 1 mm template).
         lesion: None, "tumour", "wmh" or "both".
         clean: when True, ``volumes`` holds the noise-free images too (``clean`` always does).
 

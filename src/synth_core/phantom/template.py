@@ -1,9 +1,11 @@
 """The MNI152 2009 template on a preset's grid, with regions, cached.
 
-nilearn bundles the skull-stripped MNI152 2009 template at 2 mm with its grey- and
-white-matter probability maps and brain mask (99 x 117 x 95 voxels); loading them takes
-about 3 s, so each preset's maps are cached in memory and, when the user cache folder is
-writable, on disk (keyed by nilearn version and preset).
+nilearn bundles the skull-stripped MNI152 2009 template with its grey- and white-matter
+probability maps and brain mask at 1 mm (197 x 233 x 189 voxels) and 2 mm (99 x 117 x 95);
+the 4 and 2 mm presets are built from the 2 mm maps, the 1 mm ``fine`` preset from the
+1 mm ones (``PhantomPreset.template_mm``). Loading and deriving them takes seconds (about
+3 s at 2 mm, more at 1 mm), so each preset's maps are cached in memory and, when the user
+cache folder is writable, on disk (keyed by nilearn version and preset).
 
 Regions come from MNI coordinates (``parcellate``): ellipsoids for the hippocampi and
 deep grey nuclei, boxes for the cingulate and precuneus, planes between the lobes and
@@ -26,8 +28,8 @@ from synth_core.phantom.parameters import LABEL_IDS, PRESETS, PhantomPreset
 
 _CACHE_FORMAT = 2  # bump when the maps' definition changes
 _SHARPEN = 2.0  # exponent applied to the tissue probabilities (see _template_arrays)
-_TEMPLATE_SPACING_MM = 2.0
-_PAD_VOXELS = 12  # room around the template for the skull and scalp shells
+_PAD_MM = 24.0  # room around the template for the skull and scalp shells
+_CLOSING_MM = 4.0  # closing radius that smooths the brain mask into the skull's inner surface
 _PARCEL_MARGIN_MM = 6.0  # parcels reach this far outside the brain mask
 
 # Ellipsoids (centre mm, semi-axes mm) in MNI space; both hemispheres by symmetry in x.
@@ -110,15 +112,18 @@ def parcellate(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     return parcel
 
 
-@functools.lru_cache(maxsize=1)
-def _template_arrays() -> dict[str, np.ndarray]:
-    """The nilearn maps at 2 mm, zero-padded, with derived distance and ventricle maps."""
+@functools.lru_cache(maxsize=2)
+def _template_arrays(resolution: int = 2) -> dict[str, np.ndarray]:
+    """The nilearn maps at ``resolution`` mm (1 or 2), zero-padded, with derived distance
+    and ventricle maps. Every morphological size is in mm, so both resolutions describe
+    the same anatomy."""
     from nilearn import datasets
 
-    mask_img = datasets.load_mni152_brain_mask(resolution=2)
+    spacing = float(resolution)
+    mask_img = datasets.load_mni152_brain_mask(resolution=resolution)
     mask = mask_img.get_fdata() > 0.5
-    gm = datasets.load_mni152_gm_template(resolution=2).get_fdata() * mask
-    wm = datasets.load_mni152_wm_template(resolution=2).get_fdata() * mask
+    gm = datasets.load_mni152_gm_template(resolution=resolution).get_fdata() * mask
+    wm = datasets.load_mni152_wm_template(resolution=resolution).get_fdata() * mask
     # The template's tissue maps average many brains, so their boundaries are wider than
     # one brain's; raising the probabilities to a power and renormalising gives one
     # brain's sharper partial-volume profile (a voxel holds at most one unit of tissue).
@@ -126,17 +131,18 @@ def _template_arrays() -> dict[str, np.ndarray]:
     gm, wm, csf = (np.clip(a, 0.0, 1.0) ** _SHARPEN for a in (gm, wm, csf))
     total = np.maximum(gm + wm + csf, 1e-6)
     gm, wm = gm / total * mask, wm / total * mask
-    pad = _PAD_VOXELS
+    pad = int(round(_PAD_MM / spacing))
     gm, wm, mask = (np.pad(a, pad) for a in (gm, wm, mask))
     affine = mask_img.affine.copy()
-    affine[:3, 3] -= pad * _TEMPLATE_SPACING_MM
+    affine[:3, 3] -= pad * spacing
 
     # Signed distance to the brain surface, which lies half a voxel beyond the outer
     # mask voxel centres. A closed, filled mask gives the skull a smooth inner surface.
-    smooth_mask = ndi.binary_fill_holes(ndi.binary_closing(mask, iterations=2))
-    outside = ndi.distance_transform_edt(~smooth_mask) * _TEMPLATE_SPACING_MM
-    inside = ndi.distance_transform_edt(smooth_mask) * _TEMPLATE_SPACING_MM
-    half = _TEMPLATE_SPACING_MM / 2.0
+    smooth_mask = ndi.binary_fill_holes(
+        ndi.binary_closing(mask, iterations=int(round(_CLOSING_MM / spacing))))
+    outside = ndi.distance_transform_edt(~smooth_mask) * spacing
+    inside = ndi.distance_transform_edt(smooth_mask) * spacing
+    half = spacing / 2.0
     distance = np.where(smooth_mask, half - inside, outside - half)
 
     # Lateral ventricles: the largest CSF-dominated component in a central box.
@@ -147,7 +153,7 @@ def _template_arrays() -> dict[str, np.ndarray]:
     sizes = ndi.sum_labels(np.ones_like(csf), components, index=np.arange(1, n + 1))
     ventricles = components == (int(np.argmax(sizes)) + 1)
     centre = [float(np.broadcast_to(c, mask.shape)[ventricles].mean()) for c in (x, y, z)]
-    zone = ndi.binary_dilation(ventricles)
+    zone = ndi.binary_dilation(ventricles, iterations=int(round(2.0 / spacing)))  # 2 mm
     return {
         "gm": gm.astype(np.float32), "wm": wm.astype(np.float32),
         "distance": distance.astype(np.float32), "ventricle_zone": zone.astype(np.float32),
@@ -165,9 +171,9 @@ def _world_grid(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray,
 def _resample(array: np.ndarray, src_affine: np.ndarray, preset: PhantomPreset,
               fill: float) -> np.ndarray:
     """Linear resampling of a template map onto the preset grid (anti-aliased)."""
-    factor = preset.spacing_mm / _TEMPLATE_SPACING_MM
+    factor = preset.spacing_mm / abs(float(src_affine[0, 0]))
     if factor > 1.0:
-        # A Gaussian whose FWHM makes the 2 mm voxel into a preset voxel.
+        # A Gaussian whose FWHM makes the template voxel into a preset voxel.
         array = ndi.gaussian_filter(array, np.sqrt(factor**2 - 1.0) / 2.355)
     x, y, z = _world_grid(preset.affine, preset.shape)
     index = [
@@ -179,7 +185,7 @@ def _resample(array: np.ndarray, src_affine: np.ndarray, preset: PhantomPreset,
 
 
 def _build(preset: PhantomPreset) -> dict[str, np.ndarray]:
-    src = _template_arrays()
+    src = _template_arrays(preset.template_mm)
     affine = src["affine"]
     far = float(src["distance"].max())
     maps = {

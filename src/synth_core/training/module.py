@@ -3,8 +3,9 @@
 Single-optimiser methods use Lightning's automatic optimisation (``losses``);
 adversarial ones use manual optimisation (``adversarial_step``) through a
 :class:`GuardedSteps` context that applies the NaN guard and gradient clipping.
-Validation translates whole held-out volumes and logs MAE, PSNR and SSIM in the
-normalised intensity space (data range 2), inside the brain mask.
+Validation translates whole held-out volumes (in the sliding windows ``translate`` uses
+when the model trained on patches) and logs MAE, PSNR and SSIM in the normalised
+intensity space (data range 2), inside the brain mask.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ import torch
 
 from synth_core import metrics
 from synth_core.errors import UserError
-from synth_core.methods import Method, SynthesisRequest, synthesize_slices
+from synth_core.methods import (
+    Method,
+    SynthesisRequest,
+    patch_window,
+    synthesize_slices,
+    synthesize_windows,
+)
 from synth_core.nn import EMA
 
 NORMALISED_RANGE = 2.0  # normalised intensities span about [-1, 1]
@@ -159,8 +166,11 @@ class SynthesisModule(pl.LightningModule):
         x, y, mask = batch["source"], batch["target"], batch["mask"]
         request = SynthesisRequest(age=_first_age(batch))
         with torch.no_grad():
+            window = patch_window(self._val_method.config.train)
             if self._val_method.config.train.spatial == "2d":  # slice by slice, as translate does
                 pred = synthesize_slices(self._val_method, x, request).mean(0)
+            elif window is not None:  # trained on patches: the windows translate runs
+                pred = synthesize_windows(self._val_method, x, request, window).mean(0)
             else:
                 pred = self._val_method.synthesize(x, request).mean(0)
         p = pred[0, 0].float().cpu().numpy()

@@ -42,6 +42,7 @@ from synth_core.methods import (
     apply_overrides,
     build_config,
     check_modalities,
+    check_patch_size,
     config_from_dict,
     get_method_class,
 )
@@ -220,6 +221,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         spacing_mm = parent_spacing(parent)  # the parent's filters were learnt at its voxel size
     elif saved is not None and spacing_mm is None:
         spacing_mm = saved.get("spacing")
+    patch = check_patch_size(config.train)  # before any data is read
     mode = request.mode or cls.capabilities.data[0]
     if mode not in cls.capabilities.data:
         raise UserError(
@@ -241,7 +243,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         store, split.train, request.source, request.target, mode=mode,
         paired_fraction=request.paired_fraction, spatial=config.train.spatial,
         paired_share=getattr(config, "paired_share", None),
-        patch_size=config.train.patch_size, seed=seed,
+        patch_size=patch, seed=seed,
     )
     val_set = ValidationVolumes(store, [r for r in split.val if r in usable],
                                 request.source, request.target)
@@ -275,6 +277,9 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         "config": dataclasses.asdict(config),
         "capabilities": cls.capabilities.to_dict() | method.card_capabilities(),
         "spacing": list(spacing) if spacing else None,
+        # Patch (voxels at ``spacing``) the model trained on; a 3D one validates and
+        # translates in windows of it. None: whole volumes (or whole slices in 2D).
+        "patch_size": list(patch) if patch else None,
         "multiple": config.train.multiple,
         "normalisation": {"source": "per-volume, synth_core.preprocess.fit_normalisation"} | norm_ref,
         "training_data": training_data_summary(request.data, records, split, mode=mode,
