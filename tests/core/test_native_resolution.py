@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import synth_core as sc
+from conftest import write_tiny_cohort
 from synth_core import zoo
 from synth_core.cli import build_parser, main
 from synth_core.data import TranslationDataset, VolumeStore, discover_subjects
@@ -19,8 +20,6 @@ from synth_core.methods import TrainSettings, check_patch_size
 from synth_core.phantom import PRESETS
 from synth_core.preprocess import resample
 from synth_core.training import TrainRequest, train
-
-from conftest import write_tiny_cohort
 
 
 @pytest.fixture(scope="module")
