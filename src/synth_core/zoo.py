@@ -16,16 +16,21 @@ import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
-import torch
-from safetensors.torch import load_file, save_file
 
 from synth_core._version import __version__
 from synth_core.errors import ModalityMismatch, UserError
-from synth_core.io import atomic_write, atomic_write_json
-from synth_core.methods import Method, config_from_dict, get_method_class
+
+if TYPE_CHECKING:
+    import torch
+
+    from synth_core.methods import Method
+
+# torch, safetensors, the methods and the file writers (nibabel, SimpleITK) are imported
+# inside the functions that load or write checkpoints: listing and choosing them
+# (``modality-synth models``) reads JSON cards only, and those imports cost seconds.
 
 FORMAT = "napari-modality-synth-model/1"
 WEIGHTS = "model.safetensors"
@@ -71,7 +76,8 @@ class CheckpointInfo:
         """The row ``modality-synth models`` prints."""
         return {
             "name": self.name, "method": self.method, "source": self.source, "target": self.target,
-            "preset": self.card.get("preset"), "origin": self.origin, "default": self.default,
+            "preset": self.card.get("preset"), "spacing": self.card.get("spacing"),
+            "patch_size": self.card.get("patch_size"), "origin": self.origin, "default": self.default,
             "steps": self.card.get("steps"), "intended_use": intended_use(self),
             "validation": self.card.get("validation", {}), "sha256": self.sha256,
             "heldout": self.card.get("heldout"),
@@ -203,6 +209,8 @@ def set_default(name: str) -> CheckpointInfo:
             if n != name and n in by_name and not _same_task(by_name[n], info)]
     if info.origin == "user":
         kept.append(name)
+    from synth_core.io import atomic_write_json
+
     home().mkdir(parents=True, exist_ok=True)
     atomic_write_json(_defaults_file(), {"defaults": kept}, overwrite=True)
     info.default = True
@@ -357,6 +365,10 @@ def validate(info: CheckpointInfo, *, method: str, source: str | None = None,
 
 def load_method(info: CheckpointInfo, device: torch.device | str = "cpu") -> Method:
     """Build the method from its card and load the weights (sha256 verified)."""
+    from safetensors.torch import load_file
+
+    from synth_core.methods import config_from_dict, get_method_class
+
     weights = info.weights
     _check_safetensors(weights)
     digest = sha256_file(weights)
@@ -385,6 +397,10 @@ def load_method(info: CheckpointInfo, device: torch.device | str = "cpu") -> Met
 
 def save_model(method: Method, directory: Path, card: dict[str, Any]) -> CheckpointInfo:
     """Write the inference weights and the card (atomically, weights first)."""
+    from safetensors.torch import save_file
+
+    from synth_core.io import atomic_write, atomic_write_json
+
     directory.mkdir(parents=True, exist_ok=True)
     prefixes = tuple(f"{name}." for name in method.inference_modules())
     state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()
@@ -421,6 +437,11 @@ def export_copy(source: Path, destination: Path, *, dtype: str = "float16",
     weights back to the model's float32. The card records the storage type and the
     sha256 of the original weights, and gets the new file's sha256.
     """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from synth_core.io import atomic_write, atomic_write_json
+
     card = _read_card(source)
     if card is None:
         raise UserError(f"{source} has no valid {CARD}; pass a run folder written by `modality-synth train`")

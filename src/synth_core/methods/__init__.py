@@ -1,14 +1,11 @@
-"""Synthesis methods: the contract (``base``) and one module per method."""
+"""Synthesis methods: the contract (``base``) and one module per method.
 
-from synth_core.methods import (  # noqa: F401  (registers the methods)
-    bi_dpm,
-    cyclegan,
-    dual_glow,
-    flow_matching,
-    pix2pix,
-    revgan,
-)
+A method's module is imported when its key is first asked for (``get_method_class``,
+through ``base.METHOD_MODULES``), not here: a pix2pix translation then loads pix2pix only.
+"""
+
 from synth_core.methods.base import (
+    METHOD_MODULES,
     WINDOW_OVERLAP,
     Capabilities,
     Method,
@@ -29,6 +26,7 @@ from synth_core.methods.base import (
 )
 
 __all__ = [
+    "METHOD_MODULES",
     "WINDOW_OVERLAP",
     "Capabilities",
     "Method",

@@ -277,6 +277,18 @@ def constant_then_linear_decay(step: int, total: int, decay_start: float) -> flo
 
 
 _REGISTRY: dict[str, type[Method]] = {}
+#: Where each bundled method lives (module under ``synth_core.methods``). A method's module
+#: is imported the first time its key is asked for, so translating with pix2pix does not
+#: import (and pay for) every other method. A new method adds its key here.
+METHOD_MODULES: dict[str, str] = {
+    "bi-dpm": "bi_dpm",
+    "cfm": "flow_matching",
+    "cyclegan": "cyclegan",
+    "dual-glow": "dual_glow",
+    "pix2pix": "pix2pix",
+    "rectified-flow": "flow_matching",
+    "revgan": "revgan",
+}
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -288,15 +300,21 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def get_method_class(key: str) -> type[Method]:
+    """The method registered under ``key``, importing its module on first use."""
+    if key not in _REGISTRY and key in METHOD_MODULES:
+        import importlib
+
+        importlib.import_module(f"synth_core.methods.{METHOD_MODULES[key]}")
     try:
         return _REGISTRY[key]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
+        known = ", ".join(method_keys())
         raise UserError(f"unknown method {key!r}; choose one of: {known}") from None
 
 
 def method_keys() -> list[str]:
-    return sorted(_REGISTRY)
+    """Every method key: the bundled ones (without importing them) and any registered."""
+    return sorted(set(METHOD_MODULES) | set(_REGISTRY))
 
 
 def build_config(key: str, preset: str = "cpu", overrides: dict[str, Any] | None = None) -> Any:

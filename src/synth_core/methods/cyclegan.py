@@ -45,6 +45,10 @@ class CycleGANConfig(AdversarialSettings):
             fraction of lambda_cycle (paper: 0.5; only meaningful when both domains
             share intensity conventions, as normalised MR contrasts do).
         pool_size: history of generated images shown to D (paper: 50).
+        upsample: the generators' upsampling, "transpose" (paper) or "interp"
+            (interpolation plus convolution: no checkerboard artefacts, slower on CPU,
+            so the ``cpu`` preset keeps "transpose"). A card without this field predates
+            it and loads with the paper's transposed convolutions.
     """
 
     features: int = 64
@@ -54,6 +58,7 @@ class CycleGANConfig(AdversarialSettings):
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5
     pool_size: int = 50
+    upsample: str = "transpose"
     train: TrainSettings = field(
         default_factory=lambda: TrainSettings(max_steps=200_000, lr=2e-4, batch_size=1, multiple=4)
     )
@@ -102,7 +107,8 @@ class CycleGAN(AdversarialMethod):
             return ResnetGenerator(dims, 1, 1, features=config.features,
                                    n_downsampling=config.n_downsampling,
                                    n_blocks=config.n_blocks, norm=config.norm,
-                                   outer_kernel=config.outer_kernel)
+                                   outer_kernel=config.outer_kernel,
+                                   upsample=config.upsample)
 
         def discriminator() -> PatchDiscriminator:
             return PatchDiscriminator(dims, 1, features=config.disc_features,

@@ -39,6 +39,11 @@ class Pix2PixConfig(AdversarialSettings):
         lambda_l1: weight of the L1 term (paper: 100).
         gan_mode: "vanilla" (the paper's; the shared default is CycleGAN's "lsgan").
         dropout: decoder dropout (paper: 0.5, its only source of noise).
+        upsample: the decoder's upsampling, "transpose" (paper: transposed convolutions)
+            or "interp" (interpolation plus a 3x3x3 convolution: no checkerboard
+            artefacts, but 3.4 times the multiply-adds, and measured 2-4 times slower
+            on CPU here, so the ``cpu`` preset keeps "transpose"; see docs/benchmarks.md).
+            A card without this field predates it and loads with transposed convolutions.
     """
 
     features: int = 64
@@ -46,6 +51,7 @@ class Pix2PixConfig(AdversarialSettings):
     lambda_l1: float = 100.0
     gan_mode: str = "vanilla"
     dropout: float = 0.5
+    upsample: str = "transpose"
     train: TrainSettings = field(
         default_factory=lambda: TrainSettings(max_steps=200_000, lr=2e-4, batch_size=1)
     )
@@ -89,7 +95,8 @@ class Pix2Pix(AdversarialMethod):
         super().__init__(config, source, target)
         dims = 3 if config.train.spatial == "3d" else 2
         self.generator = UNet(dims, 1, 1, features=config.features, depth=config.depth,
-                              norm=config.norm, dropout=config.dropout)
+                              norm=config.norm, dropout=config.dropout,
+                              upsample=config.upsample)
         self.discriminator = PatchDiscriminator(dims, 2, features=config.disc_features,
                                                 n_layers=config.disc_layers, norm=config.norm)
         init_weights(self.generator)

@@ -10,7 +10,9 @@ from synth_core.nn.blocks import (
     PaddingMode,
     ResidualBlock,
     check_spatial_size,
+    check_upsample,
     conv_nd,
+    linear_upsample,
     make_activation,
 )
 
@@ -46,6 +48,8 @@ class ResnetGenerator(nn.Module):
         padding_mode: padding of the outer convolutions and residual blocks ("reflect" in
             CycleGAN).
         dropout: dropout inside the residual blocks (CycleGAN's default: none).
+        upsample: "transpose" (CycleGAN's stride-2 transposed convolutions) or "interp"
+            (linear interpolation and a 3x3(x3) convolution, as ``InterpConv``).
     """
 
     def __init__(
@@ -61,8 +65,10 @@ class ResnetGenerator(nn.Module):
         outer_kernel: int = 7,
         padding_mode: PaddingMode = "reflect",
         dropout: float = 0.0,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
+        check_upsample(upsample)
         if outer_kernel % 2 == 0:
             raise ValueError(f"outer_kernel must be odd to keep the size, got {outer_kernel}")
         if n_downsampling < 0 or n_blocks < 0:
@@ -89,9 +95,13 @@ class ResnetGenerator(nn.Module):
             layers.append(ResidualBlock(spatial_dims, width, norm=norm,
                                         padding_mode=padding_mode, dropout=dropout))
         for _ in range(n_downsampling):
-            # kernel 3, stride 2, padding 1 and output_padding 1 doubles the size exactly.
-            layers.append(ConvBlock(spatial_dims, width, width // 2, 3, stride=2, padding=1,
-                                    norm=norm, transposed=True, output_padding=1))
+            if upsample == "interp":  # as InterpConv, with ConvBlock's norm and ReLU
+                layers.append(linear_upsample(spatial_dims))
+                layers.append(ConvBlock(spatial_dims, width, width // 2, 3, norm=norm))
+            else:
+                # kernel 3, stride 2, padding 1 and output_padding 1 doubles the size exactly.
+                layers.append(ConvBlock(spatial_dims, width, width // 2, 3, stride=2, padding=1,
+                                        norm=norm, transposed=True, output_padding=1))
             width //= 2
         layers.append(
             conv_nd(spatial_dims)(width, out_channels, outer_kernel, padding=outer_pad,

@@ -7,7 +7,9 @@ from torch import nn
 
 from synth_core.nn.blocks import (
     LEAKY_SLOPE,
+    InterpConv,
     check_spatial_size,
+    check_upsample,
     conv_bias,
     conv_nd,
     conv_transpose_nd,
@@ -45,6 +47,9 @@ class UNet(nn.Module):
             (pix2pix: 3); the output level never does.
         final_activation: "tanh" for outputs in [-1, 1] (images normalised to that range),
             or "none" for an unbounded output such as a velocity field.
+        upsample: "transpose" (pix2pix's 4x4(x4) stride-2 transposed convolution) or
+            "interp" (linear interpolation and a 3x3(x3) convolution, ``InterpConv``:
+            faster on CPUs and free of checkerboard artefacts).
     """
 
     def __init__(
@@ -59,8 +64,10 @@ class UNet(nn.Module):
         dropout: float = 0.5,
         dropout_levels: int = 3,
         final_activation: str | None = "tanh",
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
+        check_upsample(upsample)
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
         self.spatial_dims = spatial_dims
@@ -85,11 +92,10 @@ class UNet(nn.Module):
             level_norm = "none" if outermost else norm
             c_in = widths[i] if innermost else 2 * widths[i]
             c_out = out_channels if outermost else widths[i - 1]
-            layers = [
-                nn.ReLU(),
-                conv_t(c_in, c_out, 4, stride=2, padding=1, bias=conv_bias(level_norm)),
-                norm_nd(level_norm, spatial_dims, c_out),
-            ]
+            up = (InterpConv(spatial_dims, c_in, c_out, bias=conv_bias(level_norm))
+                  if upsample == "interp" else
+                  conv_t(c_in, c_out, 4, stride=2, padding=1, bias=conv_bias(level_norm)))
+            layers = [nn.ReLU(), up, norm_nd(level_norm, spatial_dims, c_out)]
             if outermost:
                 layers.append(make_activation(final_activation))
             elif dropout > 0 and i >= depth - dropout_levels:
