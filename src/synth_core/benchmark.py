@@ -87,8 +87,8 @@ def child_sliding_window_1mm(window: int = 96) -> dict[str, Any]:
             "peak_rss_mb": _peak_rss_mb()}
 
 
-def _in_child(name: str, **kwargs: Any) -> dict[str, Any]:
-    code = (f"import json, synth_core.benchmark as b; "
+def _in_child(name: str, module: str = "synth_core.benchmark", **kwargs: Any) -> dict[str, Any]:
+    code = (f"import json, {module} as b; "
             f"print(json.dumps(b.{name}(**{kwargs!r})))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -118,14 +118,26 @@ def training_rate(method: str, data: Path, steps: int, source: str = "t1",
             "seconds_per_step": 1 / rate if rate else float("nan")}
 
 
-def run_benchmarks(out: Path, quick: bool = False) -> dict[str, Any]:
-    """Measure and print every figure; write them to ``out/benchmark.json``."""
+def run_benchmarks(out: Path, quick: bool = False, only: str | None = None) -> dict[str, Any]:
+    """Measure and print every figure (or ``only="native"``: the native-resolution ones,
+    ``synth_core.benchmark_native``); write them to ``out/benchmark.json``."""
+    from synth_core.benchmark_native import run_native
     from synth_core.phantom import bench_subject, write_cohort
     from synth_core.zoo import list_checkpoints
 
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"machine": _machine()}
     print(f"machine: {report['machine']}")
+    if only is not None and only != "native":
+        raise UserError(f"unknown benchmark {only!r}; use --only native, or no --only for all")
+    run_native(report, quick=quick)
+    if only == "native":
+        (out / "benchmark.json").write_text(json.dumps(report, indent=2))
+        print(f"wrote {out / 'benchmark.json'}")
+        return report
+    fine = min(bench_subject("fine") for _ in range(1 if quick else 2))
+    report["phantom_fine_s"] = fine
+    print(f"phantom: one `fine` (1 mm) subject {fine:.1f} s")
     bench_subject("full")  # builds and caches the template
     report["phantom_full_s"] = min(bench_subject("full") for _ in range(3))
     report["phantom_small_s"] = min(bench_subject("small") for _ in range(3))

@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmark", help="measure speed and memory; write a report")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--quick", action="store_true")
-    b.add_argument("--only", default=None, help="one benchmark by name: revgan-memory")
+    b.add_argument("--only", default=None,
+                   help="one benchmark by name: revgan-memory, or native (1 mm translation, sgemm ceiling, start-up)")
 
     sub.add_parser("methods", help="list the methods and their capabilities")
     return p
@@ -417,7 +418,8 @@ def _methods(args: argparse.Namespace) -> int:
 def _benchmark(args: argparse.Namespace) -> int:
     from synth_core.benchmark import run_benchmarks
 
-    only = {"revgan-memory": "synth_core.benchmark_revgan:run_revgan_memory"}
+    only = {"revgan-memory": "synth_core.benchmark_revgan:run_revgan_memory",
+            "native": "synth_core.benchmark_native:run_native_report"}
     if args.only is not None:
         if args.only not in only:
             raise UserError(f"unknown benchmark {args.only!r} for --only; choose one of: {', '.join(only)}")

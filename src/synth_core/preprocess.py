@@ -134,7 +134,10 @@ def _sample(
     matrix, offset = index_map[:3, :3], index_map[:3, 3]
     # Edge values held ("nearest") so target voxels within half a voxel of the source's
     # outer voxel centres are not blended with a constant; beyond the field of view: fill.
-    out = ndimage.affine_transform(data, matrix, offset, shape, np.float32, order, "nearest")
+    if order in (0, 1):
+        out = _sitk_affine(data, matrix, offset, shape, order)
+    else:
+        out = ndimage.affine_transform(data, matrix, offset, shape, np.float32, order, "nearest")
     lo, hi = -0.5 - 1e-6, np.asarray(data.shape) - 0.5 + 1e-6
     corners = np.array(np.meshgrid(*[[0, s - 1] for s in shape], indexing="ij")).reshape(3, -1)
     src = matrix @ corners + offset[:, None]
@@ -147,6 +150,41 @@ def _sample(
         inside &= (coord >= lo) & (coord <= hi[d])
     out[~inside] = np.float32(data.min() if fill is None else fill)
     return out
+
+
+def _sitk_affine(data: np.ndarray, matrix: np.ndarray, offset: np.ndarray,
+                 shape: tuple[int, ...], order: int) -> np.ndarray:
+    """``scipy.ndimage.affine_transform(..., mode="nearest")`` for orders 0 and 1, on
+    SimpleITK's resampler, which runs on every core (``OMP_NUM_THREADS`` of them when set)
+    where scipy uses one: 0.53 s of a 0.61 s 4 mm translation of a 1 mm scan was scipy.
+
+    Both images are set up in index space (unit spacing, zero origin, identity
+    direction), so the transform is the index map itself. Edge values are held by
+    sampling a copy padded with one edge voxel; target voxels beyond it are filled by
+    the caller. ``data`` (X, Y, Z) -> float32 of ``shape``.
+    """
+    import os
+
+    import SimpleITK as sitk
+
+    padded = np.pad(np.asarray(data, dtype=np.float32), 1, mode="edge")
+    # GetImageFromArray reads (z, y, x) arrays: transposing makes index (i, j, k) = data[i, j, k].
+    image = sitk.GetImageFromArray(np.ascontiguousarray(padded.transpose(2, 1, 0)))
+    image.SetOrigin((-1.0, -1.0, -1.0))  # the pad voxel sits at index -1
+    transform = sitk.AffineTransform(3)
+    transform.SetMatrix([float(v) for v in np.asarray(matrix).ravel()])
+    transform.SetTranslation([float(v) for v in offset])
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize([int(n) for n in shape])
+    resampler.SetTransform(transform)
+    resampler.SetInterpolator(sitk.sitkNearestNeighbor if order == 0 else sitk.sitkLinear)
+    resampler.SetOutputPixelType(sitk.sitkFloat32)
+    resampler.SetDefaultPixelValue(float(padded.min()))
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads and threads.isdigit() and int(threads) > 0:
+        resampler.SetNumberOfThreads(int(threads))
+    out = sitk.GetArrayFromImage(resampler.Execute(image))
+    return np.ascontiguousarray(out.transpose(2, 1, 0))
 
 
 # ---------------------------------------------------------------- foreground

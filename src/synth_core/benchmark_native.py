@@ -1,0 +1,212 @@
+"""Native-resolution speed figures: 1 mm translation, the CPU's ceiling, CLI start-up.
+
+``modality-synth benchmark --only native`` (and ``scripts/bench.py``) print these:
+
+- the sgemm ceiling: a 2048 x 2048 float32 matrix product, GFLOP/s, measured in the same
+  run as everything else, so the achieved fraction below compares like with like;
+- a 1 mm whole-brain translation (nilearn's 1 mm MNI152 T1, 197 x 233 x 189 voxels) with a
+  pix2pix checkpoint at 1 mm, in a fresh child process: wall seconds, peak RSS, and the
+  generator's achieved GFLOP/s (floating-point operations counted by PyTorch's
+  ``FlopCounterMode`` on one window, times the windows run, over the time spent in them);
+- the two U-Net upsamplings (transposed convolution, interpolation plus convolution) on
+  one window;
+- CLI start-up: ``modality-synth models`` and a 1 mm ``translate`` end to end, as
+  subprocesses, beside a bare ``python -c pass``.
+
+Without a bundled 1 mm pix2pix checkpoint, an untrained one of the ``cpu`` preset at 1 mm
+stands in: speed and memory do not depend on the weights' values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+FINE_CHECKPOINT = "pix2pix-t1-t2-fine"  # the bundled 1 mm checkpoint, when present
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best-of-``repeats`` GFLOP/s of an n x n float32 matrix product (2 n^3 operations)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up: thread pool and caches
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best / 1e9
+
+
+def mni_t1_1mm(path: Path) -> Path:
+    """Write nilearn's 1 mm MNI152 T1 template (197 x 233 x 189) to ``path`` (NIfTI)."""
+    import nibabel as nib
+    from nilearn import datasets
+
+    image = datasets.load_mni152_template(resolution=1)
+    data = image.get_fdata(dtype="float32")
+    nib.save(nib.Nifti1Image(data, image.affine), path)
+    return path
+
+
+def stand_in_checkpoint(out: Path, patch: int = 96) -> Path:
+    """An untrained ``cpu``-preset pix2pix at 1 mm trained-on-patches card (for timing only)."""
+    from synth_core import zoo
+    from synth_core.methods import build_config, get_method_class
+
+    config = build_config("pix2pix", "cpu", {"patch_size": patch})
+    method = get_method_class("pix2pix")(config, "t1", "t2").eval()
+    zoo.save_model(method, out, {
+        "method": "pix2pix", "source": "t1", "target": "t2", "preset": "cpu",
+        "config": __import__("dataclasses").asdict(config),
+        "capabilities": method.capabilities.to_dict(), "spacing": [1.0, 1.0, 1.0],
+        "patch_size": [patch] * 3, "multiple": config.train.multiple,
+        "normalisation": {"source": "per-volume"}, "note": "untrained stand-in for timing"})
+    return out
+
+
+def _checkpoint(tmp: Path) -> tuple[str, str]:
+    from synth_core.zoo import list_checkpoints
+
+    for info in list_checkpoints("pix2pix", "t1", "t2"):
+        if info.name == FINE_CHECKPOINT:
+            return str(info.directory), info.name
+    return str(stand_in_checkpoint(tmp / "stand-in")), "untrained stand-in (cpu preset)"
+
+
+def child_translate_1mm(input_path: str, checkpoint: str) -> dict[str, Any]:
+    """Translate the 1 mm T1 at 1 mm; time the generator's windows and count their FLOPs."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from synth_core import inference
+    from synth_core.benchmark import _peak_rss_mb
+    from synth_core.io import load_volume
+    from synth_core.methods import SynthesisRequest
+
+    volume = load_volume(input_path, modality="t1")
+    start = time.perf_counter()
+    info = inference.zoo.resolve(checkpoint, method="pix2pix", target="t2")
+    model = inference._cached_method(str(info.directory), info.sha256, "cpu")
+    timing = {"windows": 0, "seconds": 0.0, "shape": None}
+    plain = model.synthesize
+
+    def timed(x: torch.Tensor, request: SynthesisRequest) -> torch.Tensor:
+        begin = time.perf_counter()
+        out = plain(x, request)
+        timing["seconds"] += time.perf_counter() - begin
+        timing["windows"] += 1
+        timing["shape"] = list(x.shape[2:])
+        return out
+
+    model.synthesize = timed  # type: ignore[method-assign]
+    result = inference.translate(volume, "pix2pix", "t2", checkpoint=checkpoint, device="cpu")
+    wall = time.perf_counter() - start
+    model.synthesize = plain  # type: ignore[method-assign]
+    window = torch.zeros(1, 1, *timing["shape"])
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        plain(window, SynthesisRequest())
+    flops = counter.get_total_flops() * timing["windows"]
+    return {"shape": list(volume.shape), "wall_s": wall, "network_s": timing["seconds"],
+            "windows": timing["windows"], "window": timing["shape"], "gflop": flops / 1e9,
+            "gflops_per_s": flops / 1e9 / timing["seconds"], "peak_rss_mb": _peak_rss_mb(),
+            "model_grid": result.provenance["Resolution"]["ModelGrid"],
+            "threads": torch.get_num_threads()}
+
+
+def upsampling_seconds(size: int = 64, repeats: int = 3) -> dict[str, float]:
+    """Forward seconds of the ``cpu`` pix2pix U-Net on one size^3 window, per upsampling."""
+    import torch
+
+    from synth_core.nn import UNet
+
+    x = torch.randn(1, 1, size, size, size)
+    out = {}
+    for kind in ("transpose", "interp"):
+        net = UNet(3, 1, 1, features=16, depth=4, dropout=0.0, upsample=kind).eval()
+        with torch.no_grad():
+            net(x)
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                net(x)
+                best = min(best, time.perf_counter() - start)
+        out[kind] = best
+    return out
+
+
+def _wall(args: list[str], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def cli_startup(input_path: Path, checkpoint: str, tmp: Path, repeats: int = 3) -> dict[str, float]:
+    """Best-of wall seconds: bare interpreter, ``models``, a 1 mm ``translate`` end to end."""
+    python = [sys.executable]
+    cli = python + ["-m", "synth_core.cli"]
+    out = tmp / "t2.nii.gz"
+    translate = cli + ["translate", str(input_path), "-o", str(out), "--method", "pix2pix",
+                       "--to", "t2", "--checkpoint", checkpoint, "--device", "cpu", "--overwrite"]
+    return {"python_s": _wall(python + ["-c", "pass"], repeats),
+            "models_s": _wall(cli + ["models"], repeats),
+            "translate_1mm_s": _wall(translate, max(1, repeats - 1))}
+
+
+def run_native(report: dict[str, Any], quick: bool = False) -> dict[str, Any]:
+    """Measure and print the native-resolution figures into ``report["native"]``."""
+    from synth_core.benchmark import _in_child
+
+    native: dict[str, Any] = {"threads_env": os.environ.get("OMP_NUM_THREADS", "all cores")}
+    native["sgemm_gflops"] = sgemm_gflops()
+    print(f"sgemm ceiling (2048^2 float32): {native['sgemm_gflops']:.1f} GFLOP/s")
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        t1 = mni_t1_1mm(tmp / "mni_t1.nii.gz")
+        checkpoint, name = _checkpoint(tmp)
+        native["checkpoint"] = name
+        run = _in_child("child_translate_1mm", input_path=str(t1), checkpoint=checkpoint,
+                        module="synth_core.benchmark_native")
+        native["translate_1mm"] = run
+        if "error" not in run:
+            fraction = run["gflops_per_s"] / native["sgemm_gflops"]
+            run["fraction_of_sgemm"] = fraction
+            print(f"1 mm translate {tuple(run['shape'])} with {name}: {run['wall_s']:.2f} s "
+                  f"({run['windows']} windows of {run['window']}, network {run['network_s']:.2f} s), "
+                  f"peak RSS {run['peak_rss_mb']:.0f} MB (goal <= 4096), generator "
+                  f"{run['gflops_per_s']:.1f} GFLOP/s = {fraction:.2f} of sgemm (goal >= 0.4)")
+        else:
+            print(f"1 mm translate failed: {run['error']}")
+        native["upsampling_s"] = upsampling_seconds(64, 2 if quick else 3)
+        up = native["upsampling_s"]
+        print(f"U-Net forward on 64^3: transposed convolution {up['transpose']:.2f} s, "
+              f"interpolation + convolution {up['interp']:.2f} s")
+        native["cli"] = cli_startup(t1, checkpoint, tmp, 2 if quick else 3)
+        c = native["cli"]
+        print(f"CLI start-up: python -c pass {c['python_s']:.2f} s, models {c['models_s']:.2f} s "
+              f"(goal < 0.5), 1 mm translate end to end {c['translate_1mm_s']:.2f} s (goal < 3)")
+    report["native"] = native
+    return native
+
+
+def run_native_report(out: Path, quick: bool = False) -> dict[str, Any]:
+    """``modality-synth benchmark --only native``: these figures alone, in ``out/benchmark.json``."""
+    from synth_core.benchmark import run_benchmarks
+
+    return run_benchmarks(out, quick=quick, only="native")
+
+
+if __name__ == "__main__":  # pragma: no cover - for `python -m synth_core.benchmark_native`
+    result: dict[str, Any] = {}
+    run_native(result, quick="--quick" in sys.argv)
+    print(json.dumps(result, indent=2))
