@@ -161,3 +161,26 @@ def test_partially_paired_bidpm_from_the_widget(make_napari_viewer, qtbot, cohor
     assert widget.result is not None and widget.result.steps == 4, widget.status.text()
     card = widget.result.model.card
     assert card["training_data"]["mode"] == "partial"
+
+
+def test_patch_size_reaches_the_run_and_its_card(make_napari_viewer, qtbot, cohort, tmp_path,
+                                                 error_messages):
+    viewer = make_napari_viewer()
+    widget = _docked(viewer, TrainWidget(viewer))
+    widget.method.setCurrentIndex(widget.method.findData("dual-glow"))  # runs whole volumes only
+    assert widget.settings["patch_size"].isHidden()
+    _fill(widget, cohort, tmp_path / "run", 2, val_every=2)
+    assert not widget.settings["patch_size"].isHidden()
+    widget.settings["patch_size"].setText("8")
+    assert widget.overrides()["patch_size"] == 8
+    widget.settings["patch_size"].setText("6")  # not a multiple of the tiny preset's 4
+    worker = widget.start()
+    qtbot.waitUntil(lambda: len(error_messages()) == 1, timeout=20000)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=5000)
+    assert "patch_size (6, 6, 6) is not a multiple of 4" in error_messages()[0]
+    assert not (tmp_path / "run" / "config.json").exists()  # refused before any work
+    widget.settings["patch_size"].setText("8")
+    worker = widget.start()
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=120000)
+    card = widget.result.model.card
+    assert card["patch_size"] == [8, 8, 8] and card["spacing"] == [4.0, 4.0, 4.0]

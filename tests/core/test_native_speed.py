@@ -1,0 +1,79 @@
+"""Speed-related behaviour that must not regress: lazy imports, the SimpleITK resampler's
+agreement with scipy's, and the upsampling option's compatibility with existing cards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from synth_core.methods import config_from_dict
+from synth_core.nn import UNet
+from synth_core.preprocess import _sitk_affine
+
+
+def _modules_after(code: str, env_home: str) -> set[str]:
+    script = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={"MODALITY_SYNTH_HOME": env_home, "PATH": "/usr/bin:/bin",
+                              "PYTHONPATH": ":".join(sys.path)})
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_models_lists_cards_without_torch_or_nibabel(tmp_path):
+    loaded = _modules_after("from synth_core.cli import main\nmain(['models'])", str(tmp_path))
+    assert "synth_core.zoo" in loaded
+    assert not {"torch", "nibabel", "SimpleITK", "synth_core.methods"} & loaded
+
+
+def test_a_method_imports_only_its_own_module(tmp_path):
+    loaded = _modules_after("from synth_core.methods import get_method_class\n"
+                            "get_method_class('pix2pix')", str(tmp_path))
+    assert "synth_core.methods.pix2pix" in loaded
+    others = {"synth_core.methods.dual_glow", "synth_core.methods.bi_dpm",
+              "synth_core.methods.cyclegan", "synth_core.methods.flow_matching"}
+    assert not others & loaded
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_sitk_resampler_equals_scipy_inside_the_field_of_view(order):
+    rng = np.random.default_rng(order)
+    data = rng.normal(size=(21, 25, 17)).astype(np.float32)
+    angle = 0.4
+    matrix = np.array([[np.cos(angle), -np.sin(angle), 0.1], [np.sin(angle), np.cos(angle), 0.0],
+                       [0.0, 0.2, 1.0]]) * np.array([1.3, 0.7, 1.1])
+    offset = np.array([2.0, -1.5, 0.7])
+    shape = (24, 22, 20)
+    expected = ndimage.affine_transform(data, matrix, offset, shape, np.float32, order, "nearest")
+    got = _sitk_affine(data, matrix, offset, shape, order)
+    index = np.indices(shape).reshape(3, -1)
+    source = matrix @ index + offset[:, None]
+    inside = np.all((source >= -0.5) & (source <= np.asarray(data.shape)[:, None] - 0.5), axis=0)
+    inside = inside.reshape(shape)
+    assert 0.2 < inside.mean() < 0.9  # the test covers both the inside and the outside
+    np.testing.assert_allclose(got[inside], expected[inside], atol=1e-5)
+
+
+def test_a_card_without_upsample_loads_the_transposed_layers():
+    card = {"features": 4, "depth": 2, "train": {"multiple": 4}}
+    config = config_from_dict("pix2pix", card)
+    assert config.upsample == "transpose"
+    old = UNet(3, 1, 1, features=4, depth=2, upsample=config.upsample)
+    new = UNet(3, 1, 1, features=4, depth=2, upsample="interp")
+    kinds = lambda net: {type(m).__name__ for m in net.modules()}  # noqa: E731
+    assert "ConvTranspose3d" in kinds(old) and "ConvTranspose3d" not in kinds(new)
+    x = torch.randn(1, 1, 16, 12, 8)
+    assert new(x).shape == old(x).shape == x.shape
+    # The interpolating decoder makes no checkerboard: a constant input stays smooth.
+    torch.manual_seed(0)
+    with torch.no_grad():
+        flat = UNet(3, 1, 1, features=4, depth=2, norm="none", upsample="interp",
+                    final_activation="none")(torch.ones(1, 1, 16, 16, 16))
+    inner = flat[0, 0, 4:-4, 4:-4, 4:-4]
+    even, odd = inner[::2].mean(), inner[1::2].mean()
+    assert abs(float(even - odd)) < 1e-3 * (1 + float(inner.abs().mean()))
