@@ -163,3 +163,22 @@ def test_zoo_prefers_the_checkpoint_nearest_the_inputs_spacing(patch_run, zoo_ho
     finally:
         for name in ("near-1mm", "near-2mm"):
             shutil.rmtree(base / name, ignore_errors=True)
+
+
+def test_native_scores_put_each_model_beside_the_noise_floor(tmp_path) -> None:
+    from synth_core.benchmark_native import score_native, score_table
+    from synth_core.phantom import write_cohort
+
+    data = write_cohort(tmp_path / "heldout", 1, seed=11, preset="small", clean=True)
+    rows = score_native(data, [("pix2pix-t1-t2-small", "pix2pix")], targets=("t2", "ct"))
+    by_model = {(r["target"], r["model"]): r for r in rows}
+    # pix2pix-t1-t2-small maps to T2 only; the floor is scored for both targets.
+    assert set(by_model) == {("t2", "noise floor"), ("t2", "pix2pix-t1-t2-small"),
+                             ("ct", "noise floor")}
+    floor, model = by_model[("t2", "noise floor")], by_model[("t2", "pix2pix-t1-t2-small")]
+    assert floor["normalisation"] == model["normalisation"] == "mr-p1-p99"
+    assert by_model[("ct", "noise floor")]["normalisation"] == "ct-hu"
+    assert 0.5 < floor["ssim"] <= 1.0 and model["ssim"] < floor["ssim"]
+    assert model["spacing_mm"] == [4.0, 4.0, 4.0]
+    table = score_table(rows)
+    assert "| t2 | pix2pix-t1-t2-small | 4x4x4 | 1 |" in table
