@@ -182,3 +182,18 @@ def test_native_scores_put_each_model_beside_the_noise_floor(tmp_path) -> None:
     assert model["spacing_mm"] == [4.0, 4.0, 4.0]
     table = score_table(rows)
     assert "| t2 | pix2pix-t1-t2-small | 4x4x4 | 1 |" in table
+
+
+def test_cli_refuses_a_bad_patch_size_before_any_work(wide_cohort: Path, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "--method", "pix2pix", "--preset", "tiny", "--data", str(wide_cohort),
+                 "--from", "t1", "--to", "t2", "--out", str(out), "--set", "patch_size=[8,8]"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "patch_size [8, 8] is not 3 whole numbers" in err[0] and "--set patch_size=16" in err[0]
+    assert not out.exists()
+    code = main(["train", "--method", "dual-glow", "--data", str(wide_cohort), "--from", "t1",
+                 "--to", "pet", "--out", str(out), "--set", "patch_size=64"])
+    err = capsys.readouterr().err
+    assert code == 2 and "runs on whole volumes only" in err and "drop patch_size" in err
+    assert not out.exists()

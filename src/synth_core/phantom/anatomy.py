@@ -219,7 +219,15 @@ def label_map(fractions: np.ndarray, parcel: np.ndarray, ventricle_zone: np.ndar
         fractions[t["enhancing"]] + fractions[t["necrosis"]],
         fractions[t["oedema"]], fractions[t["wmh"]],
     ]
-    winner = np.argmax(np.stack(groups), axis=0)
+    # A running comparison instead of np.argmax over a stacked (9, X, Y, Z) array: the
+    # same first-maximum winner, without the 9-volume copy and the strided reduction
+    # (seconds at 1 mm).
+    best = groups[0]
+    winner = np.zeros(best.shape, dtype=np.int64)
+    for index, group in enumerate(groups[1:], start=1):
+        better = group > best
+        winner[better] = index
+        best = np.where(better, group, best)
     ids = LABEL_IDS
     lookup = np.array([0, 0, ids["white_matter"], ids["csf"], ids["skull"], ids["scalp"],
                        ids["tumour"], ids["oedema"], ids["wmh"]], dtype=np.int16)

@@ -222,6 +222,9 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     elif saved is not None and spacing_mm is None:
         spacing_mm = saved.get("spacing")
     patch = check_patch_size(config.train)  # before any data is read
+    if patch is not None and not cls.capabilities.sliding_window:
+        raise UserError(f"method {request.method!r} runs on whole volumes only (it cannot run in "
+                        "sliding windows, so it cannot train on patches); drop patch_size")
     mode = request.mode or cls.capabilities.data[0]
     if mode not in cls.capabilities.data:
         raise UserError(
