@@ -9,7 +9,7 @@
   generator's achieved GFLOP/s (floating-point operations counted by PyTorch's
   ``FlopCounterMode`` on one window, times the windows run, over the time spent in them);
 - the two U-Net upsamplings (transposed convolution, interpolation plus convolution) on
-  one window;
+  one window, and trilinear resampling 4 mm -> 1 mm with scipy and with SimpleITK;
 - CLI start-up: ``modality-synth models`` and a 1 mm ``translate`` end to end, as
   subprocesses, beside a bare ``python -c pass``.
 
@@ -142,6 +142,27 @@ def upsampling_seconds(size: int = 64, repeats: int = 3) -> dict[str, float]:
     return out
 
 
+def resampling_seconds(repeats: int = 2) -> dict[str, float]:
+    """Best-of seconds to map a 4 mm grid (49 x 58 x 47) back onto 1 mm (197 x 233 x 189),
+    trilinear: scipy's ``affine_transform`` against the SimpleITK path ``translate`` uses."""
+    import numpy as np
+    from scipy import ndimage
+
+    from synth_core.preprocess import _sitk_affine
+
+    source = np.random.default_rng(0).random((49, 58, 47), dtype=np.float32)
+    matrix, offset, shape = np.eye(3) * 0.25, np.full(3, -0.375), (197, 233, 189)
+    out = {"scipy": float("inf"), "simpleitk": float("inf")}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ndimage.affine_transform(source, matrix, offset, shape, np.float32, 1, "nearest")
+        out["scipy"] = min(out["scipy"], time.perf_counter() - start)
+        start = time.perf_counter()
+        _sitk_affine(source, matrix, offset, shape, 1)
+        out["simpleitk"] = min(out["simpleitk"], time.perf_counter() - start)
+    return out
+
+
 def _wall(args: list[str], repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -187,6 +208,10 @@ def run_native(report: dict[str, Any], quick: bool = False) -> dict[str, Any]:
                   f"{run['gflops_per_s']:.1f} GFLOP/s = {fraction:.2f} of sgemm (goal >= 0.4)")
         else:
             print(f"1 mm translate failed: {run['error']}")
+        native["resampling_s"] = resampling_seconds()
+        r = native["resampling_s"]
+        print(f"4 mm -> 1 mm trilinear resampling: scipy {r['scipy']:.2f} s, "
+              f"SimpleITK {r['simpleitk']:.2f} s")
         native["upsampling_s"] = upsampling_seconds(64, 2 if quick else 3)
         up = native["upsampling_s"]
         print(f"U-Net forward on 64^3: transposed convolution {up['transpose']:.2f} s, "
