@@ -144,25 +144,27 @@ def test_cli_states_both_grids_and_warns_on_stderr(patch_run, wide_cohort, tmp_p
     assert sidecar["Resolution"]["ModelCoarserThanInput"] is True
 
 
-def test_zoo_prefers_the_checkpoint_nearest_the_inputs_spacing(patch_run, zoo_home) -> None:
-    base = zoo.user_models_dir()
-    for name, mm in (("near-1mm", 1.0), ("near-2mm", 2.0)):
-        folder = base / name
-        shutil.copytree(patch_run.run_dir / "", folder, ignore=shutil.ignore_patterns("*.ckpt", "*.csv"),
-                        dirs_exist_ok=True)
+def test_zoo_prefers_the_checkpoint_nearest_the_inputs_spacing(patch_run, tmp_path, monkeypatch) -> None:
+    bundled = tmp_path / "bundled"
+    for name, mm in (("near-1mm", 1.0), ("near-2mm", 2.0), ("near-4mm", 4.0)):
+        folder = bundled / name
+        shutil.copytree(patch_run.run_dir, folder, ignore=shutil.ignore_patterns("*.ckpt", "*.csv"))
         card = json.loads((folder / zoo.CARD).read_text())
         card["spacing"] = [mm] * 3
         (folder / zoo.CARD).write_text(json.dumps(card))
+    monkeypatch.setattr(zoo, "bundled_dir", lambda: bundled)
+    pick = lambda s: zoo.resolve(None, method="pix2pix", source="t1", target="t2", spacing=s).name  # noqa: E731
+    assert pick((1.0, 1.0, 1.0)) == "near-1mm"
+    assert pick((0.9, 1.2, 1.0)) == "near-1mm"
+    assert pick((2.0, 2.0, 2.4)) == "near-2mm"
+    assert pick((4.0, 4.0, 4.0)) == "near-4mm"
+    assert zoo.spacing_distance({"spacing": None}, (1.0, 1.0, 1.0)) == float("inf")
+    # The user's own default still wins, whatever its spacing.
+    zoo.set_default(patch_run.registered.name)
     try:
-        pick = lambda s: zoo.resolve(None, method="pix2pix", source="t1", target="t2", spacing=s).name  # noqa: E731
-        assert pick((1.0, 1.0, 1.0)) == "near-1mm"
-        assert pick((0.9, 1.2, 1.0)) == "near-1mm"
-        assert pick((2.0, 2.0, 2.4)) == "near-2mm"
-        assert pick((4.0, 4.0, 4.0)) == "tiny-pix2pix-patch"
-        assert zoo.spacing_distance({"spacing": None}, (1.0, 1.0, 1.0)) == float("inf")
+        assert pick((1.0, 1.0, 1.0)) == patch_run.registered.name
     finally:
-        for name in ("near-1mm", "near-2mm"):
-            shutil.rmtree(base / name, ignore_errors=True)
+        zoo.set_default("near-4mm")  # naming a bundled one drops the user's default
 
 
 def test_native_scores_put_each_model_beside_the_noise_floor(tmp_path) -> None:
