@@ -172,18 +172,18 @@ def test_native_scores_put_each_model_beside_the_noise_floor(tmp_path) -> None:
     from synth_core.phantom import write_cohort
 
     data = write_cohort(tmp_path / "heldout", 1, seed=11, preset="small", clean=True)
-    rows = score_native(data, [("pix2pix-t1-t2-small", "pix2pix")], targets=("t2", "ct"))
+    rows = score_native(data, [("bi-dpm-t1-t2-small", "bi-dpm")], targets=("t2", "ct"))
     by_model = {(r["target"], r["model"]): r for r in rows}
-    # pix2pix-t1-t2-small maps to T2 only; the floor is scored for both targets.
-    assert set(by_model) == {("t2", "noise floor"), ("t2", "pix2pix-t1-t2-small"),
+    # bi-dpm-t1-t2-small maps to T2 only (and back to T1); the floor is scored for both targets.
+    assert set(by_model) == {("t2", "noise floor"), ("t2", "bi-dpm-t1-t2-small"),
                              ("ct", "noise floor")}
-    floor, model = by_model[("t2", "noise floor")], by_model[("t2", "pix2pix-t1-t2-small")]
+    floor, model = by_model[("t2", "noise floor")], by_model[("t2", "bi-dpm-t1-t2-small")]
     assert floor["normalisation"] == model["normalisation"] == "mr-p1-p99"
     assert by_model[("ct", "noise floor")]["normalisation"] == "ct-hu"
     assert 0.5 < floor["ssim"] <= 1.0 and model["ssim"] < floor["ssim"]
     assert model["spacing_mm"] == [4.0, 4.0, 4.0]
     table = score_table(rows)
-    assert "| t2 | pix2pix-t1-t2-small | 4x4x4 | 1 |" in table
+    assert "| t2 | bi-dpm-t1-t2-small | 4x4x4 | 1 |" in table
 
 
 def test_cli_refuses_a_bad_patch_size_before_any_work(wide_cohort: Path, tmp_path, capsys) -> None:
