@@ -49,15 +49,20 @@ def zoo_home() -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tiny_cohort: Path, zoo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Tiny pix2pix (t1 -> pet) and CycleGAN (t1 <-> t2) runs, registered in the session zoo."""
+    """Tiny pix2pix (t1 -> pet) and CycleGAN (t1 <-> t2) runs, registered in the session zoo
+    and made defaults; a tiny pix2pix t1 -> t2, registered only (``runs["pix2pix-t1-t2"]``)."""
     from synth_core import zoo
     from synth_core.training import TrainRequest, train
 
     runs = {}
-    for method, source, target in (("pix2pix", "t1", "pet"), ("cyclegan", "t1", "t2")):
+    for method, source, target in (("pix2pix", "t1", "pet"), ("cyclegan", "t1", "t2"),
+                                   ("pix2pix", "t1", "t2")):
         out = tmp_path_factory.mktemp("runs") / f"{method}-{source}-{target}"
         result = train(TrainRequest(method=method, data=tiny_cohort, source=source, target=target,
                                     out=out, preset="tiny", name=f"tiny-{method}-{source}-{target}"))
+        if target == "t2" and method == "pix2pix":
+            runs["pix2pix-t1-t2"] = result
+            continue
         runs[method] = result
         zoo.set_default(result.registered.name)  # as a user would, so translate picks them
     return runs

@@ -82,8 +82,16 @@ def test_several_targets_for_one_file_use_the_layout(cohort, tmp_path, trained, 
                          "tiny-cyclegan-t1-t2", "--from", "t1"], capsys)
     # t1 from a t1 input is the cyclegan's reverse direction and needs a t2: refused before work
     assert code == 2 and len(err.strip().splitlines()) == 1 and not out.exists()
-    code, _, err = _run(["translate", str(cohort / "sub-002" / "sub-002_t1.nii.gz"), "-o", str(out),
-                         "--method", "pix2pix", "--to", "pet,t2"], capsys)
+    # Two targets of one method, each from its own default checkpoint (the user's choice).
+    from synth_core import zoo
+
+    defaults = zoo.user_defaults()
+    zoo.set_default(trained["pix2pix-t1-t2"].registered.name)
+    try:
+        code, _, err = _run(["translate", str(cohort / "sub-002" / "sub-002_t1.nii.gz"), "-o",
+                             str(out), "--method", "pix2pix", "--to", "pet,t2"], capsys)
+    finally:
+        zoo._defaults_file().write_text(json.dumps({"defaults": defaults}))
     assert code == 0, err
     assert _files(out) == {"summary.tsv", "sub-002", "sub-002/sub-002_pet.nii.gz",
                            "sub-002/sub-002_pet.json", "sub-002/sub-002_t2.nii.gz",
