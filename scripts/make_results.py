@@ -151,8 +151,9 @@ def main() -> int:
         "1st-99th percentile inside the brain to [0, 1], PET each divided by its own 95th "
         "percentile inside the brain, both with data range 1; CT in Hounsfield units inside the "
         "head, PSNR and SSIM over [-1024, 3000] HU. So MAE is in those units (a fraction of the "
-        "brain's intensity range for MR, of its 95th percentile for PET, HU for CT). DUAL-GLOW "
-        "is given each subject's own age and returns its most probable PET (one sample, T = 0). "
+        "brain's intensity range for MR, of its 95th percentile for PET, HU for CT). A DUAL-GLOW "
+        "checkpoint, when one is bundled, is given each subject's own age and returns its most "
+        "probable PET (one sample, T = 0). "
         "The noise floor scores the phantom's noise-free target against the acquired one: no "
         "method can beat it. These are small CPU models on a synthetic phantom: the figures "
         "compare methods and settings here, not what the papers report on patient data.",

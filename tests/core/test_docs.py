@@ -220,3 +220,151 @@ def test_checker_passes_what_is_fine() -> None:
         "```python\nimport synth_core  # modality-synth nonsense is not a shell line here\n```\n"
     )
     assert page_problems(fine, ROOT / "docs" / "methods") == []
+
+
+# A translate example without --checkpoint relies on a default checkpoint: a new user with
+# a clean clone has only the bundled ones (and whatever the same block trains first).
+
+BUNDLED = ROOT / "src" / "synth_core" / "checkpoints"
+
+
+def _card_directions(card: dict) -> set[tuple[str, str, str]]:
+    """(method, source, target) for every direction a card's checkpoint runs, read from the
+    JSON card alone (no torch): any-to-any over its modalities, else its source to its
+    target, and back when its capabilities say bidirectional."""
+    method = str(card.get("method"))
+    if card.get("any_to_any"):
+        mods = list(card.get("modalities", []))
+        return {(method, a, b) for a in mods for b in mods if a != b}
+    source, target = str(card.get("source")), str(card.get("target"))
+    pairs = {(method, source, target)}
+    if card.get("capabilities", {}).get("bidirectional"):
+        pairs.add((method, target, source))
+    return pairs
+
+
+@functools.cache
+def _bundled_directions() -> frozenset[tuple[str, str, str]]:
+    import json
+
+    cards = [json.loads(p.read_text()) for p in BUNDLED.glob("*/model.json")]
+    return frozenset(d for card in cards for d in _card_directions(card))
+
+
+def _option(tokens: list[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in a command, None if absent."""
+    for i, token in enumerate(tokens):
+        if token == name and i + 1 < len(tokens):
+            return tokens[i + 1]
+        if token.startswith(name + "="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def _trained_directions(tokens: list[str]) -> set[tuple[str, str, str]]:
+    """Directions a `modality-synth train` command makes available as the user's checkpoint."""
+    method = _option(tokens, "--method")
+    if method is None:
+        return set()
+    mods = _option(tokens, "--modalities")
+    if mods:
+        names = mods.split(",")
+        return {(method, a, b) for a in names for b in names if a != b}
+    source, target = _option(tokens, "--from"), _option(tokens, "--to")
+    if source is None or target is None:
+        return set()
+    pairs = {(method, source, target)}
+    from synth_core.methods.base import get_method_class  # only here: it imports torch
+
+    try:
+        if get_method_class(method).capabilities.bidirectional:
+            pairs.add((method, target, source))
+    except Exception:  # an unknown method is reported by the option checks, not here
+        pass
+    return pairs
+
+
+def _subcommand(tokens: list[str]) -> str | None:
+    for i, token in enumerate(tokens):
+        if token == "modality-synth" or token.endswith("/modality-synth") or (
+                token == "synth_core.cli" and i > 0 and tokens[i - 1] == "-m"):
+            words = [t for t in tokens[i + 1:] if not t.startswith("-")]
+            return words[0] if words else None
+    return None
+
+
+def _default_checkpoint_problems(block: str,
+                                 bundled: frozenset[tuple[str, str, str]]) -> list[str]:
+    """A translate line without --checkpoint must ask for a direction some bundled card
+    offers, or one an earlier `train` line of the same block makes and a `models --default`
+    line after it makes the default."""
+    available, trained = set(bundled), set()
+    problems = []
+    for tokens in _commands(block):
+        name = _subcommand(tokens)
+        if name == "train":
+            trained |= _trained_directions(tokens)
+        if name == "models" and _option(tokens, "--default") is not None:
+            # A user checkpoint is never chosen merely because it exists: only once made
+            # default (the name `train` printed) does translate pick it without --checkpoint.
+            available |= trained
+        if name != "translate" or _option(tokens, "--checkpoint") is not None:
+            continue
+        method, targets = _option(tokens, "--method"), _option(tokens, "--to")
+        if method is None or targets is None or not re.fullmatch(r"[a-z0-9-]+", method):
+            continue  # a synopsis ("--method KEY --to MOD[,MOD...]") names no checkpoint
+        source = _option(tokens, "--from")
+        for target in targets.split(","):
+            if not any(m == method and t == target and (source is None or s == source)
+                       for m, s, t in available):
+                where = f"{source} -> {target}" if source else f"to {target}"
+                problems.append(
+                    f"`translate --method {method}` {where} has no bundled checkpoint: train it "
+                    "first in the same block and make it the default, or pass --checkpoint")
+    return problems
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_translate_examples_use_a_checkpoint_a_clean_clone_has(page: Path) -> None:
+    bundled = _bundled_directions()
+    problems = [p for block in _shell_blocks(page.read_text())
+                for p in _default_checkpoint_problems(block, bundled)]
+    assert not problems, f"{page.relative_to(ROOT)}:\n  " + "\n  ".join(problems)
+
+
+def test_bundled_cards_are_read() -> None:
+    # The two bundled checkpoints: pix2pix T1 -> PET one way, Bi-DPM T1 <-> T2 both ways.
+    assert _bundled_directions() >= {("pix2pix", "t1", "pet"), ("bi-dpm", "t1", "t2"),
+                                     ("bi-dpm", "t2", "t1")}
+    assert ("pix2pix", "pet", "t1") not in _bundled_directions()
+
+
+def test_default_checkpoint_check_catches_and_passes() -> None:
+    bundled = frozenset({("pix2pix", "t1", "pet"), ("bi-dpm", "t1", "t2"), ("bi-dpm", "t2", "t1")})
+    bad = [
+        "modality-synth translate a.nii.gz -o b.nii.gz --method bi-dpm --to ct",
+        "modality-synth translate a.nii.gz -o out --method pix2pix --to pet,t2",
+        "modality-synth translate a.nii.gz -o b.nii.gz --method pix2pix --from pet --to t1",
+        # trained after, not before
+        "modality-synth translate a -o b --method cyclegan --to t2\n"
+        "modality-synth train --method cyclegan --data d --from t1 --to t2 --out r",
+        # trained but never made the default
+        "modality-synth train --method pix2pix --data d --from t1 --to ct --out r\n"
+        "modality-synth translate a -o b --method pix2pix --to ct",
+    ]
+    for block in bad:
+        assert _default_checkpoint_problems(block, bundled), block
+    fine = [
+        "modality-synth translate a.nii.gz -o b.nii.gz --method pix2pix --to pet",
+        ".venv/bin/modality-synth translate a -o b --method bi-dpm --from t2 --to t1 --steps 1",
+        "modality-synth translate a -o b --method bi-dpm --to ct --checkpoint runs/ct",
+        "modality-synth train --method pix2pix --data d --from t1 --to ct --out r\n"
+        "modality-synth models --default pix2pix-t1-ct-r\n"
+        "modality-synth translate a -o b --method pix2pix --to ct",
+        # a bidirectional method trained one way runs the other way too
+        "modality-synth train --method cyclegan --data d --from t1 --to t2 --out r\n"
+        "modality-synth models --default cyclegan-t1-t2-r\n"
+        "modality-synth translate a -o b --method cyclegan --from t2 --to t1",
+    ]
+    for block in fine:
+        assert _default_checkpoint_problems(block, bundled) == [], block
