@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--lesion-fraction", type=float, default=0.0, help="fraction of subjects with a tumour")
     ph.add_argument("--wmh-fraction", type=float, default=0.0,
                     help="fraction of subjects with white-matter hyperintensities")
+    ph.add_argument("--ages", default=None, metavar="A,B,...",
+                    help="also write each subject's PET at these ages (years, 55-95) under "
+                         "sub-XXX/age-A/: same scan, only the age-driven uptake moved")
     ph.add_argument("--overwrite", action="store_true")
 
     tr = sub.add_parser("translate", help="synthesize a modality from a scan")
@@ -158,11 +161,18 @@ def _phantom(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if not 0.0 <= value <= 1.0:
             raise UserError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
+    ages: tuple[float, ...] = ()
+    if args.ages is not None:
+        try:
+            ages = tuple(float(a) for a in args.ages.split(","))
+        except ValueError:
+            raise UserError(f"--ages {args.ages!r} is not a comma-separated list of years; "
+                            "write e.g. --ages 60,90") from None
     check_writable_folder(args.out_dir, what="OUT_DIR", may_create=True)
     bar = _bar(args.subjects, "subjects")
     out = write_cohort(args.out_dir, args.subjects, seed=args.seed, preset=args.preset,
                        clean=args.clean, lesion_fraction=args.lesion_fraction,
-                       wmh_fraction=args.wmh_fraction, overwrite=args.overwrite,
+                       wmh_fraction=args.wmh_fraction, overwrite=args.overwrite, pet_ages=ages,
                        progress=lambda i, n: bar(i + 1))
     bar(None)
     print(f"wrote {args.subjects} {args.preset} phantom subjects to {out}")

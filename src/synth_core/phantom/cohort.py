@@ -7,6 +7,8 @@ Layout (see DESIGN.md):
     OUT/labels.json            LABELS
     OUT/sub-001/sub-001_<mod>.nii.gz        every modality, plus _brainmask (uint8), _labels (int16)
     OUT/sub-001/sub-001_<mod>_clean.nii.gz  with clean=True
+    OUT/sub-001/age-60/sub-001_pet.nii.gz   with pet_ages=(60, ...): the counterfactual PET
+                                            (and _pet_clean with clean=True)
 
 Every file is written to a temporary name in its folder and renamed into place, and a
 new cohort is assembled in a hidden sibling folder that is renamed to OUT at the end, so
@@ -66,7 +68,7 @@ from synth_core.phantom.parameters import (
     PRESETS,
     TISSUES,
 )
-from synth_core.phantom.subject import PhantomSubject, generate_subject
+from synth_core.phantom.subject import PhantomSubject, check_pet_ages, generate_subject
 
 _DTYPES = {"brainmask": np.uint8, "labels": np.int16}
 
@@ -119,6 +121,7 @@ def cohort_parameters() -> dict[str, Any]:
             "uptake_relative_to_gm": PET_UPTAKE,
             "region_baseline": PET_REGION_BASELINE,
             "age_slope_per_year": {r: PET_AGE_SLOPE.get(r, 0.0) for r in GREY_REGIONS},
+            "age_slope_applies_to": "grey-matter uptake of the region's parcel",
             "ad_effect": {r: PET_AD_EFFECT.get(r, 0.0) for r in GREY_REGIONS},
             "mci_severity": list(DIAGNOSIS_SEVERITY["MCI"]),
             "fwhm_mm": list(PET_FWHM_MM),
@@ -150,6 +153,15 @@ def cohort_parameters() -> dict[str, Any]:
 def _write_subject(folder: Path, subject: PhantomSubject, clean: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     sid = subject.subject_id
+    for pet_age, (noisy, noise_free) in subject.counterfactual_pet.items():
+        age_dir = folder / f"age-{pet_age:g}"
+        age_dir.mkdir(exist_ok=True)
+        description = f"napari-modality-synth phantom pet at age {pet_age:g}"
+        write_nifti(age_dir / f"{sid}_pet.nii.gz", noisy.data.astype(np.float32), noisy.affine,
+                    description)
+        if clean:
+            write_nifti(age_dir / f"{sid}_pet_clean.nii.gz", noise_free.data.astype(np.float32),
+                        noise_free.affine, description + " clean")
     for name, volume in subject.volumes.items():
         dtype = _DTYPES.get(name, np.float32)
         data = np.rint(volume.data) if name in _DTYPES else volume.data
@@ -208,6 +220,7 @@ def _check_arguments(out: Path, n_subjects: int, seed: int, preset: str,
 def write_cohort(out_dir: str | os.PathLike, n_subjects: int = 12, seed: int = 0,
                  preset: str = "small", *, clean: bool = False, lesion_fraction: float = 0.0,
                  wmh_fraction: float = 0.0, overwrite: bool = False,
+                 pet_ages: tuple[float, ...] = (),
                  progress: Callable[[int, int], None] | None = None) -> Path:
     """Generate ``n_subjects`` phantom subjects and write them under ``out_dir``.
 
@@ -220,6 +233,9 @@ def write_cohort(out_dir: str | os.PathLike, n_subjects: int = 12, seed: int = 0
         lesion_fraction, wmh_fraction: fractions of subjects given a tumour / white-matter
             hyperintensities.
         overwrite: write into a non-empty folder, replacing files of the same names.
+        pet_ages: counterfactual ages (years, 55-95): every subject also gets
+            ``sub-XXX/age-<A>/sub-XXX_pet.nii.gz`` (and ``_pet_clean`` with ``clean``), the
+            same scan with only the age-driven uptake moved to age A.
         progress: called as progress(i, n_subjects) once subject i (0-based) is written.
 
     Returns:
@@ -227,6 +243,7 @@ def write_cohort(out_dir: str | os.PathLike, n_subjects: int = 12, seed: int = 0
     """
     out = Path(out_dir).expanduser()
     _check_arguments(out, n_subjects, seed, preset, lesion_fraction, wmh_fraction, overwrite)
+    pet_ages = check_pet_ages(tuple(pet_ages))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         in_place = out.is_dir() and any(out.iterdir())
@@ -238,7 +255,8 @@ def write_cohort(out_dir: str | os.PathLike, n_subjects: int = 12, seed: int = 0
                         "choose a writable folder") from error
     try:
         _write_all(target, n_subjects, seed, preset, clean,
-                   _lesion_plan(n_subjects, seed, lesion_fraction, wmh_fraction), progress)
+                   _lesion_plan(n_subjects, seed, lesion_fraction, wmh_fraction), progress,
+                   pet_ages)
         if not in_place:
             if out.is_dir():
                 out.rmdir()  # empty, checked above
@@ -251,10 +269,12 @@ def write_cohort(out_dir: str | os.PathLike, n_subjects: int = 12, seed: int = 0
 
 
 def _write_all(target: Path, n_subjects: int, seed: int, preset: str, clean: bool,
-               lesions: list[str | None], progress: Callable[[int, int], None] | None) -> None:
+               lesions: list[str | None], progress: Callable[[int, int], None] | None,
+               pet_ages: tuple[float, ...] = ()) -> None:
     rows, subject_params = [], {}
     for index in range(n_subjects):
-        subject = generate_subject(index, seed, preset, lesion=lesions[index])
+        subject = generate_subject(index, seed, preset, lesion=lesions[index],
+                                   pet_ages=pet_ages)
         _write_subject(target / subject.subject_id, subject, clean)
         rows.append({"participant_id": subject.subject_id, "age": subject.age,
                      "sex": subject.sex, "diagnosis": subject.diagnosis,
@@ -278,6 +298,7 @@ def _write_all(target: Path, n_subjects: int, seed: int, preset: str, clean: boo
         "spacing_mm": [grid.spacing_mm] * 3, "shape": list(grid.shape),
         "affine": grid.affine.tolist(),
         "modalities": list(MODALITIES_WRITTEN), "clean": bool(clean),
+        "counterfactual_pet_ages": list(pet_ages),
         "labels": {str(k): v for k, v in LABELS.items()},
         "pet_regions": list(PET_REGIONS),
         "parameters": cohort_parameters(),

@@ -99,14 +99,45 @@ def nominal_contrasts() -> dict[str, dict[str, float]]:
             for m, values in table.items()}
 
 
-def pet_region_multipliers(age: float, severity: float) -> np.ndarray:
-    """FDG multiplier per parcel id: baseline (1 + slope (age - 55)) (1 + effect severity)."""
+def pet_region_multipliers(severity: float) -> np.ndarray:
+    """FDG multiplier per parcel id that applies to all tissue: baseline (1 + effect severity)."""
     table = np.ones(max(LABEL_IDS.values()) + 1, dtype=np.float32)
     for name, key in LABEL_IDS.items():
         table[key] = (PET_REGION_BASELINE.get(name, 1.0)
-                      * (1.0 + PET_AGE_SLOPE.get(name, 0.0) * (age - AGE_REFERENCE_YEARS))
                       * (1.0 + PET_AD_EFFECT.get(name, 0.0) * severity))
     return table
+
+
+def pet_age_factors(age: float) -> np.ndarray:
+    """Age factor per parcel id, 1 + slope (age - 55), applied to grey-matter uptake only.
+
+    Age-related FDG decline is a decline of cortical (synaptic) glucose use, so the factor
+    multiplies the grey-matter fraction of a voxel's uptake; white matter, CSF and the
+    ventricles inside an ageing parcel keep their uptake (see docs/architecture.md,
+    "Counterfactual age").
+    """
+    table = np.ones(max(LABEL_IDS.values()) + 1, dtype=np.float32)
+    for name, key in LABEL_IDS.items():
+        table[key] = 1.0 + PET_AGE_SLOPE.get(name, 0.0) * (age - AGE_REFERENCE_YEARS)
+    return table
+
+
+def pet_uptake(uptake: np.ndarray, gm_fraction: np.ndarray, parcel: np.ndarray, age: float,
+               severity: float) -> np.ndarray:
+    """Relative FDG uptake (GM = 1) after the region, disease and age effects, before blur.
+
+    Args:
+        uptake: (X, Y, Z) partial-volume uptake of all tissues (sum_t f_t u_t).
+        gm_fraction: (X, Y, Z) grey-matter fraction (its uptake is 1 by definition).
+        parcel: (X, Y, Z) parcel ids; age: years; severity: AD-type severity.
+    """
+    age_extra = (pet_age_factors(age) - np.float32(1.0))[parcel] * gm_fraction
+    return pet_region_multipliers(severity)[parcel] * (uptake + age_extra)
+
+
+def pet_age_key(age: float) -> str:
+    """Key of a counterfactual PET in ``render``'s images: "pet@age-60" for 60 years."""
+    return f"pet@age-{age:g}"
 
 
 def rician(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -134,7 +165,7 @@ def _back(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def render(fractions: np.ndarray, parcel: np.ndarray, spacing_mm: float, age: float,
            severity: float, rng: np.random.Generator, noise_rng: np.random.Generator,
-           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
+           pet_ages: tuple[float, ...] = ()) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
     """All modalities of one subject.
 
     Args:
@@ -143,6 +174,8 @@ def render(fractions: np.ndarray, parcel: np.ndarray, spacing_mm: float, age: fl
         spacing_mm: isotropic voxel size.
         age: years; severity: AD-type severity (0 CN, ~0.5 MCI, ~1 AD).
         rng: scanner draws (contrast jitter, bias, dose, resolution); noise_rng: noise.
+        pet_ages: counterfactual ages (years): each adds a PET under ``pet_age_key(age)``
+            to both dicts, drawn with the same anatomy, scanner and noise field.
 
     Returns:
         (clean, noisy, params): float32 (X, Y, Z) images keyed by modality, and draws.
@@ -206,20 +239,23 @@ def render(fractions: np.ndarray, parcel: np.ndarray, spacing_mm: float, age: fl
         white + np.float32(amount) * (white - ndi.gaussian_filter(white, sharp)))
     params["ct_noise_hu"] = level
 
-    # FDG PET in SUV.
+    # FDG PET in SUV. Counterfactual ages reuse every draw (dose, resolution, the noise
+    # field): only the age-driven uptake differs between them.
     dose = float(np.exp(PET_DOSE_SD * rng.standard_normal()))
     fwhm = float(rng.uniform(*PET_FWHM_MM))
-    uptake = images[-1] * pet_region_multipliers(age, severity)[parcel]
-    pet = ndi.gaussian_filter(uptake * np.float32(PET_GM_SUV * dose),
-                              fwhm / _FWHM_PER_SIGMA / spacing_mm)
-    clean["pet"] = pet
     variance_scale = PET_NOISE["relative_at_gm"] ** 2 * PET_GM_SUV
     floor = PET_NOISE["floor_fraction"] * PET_GM_SUV
     counts = _unit(ndi.gaussian_filter(noise_rng.standard_normal(shape, dtype=np.float32),
                                        PET_NOISE["correlation_sigma_vox"]))
-    noisy["pet"] = np.maximum(
-        pet + np.sqrt(np.float32(variance_scale) * (np.maximum(pet, 0.0) + np.float32(floor)))
-        * counts, 0.0)
+    gm_fraction = fractions[TISSUE_INDEX["gm"]].astype(np.float32)
+    for key, pet_age in ((("pet", age),) + tuple((pet_age_key(a), a) for a in pet_ages)):
+        uptake = pet_uptake(images[-1], gm_fraction, parcel, pet_age, severity)
+        pet = ndi.gaussian_filter(uptake * np.float32(PET_GM_SUV * dose),
+                                  fwhm / _FWHM_PER_SIGMA / spacing_mm)
+        clean[key] = pet
+        noisy[key] = np.maximum(
+            pet + np.sqrt(np.float32(variance_scale) * (np.maximum(pet, 0.0) + np.float32(floor)))
+            * counts, 0.0)
     params.update(pet_dose=dose, pet_fwhm_mm=fwhm)
     clean = {k: v.astype(np.float32, copy=False) for k, v in clean.items()}
     noisy = {k: v.astype(np.float32, copy=False) for k, v in noisy.items()}

@@ -10,7 +10,7 @@ import numpy as np
 
 from synth_core.errors import UserError
 from synth_core.phantom.anatomy import build_anatomy
-from synth_core.phantom.contrast import render
+from synth_core.phantom.contrast import pet_age_key, render
 from synth_core.phantom.parameters import (
     AGE_RANGE_YEARS,
     DIAGNOSIS_PROBABILITY,
@@ -38,6 +38,9 @@ class PhantomSubject:
         region_pet: true mean FDG uptake (SUV) of the noise-free PET per region of
             ``PET_REGIONS``; NaN for a region absent from the labels.
         params: every drawn parameter (JSON-serialisable).
+        counterfactual_pet: per counterfactual age (years), the (noisy, clean) PET of the
+            same subject (same anatomy, scanner and noise field) with only the age-driven
+            uptake moved to that age; empty unless ``pet_ages`` was given.
     """
 
     subject_id: str
@@ -48,6 +51,7 @@ class PhantomSubject:
     clean: dict[str, Volume]
     region_pet: dict[str, float]
     params: dict[str, Any] = field(default_factory=dict)
+    counterfactual_pet: dict[float, tuple[Volume, Volume]] = field(default_factory=dict)
 
 
 def _draw_demographics(rng: np.random.Generator) -> tuple[float, str, str, float]:
@@ -74,6 +78,19 @@ def region_means(image: np.ndarray, labels: np.ndarray,
             if counts[LABEL_IDS[name]] else float("nan") for name in regions}
 
 
+def check_pet_ages(ages: tuple[float, ...]) -> tuple[float, ...]:
+    """The counterfactual ages, checked against the phantom's age range (years)."""
+    low, high = AGE_RANGE_YEARS
+    for age in ages:
+        if not (np.isfinite(age) and low <= age <= high):
+            raise UserError(f"counterfactual age {age:g} is outside the phantom's age range "
+                            f"{low:g}-{high:g} years; give ages in that range")
+    if len(set(ages)) != len(ages):
+        raise UserError(f"counterfactual ages repeat: {', '.join(f'{a:g}' for a in ages)}; "
+                        "give each age once")
+    return tuple(float(a) for a in ages)
+
+
 def _check(index: int, seed: int, preset: str, lesion: str | None) -> None:
     if preset not in PRESETS:
         raise UserError(f"unknown phantom preset {preset!r}; use one of {', '.join(PRESETS)}")
@@ -85,7 +102,8 @@ def _check(index: int, seed: int, preset: str, lesion: str | None) -> None:
 
 
 def generate_subject(index: int, seed: int = 0, preset: str = "small", *,
-                     lesion: str | None = None, clean: bool = False) -> PhantomSubject:
+                     lesion: str | None = None, clean: bool = False,
+                     pet_ages: tuple[float, ...] = ()) -> PhantomSubject:
     """Generate subject ``index`` of the cohort drawn with ``seed``.
 
     Deterministic per (seed, index): the same pair gives identical arrays. Demographics,
@@ -99,11 +117,13 @@ def generate_subject(index: int, seed: int = 0, preset: str = "small", *,
             (1 mm, 192 x 224 x 192, from the 1 mm template).
         lesion: None, "tumour", "wmh" or "both".
         clean: when True, ``volumes`` holds the noise-free images too (``clean`` always does).
+        pet_ages: counterfactual ages (years, within 55-95) for ``counterfactual_pet``.
 
     Returns:
         A ``PhantomSubject`` whose volumes share the preset's RAS+ affine.
     """
     _check(index, seed, preset, lesion)
+    pet_ages = check_pet_ages(tuple(pet_ages))
     maps = template_maps(preset)
     streams = np.random.SeedSequence([int(seed), int(index)]).spawn(4)
     demographic_rng, lesion_rng, scanner_rng, noise_rng = (
@@ -112,7 +132,7 @@ def generate_subject(index: int, seed: int = 0, preset: str = "small", *,
     anatomy = build_anatomy(maps, age, sex, severity, demographic_rng, lesion_rng, lesion)
     clean_images, noisy_images, scanner = render(
         anatomy.fractions, anatomy.parcel, maps.preset.spacing_mm, age, severity,
-        scanner_rng, noise_rng)
+        scanner_rng, noise_rng, pet_ages)
 
     subject_id = f"sub-{int(index) + 1:03d}"
     affine = maps.preset.affine
@@ -131,10 +151,18 @@ def generate_subject(index: int, seed: int = 0, preset: str = "small", *,
     params = {"index": int(index), "seed": int(seed), "preset": preset, "age": age, "sex": sex,
               "diagnosis": diagnosis, "severity": severity, "lesion": lesion or "none",
               **anatomy.params, **scanner}
+    counterfactual = {}
+    for pet_age in pet_ages:
+        key = pet_age_key(pet_age)
+        noisy_pet = volume(source[key], "pet", key)
+        noisy_pet.metadata["phantom"]["counterfactual_age"] = pet_age
+        clean_pet = volume(clean_images[key], "pet", key)
+        clean_pet.metadata["phantom"]["counterfactual_age"] = pet_age
+        counterfactual[pet_age] = (noisy_pet, clean_pet)
     return PhantomSubject(
         subject_id=subject_id, age=age, sex=sex, diagnosis=diagnosis, volumes=volumes,
         clean=clean_volumes, region_pet=region_means(clean_images["pet"], anatomy.labels),
-        params=params)
+        params=params, counterfactual_pet=counterfactual)
 
 
 def noise_floor_psnr(subject: PhantomSubject) -> dict[str, float]:
