@@ -141,8 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make checkpoint NAME the one translate uses for its method and "
                         "direction when --checkpoint is not given (a bundled NAME restores it)")
 
-    b = sub.add_parser("benchmark", help="measure speed and memory; write a report")
+    b = sub.add_parser("benchmark", help="measure speed and memory, or validity; write a report")
     b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--suite", choices=["speed", "validity"], default="speed",
+                   help="speed and memory (default), or the validity measures on phantom subjects")
+    b.add_argument("--seed", type=int, default=None,
+                   help="validity: phantom cohort seed (default 11, held out from every bundled model)")
     b.add_argument("--quick", action="store_true")
     b.add_argument("--only", default=None,
                    help="one benchmark by name: revgan-memory, or native (1 mm translation, sgemm ceiling, start-up)")
@@ -426,6 +430,15 @@ def _methods(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
+    if args.suite == "validity":
+        from synth_core.validity_suite import run_validity
+
+        report = run_validity(args.out, seed=args.seed, quick=args.quick,
+                              progress=lambda line: print(line, file=sys.stderr))
+        print(f"wrote {args.out / 'validity.json'} and validity.md ({report['seconds']:.0f} s)")
+        return 0
+    if args.seed is not None:
+        raise UserError("--seed applies to --suite validity only; drop it or add --suite validity")
     from synth_core.benchmark import run_benchmarks
 
     only = {"revgan-memory": "synth_core.benchmark_revgan:run_revgan_memory",
