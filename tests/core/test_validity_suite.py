@@ -1,0 +1,80 @@
+"""The validity report: its schema, its figures' sanity, and the mistakes refused up front."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import synth_core.validity_suite as suite
+from synth_core.cli import main
+from synth_core.zoo import list_checkpoints
+
+KEPT = ("dual-glow-t1-pet-small", "pix2pix-t1-t2-small")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    # Two bundled checkpoints cover every kind of entry (PET target with age, MR target)
+    # in seconds; `benchmark --suite validity --quick` runs all of them.
+    out = tmp_path_factory.mktemp("validity") / "report"
+    original = suite.list_checkpoints
+    suite.list_checkpoints = lambda: [c for c in original() if c.name in KEPT]
+    try:
+        suite.run_validity(out, quick=True)
+    finally:
+        suite.list_checkpoints = original
+    return out
+
+
+def test_report_schema(report):
+    data = json.loads((report / "validity.json").read_text())
+    assert data["suite"] == "validity" and data["cohort"]["seed"] == suite.DEFAULT_SEED
+    assert data["cohort"]["healthy_subjects"] == 1 and data["cohort"]["lesioned_subjects"] == 1
+    assert [c["name"] for c in data["checkpoints"]] == sorted(KEPT)
+    glow, pix = data["checkpoints"]
+    for entry in (glow, pix):
+        (direction,) = entry["directions"]
+        assert set(direction["scores"]) == set(direction["noise_floor"]) == set(suite.METRICS)
+        # The clean truth scores better against the noisy target than any model does.
+        assert direction["noise_floor"]["psnr"] > direction["scores"]["psnr"]
+        assert direction["noise_floor"]["ssim"] > direction["scores"]["ssim"]
+    assert glow["directions"][0]["normalisation"] == "pet-p95"
+    assert glow["directions"][0]["hallucination"] is None and glow["directions"][0]["lesions"] is None
+    age = glow["counterfactual_age"]
+    assert set(age) >= {"slope_ratio", "leak_ratio", "correlation", "per_subject", "goal"}
+    assert -1.0 <= age["correlation"] <= 1.0 and age["leak_ratio"] >= 0.0
+    assert pix["counterfactual_age"] is None
+    mr = pix["directions"][0]
+    assert mr["normalisation"] == "mr-p1-p99"
+    assert 0.0 <= mr["hallucination"]["volume_mm3"] <= mr["hallucination"]["brain_mm3"]
+    assert set(mr["lesions"]) <= set(suite.LESIONS) and "tumour" in mr["lesions"]
+    assert mr["lesions"]["tumour"]["contrast_true"] != 0.0
+    assert data["not_measured"]
+
+
+def test_markdown_shows_the_json_figures(report):
+    data = json.loads((report / "validity.json").read_text())
+    page = (report / "validity.md").read_text()
+    glow = data["checkpoints"][0]
+    assert f"{glow['counterfactual_age']['slope_ratio']:.2f}" in page
+    assert f"{glow['directions'][0]['noise_floor']['psnr']:.2f}" in page
+    assert data["command"] in page and "Not measured yet" in page
+
+
+def test_mistakes_exit_2_before_any_work(tmp_path, capsys):
+    training_seeds = {((c.card.get("training_data") or {}).get("phantom") or {}).get("seed")
+                      for c in list_checkpoints() if c.origin == "bundled"} - {None}
+    cases = [(["--suite", "validity", "--seed", str(min(training_seeds))], "training cohort"),
+             (["--seed", "3"], "--suite validity only"),
+             (["--suite", "validity", "--seed", "-1"], ">= 0")]
+    for extra, message in cases:
+        code = main(["benchmark", "--out", str(tmp_path / "out"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "out").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "validity.json").write_text("{}")
+    assert main(["benchmark", "--out", str(tmp_path / "old"), "--suite", "validity"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (tmp_path / "old" / "validity.json").read_text() == "{}"
