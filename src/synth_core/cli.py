@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speed and memory (default), or the validity measures on phantom subjects")
     b.add_argument("--seed", type=int, default=None,
                    help="validity: phantom cohort seed (default 11, held out from every bundled model)")
+    b.add_argument("--cohort", type=Path, default=None,
+                   help="validity: a phantom folder (made by `phantom`) whose subjects to use")
     b.add_argument("--quick", action="store_true")
     b.add_argument("--only", default=None,
                    help="one benchmark by name: revgan-memory, or native (1 mm translation, sgemm ceiling, start-up)")
@@ -433,12 +435,14 @@ def _benchmark(args: argparse.Namespace) -> int:
     if args.suite == "validity":
         from synth_core.validity_suite import run_validity
 
-        report = run_validity(args.out, seed=args.seed, quick=args.quick,
+        report = run_validity(args.out, seed=args.seed, quick=args.quick, cohort=args.cohort,
                               progress=lambda line: print(line, file=sys.stderr))
         print(f"wrote {args.out / 'validity.json'} and validity.md ({report['seconds']:.0f} s)")
         return 0
-    if args.seed is not None:
-        raise UserError("--seed applies to --suite validity only; drop it or add --suite validity")
+    for option in ("seed", "cohort"):
+        if getattr(args, option) is not None:
+            raise UserError(f"--{option} applies to --suite validity only; drop it or add "
+                            "--suite validity")
     from synth_core.benchmark import run_benchmarks
 
     only = {"revgan-memory": "synth_core.benchmark_revgan:run_revgan_memory",

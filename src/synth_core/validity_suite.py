@@ -205,8 +205,49 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def read_cohort(folder: Path) -> tuple[int, str, list[int], list[tuple[int, str]]]:
+    """(seed, preset, healthy indices, (index, lesion) of lesioned subjects) of a phantom folder.
+
+    The suite regenerates the subjects in memory (the phantom is deterministic per seed and
+    index), which also gives it the counterfactual ages and noise-free images the folder may
+    lack; ``verify_cohort`` checks that the folder is what this version generates.
+    """
+    manifest = folder / "cohort.json"
+    if not manifest.is_file():
+        raise UserError(f"{folder} has no cohort.json: --cohort takes a folder made by "
+                        "`modality-synth phantom`; use --seed for a fresh cohort")
+    try:
+        cohort = json.loads(manifest.read_text())
+        seed, preset = int(cohort["seed"]), str(cohort["preset"])
+        subjects = cohort["subjects"]
+        healthy = [int(p["index"]) for p in subjects.values()
+                   if p.get("lesion", "none") == "none"]
+        lesioned = [(int(p["index"]), str(p["lesion"])) for p in subjects.values()
+                    if p.get("lesion", "none") != "none"]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UserError(f"{manifest} is not a phantom cohort description ({error}); "
+                        "regenerate the cohort with `modality-synth phantom`") from None
+    if preset not in PRESETS:
+        raise UserError(f"{manifest} names an unknown preset {preset!r}; regenerate the cohort")
+    return seed, preset, sorted(healthy), sorted(lesioned)
+
+
+def verify_cohort(folder: Path, seed: int, preset: str, index: int) -> None:
+    """Refuse a folder whose subject ``index`` T1 is not what this version generates."""
+    import nibabel as nib
+
+    sid = f"sub-{index + 1:03d}"
+    on_disk = folder / sid / f"{sid}_t1.nii.gz"
+    made = generate_subject(index, seed, preset)
+    if not on_disk.is_file() or not np.allclose(
+            np.asarray(nib.load(on_disk).dataobj), made.volumes["t1"].data, atol=1e-3):
+        raise UserError(f"{on_disk} differs from the phantom this version generates for seed "
+                        f"{seed}: regenerate the cohort with this version, or use --seed {seed}")
+
+
 def run_validity(out: Path, seed: int | None = None, quick: bool = False,
-                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[str], None] | None = None,
+                 cohort: Path | None = None) -> dict[str, Any]:
     """Run the validity suite on phantom subjects of ``seed`` and write the report.
 
     Args:
@@ -215,22 +256,39 @@ def run_validity(out: Path, seed: int | None = None, quick: bool = False,
             checkpoint's training cohort.
         quick: one healthy and one lesioned subject (the CI setting).
         progress: called with a line per finished piece.
+        cohort: a phantom folder whose subjects to use instead of a fresh ``seed`` cohort
+            (regenerated in memory from its seed; with ``quick``, its first healthy and first
+            lesioned subject).
 
     Returns:
         The report written to ``validity.json``.
     """
     say = progress or (lambda line: None)
-    seed = DEFAULT_SEED if seed is None else int(seed)
+    if cohort is not None and seed is not None:
+        raise UserError("--cohort and --seed both choose the subjects; give one of them")
     bundled = sorted((c for c in list_checkpoints() if c.origin == "bundled"),
                      key=lambda c: c.name)
-    check_request(out, seed, bundled)
     settings = SuiteSettings.for_run(quick)
+    if cohort is not None:
+        seed, preset, healthy_ids, lesion_ids = read_cohort(Path(cohort))
+        healthy_ids = healthy_ids[:settings.healthy] if quick else healthy_ids
+        lesion_ids = lesion_ids[:settings.lesioned] if quick else lesion_ids
+        if not healthy_ids:
+            raise UserError(f"{cohort} has no subject without a lesion: the noise floor, "
+                            "invented volume and counterfactual age need healthy subjects")
+    else:
+        seed = DEFAULT_SEED if seed is None else int(seed)
+        preset = "small"
+        healthy_ids = list(range(settings.healthy))
+        lesion_ids = [(settings.healthy + i, "both") for i in range(settings.lesioned)]
+    check_request(out, seed, bundled)
+    if cohort is not None:
+        verify_cohort(Path(cohort), seed, preset, healthy_ids[0])
     start = time.perf_counter()
     ages = COUNTERFACTUAL_AGES
-    healthy = [generate_subject(i, seed, "small", pet_ages=ages) for i in range(settings.healthy)]
-    lesioned = [generate_subject(settings.healthy + i, seed, "small", lesion="both")
-                for i in range(settings.lesioned)]
-    voxel_mm3 = PRESETS["small"].spacing_mm ** 3
+    healthy = [generate_subject(i, seed, preset, pet_ages=ages) for i in healthy_ids]
+    lesioned = [generate_subject(i, seed, preset, lesion=kind) for i, kind in lesion_ids]
+    voxel_mm3 = PRESETS[preset].spacing_mm ** 3
     checkpoints = []
     for info in bundled:
         entry: dict[str, Any] = {"name": info.name, "method": info.method, "sha256": info.sha256,
@@ -244,13 +302,16 @@ def run_validity(out: Path, seed: int | None = None, quick: bool = False,
             entry["counterfactual_age"] = _counterfactual_report(info, healthy)
             say(f"{info.name} counterfactual age: done")
         checkpoints.append(entry)
-    command = "modality-synth benchmark --suite validity --out OUT" + (
-        f" --seed {seed}" if seed != DEFAULT_SEED else "") + (" --quick" if quick else "")
+    chosen = (f" --cohort {Path(cohort).name}" if cohort is not None
+              else f" --seed {seed}" if seed != DEFAULT_SEED else "")
+    command = ("modality-synth benchmark --suite validity --out OUT" + chosen
+               + (" --quick" if quick else ""))
     report = {
         "suite": "validity", "version": __version__, "command": command,
-        "cohort": {"seed": seed, "preset": "small", "healthy_subjects": settings.healthy,
-                   "lesioned_subjects": settings.lesioned, "lesion": "both",
-                   "voxel_mm": PRESETS["small"].spacing_mm},
+        "cohort": {"seed": seed, "preset": preset, "healthy_subjects": len(healthy),
+                   "lesioned_subjects": len(lesioned),
+                   "lesions": sorted({kind for _, kind in lesion_ids}),
+                   "voxel_mm": PRESETS[preset].spacing_mm},
         "seconds": round(time.perf_counter() - start, 1),
         "checkpoints": checkpoints, "not_measured": list(NOT_MEASURED),
     }
@@ -287,8 +348,8 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"{report['version']}) in {report['seconds']:.0f} s.", "",
              f"Phantom cohort seed {cohort['seed']} ({cohort['preset']} preset, "
              f"{cohort['voxel_mm']:g} mm voxels): {cohort['healthy_subjects']} healthy subjects, "
-             f"{cohort['lesioned_subjects']} with a tumour and white-matter lesions; figures are "
-             "means over subjects.", "",
+             f"{cohort['lesioned_subjects']} with lesions ({', '.join(cohort['lesions']) or 'none'}); "
+             "figures are means over subjects.", "",
              "## Scores beside the noise floor", "",
              "Each checkpoint against the noisy target, and the clean truth against the same "
              "target (the best any method can score).", "",

@@ -78,3 +78,34 @@ def test_mistakes_exit_2_before_any_work(tmp_path, capsys):
     assert main(["benchmark", "--out", str(tmp_path / "old"), "--suite", "validity"]) == 2
     assert "exists" in capsys.readouterr().err
     assert (tmp_path / "old" / "validity.json").read_text() == "{}"
+
+
+def test_cohort_folder_gives_its_own_subjects(tmp_path, capsys, monkeypatch):
+    cohort = tmp_path / "cohort"
+    assert main(["phantom", str(cohort), "--subjects", "2", "--seed", "4",
+                 "--wmh-fraction", "0.5"]) == 0
+    monkeypatch.setattr(suite, "list_checkpoints",
+                        lambda: [c for c in list_checkpoints() if c.name == "pix2pix-t1-t2-small"])
+    out = tmp_path / "report"
+    assert main(["benchmark", "--out", str(out), "--suite", "validity", "--cohort",
+                 str(cohort)]) == 0
+    data = json.loads((out / "validity.json").read_text())
+    assert data["cohort"]["seed"] == 4
+    assert (data["cohort"]["healthy_subjects"], data["cohort"]["lesioned_subjects"]) == (1, 1)
+    assert data["cohort"]["lesions"] == ["wmh"]
+    assert set(data["checkpoints"][0]["directions"][0]["lesions"]) == {"wmh"}
+    assert "--cohort cohort" in data["command"]
+
+
+def test_cohort_mistakes_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "cohort.json").write_text('{"seed": 4}')
+    for extra, message in [(["--cohort", str(tmp_path / "empty")], "no cohort.json"),
+                           (["--cohort", str(tmp_path / "empty"), "--seed", "12"], "give one of them"),
+                           (["--cohort", str(tmp_path / "broken")], "not a phantom cohort")]:
+        assert main(["benchmark", "--out", str(tmp_path / "out"), "--suite", "validity",
+                     *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
