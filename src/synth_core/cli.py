@@ -435,6 +435,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     if args.suite == "validity":
         from synth_core.validity_suite import run_validity
 
+        if args.only is not None:
+            raise UserError("--only picks a speed benchmark; drop it with --suite validity")
         report = run_validity(args.out, seed=args.seed, quick=args.quick, cohort=args.cohort,
                               progress=lambda line: print(line, file=sys.stderr))
         print(f"wrote {args.out / 'validity.json'} and validity.md ({report['seconds']:.0f} s)")
