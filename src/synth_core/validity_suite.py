@@ -115,7 +115,11 @@ def _translate(info: CheckpointInfo, subject: Any, source: str, target: str,
                        checkpoint=str(info.directory),
                        age=_age_for(info, subject.age if age is None else age),
                        temperature=0.0 if caps.get("stochastic") else None, seed=0,
-                       device="cpu")
+                       device="cpu",
+                       # The phantom made this scan as ``source``, so the modality is known;
+                       # the input check would refuse a lesioned scan as unlike the training
+                       # data, and how a model treats a lesion is what is measured here.
+                       check_modality=False)
     return result.volume.data
 
 
@@ -384,6 +388,8 @@ def render_markdown(report: dict[str, Any]) -> str:
               "and unchanged voxels taken from the true change map. Goal: slope ratio 0.8-1.2, "
               "leak below 0.2, correlation above 0.6.", "",
               "| checkpoint | slope ratio | leak ratio | correlation | subjects |", "|---|---|---|---|---|"]
+    if all(c["counterfactual_age"] is None for c in report["checkpoints"]):
+        lines.append("| (no bundled checkpoint is age-conditioned) | – | – | – | – |")
     for c in report["checkpoints"]:
         a = c["counterfactual_age"]
         if a is not None:

@@ -10,13 +10,13 @@ import synth_core.validity_suite as suite
 from synth_core.cli import main
 from synth_core.zoo import list_checkpoints
 
-KEPT = ("dual-glow-t1-pet-small", "pix2pix-t1-t2-small")
+KEPT = ("bi-dpm-t1-t2-small", "pix2pix-t1-pet-small")
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    # Two bundled checkpoints cover every kind of entry (PET target with age, MR target)
-    # in seconds; `benchmark --suite validity --quick` runs all of them.
+    # A PET and a bidirectional MR checkpoint cover the kinds of entry the bundle has;
+    # `benchmark --suite validity --quick` runs every bundled checkpoint.
     out = tmp_path_factory.mktemp("validity") / "report"
     original = suite.list_checkpoints
     suite.list_checkpoints = lambda: [c for c in original() if c.name in KEPT]
@@ -32,33 +32,35 @@ def test_report_schema(report):
     assert data["suite"] == "validity" and data["cohort"]["seed"] == suite.DEFAULT_SEED
     assert data["cohort"]["healthy_subjects"] == 1 and data["cohort"]["lesioned_subjects"] == 1
     assert [c["name"] for c in data["checkpoints"]] == sorted(KEPT)
-    glow, pix = data["checkpoints"]
-    for entry in (glow, pix):
-        (direction,) = entry["directions"]
-        assert set(direction["scores"]) == set(direction["noise_floor"]) == set(suite.METRICS)
-        # The clean truth scores better against the noisy target than any model does.
-        assert direction["noise_floor"]["psnr"] > direction["scores"]["psnr"]
-        assert direction["noise_floor"]["ssim"] > direction["scores"]["ssim"]
-    assert glow["directions"][0]["normalisation"] == "pet-p95"
-    assert glow["directions"][0]["hallucination"] is None and glow["directions"][0]["lesions"] is None
-    age = glow["counterfactual_age"]
-    assert set(age) >= {"slope_ratio", "leak_ratio", "correlation", "per_subject", "goal"}
-    assert -1.0 <= age["correlation"] <= 1.0 and age["leak_ratio"] >= 0.0
-    assert pix["counterfactual_age"] is None
-    mr = pix["directions"][0]
-    assert mr["normalisation"] == "mr-p1-p99"
-    assert 0.0 <= mr["hallucination"]["volume_mm3"] <= mr["hallucination"]["brain_mm3"]
-    assert set(mr["lesions"]) <= set(suite.LESIONS) and "tumour" in mr["lesions"]
-    assert mr["lesions"]["tumour"]["contrast_true"] != 0.0
+    mr_entry, pet_entry = data["checkpoints"]
+    for entry in (mr_entry, pet_entry):
+        for direction in entry["directions"]:
+            assert set(direction["scores"]) == set(direction["noise_floor"]) == set(suite.METRICS)
+            # The clean truth scores better against the noisy target than any model does.
+            assert direction["noise_floor"]["psnr"] > direction["scores"]["psnr"]
+            assert direction["noise_floor"]["ssim"] > direction["scores"]["ssim"]
+    pet = pet_entry["directions"][0]
+    assert pet["normalisation"] == "pet-p95"
+    assert pet["hallucination"] is None and pet["lesions"] is None
+    # No bundled checkpoint is age-conditioned: no counterfactual-age entry.
+    assert mr_entry["counterfactual_age"] is None and pet_entry["counterfactual_age"] is None
+    assert [(d["source"], d["target"]) for d in mr_entry["directions"]] == [("t1", "t2"), ("t2", "t1")]
+    for mr in mr_entry["directions"]:
+        assert mr["normalisation"] == "mr-p1-p99"
+        assert 0.0 <= mr["hallucination"]["volume_mm3"] <= mr["hallucination"]["brain_mm3"]
+        assert set(mr["lesions"]) <= set(suite.LESIONS) and "tumour" in mr["lesions"]
+        assert mr["lesions"]["tumour"]["contrast_true"] != 0.0
     assert data["not_measured"]
 
 
 def test_markdown_shows_the_json_figures(report):
     data = json.loads((report / "validity.json").read_text())
     page = (report / "validity.md").read_text()
-    glow = data["checkpoints"][0]
-    assert f"{glow['counterfactual_age']['slope_ratio']:.2f}" in page
-    assert f"{glow['directions'][0]['noise_floor']['psnr']:.2f}" in page
+    pet = data["checkpoints"][1]["directions"][0]
+    assert f"{pet['scores']['psnr']:.2f}" in page and f"{pet['noise_floor']['psnr']:.2f}" in page
+    tumour = data["checkpoints"][0]["directions"][0]["lesions"]["tumour"]
+    assert f"{tumour['ratio']:.2f} (true {tumour['contrast_true']:+.2f})" in page
+    assert "no bundled checkpoint is age-conditioned" in page
     assert data["command"] in page and "Not measured yet" in page
 
 
@@ -85,7 +87,7 @@ def test_cohort_folder_gives_its_own_subjects(tmp_path, capsys, monkeypatch):
     assert main(["phantom", str(cohort), "--subjects", "2", "--seed", "4",
                  "--wmh-fraction", "0.5"]) == 0
     monkeypatch.setattr(suite, "list_checkpoints",
-                        lambda: [c for c in list_checkpoints() if c.name == "pix2pix-t1-t2-small"])
+                        lambda: [c for c in list_checkpoints() if c.name == "bi-dpm-t1-t2-small"])
     out = tmp_path / "report"
     assert main(["benchmark", "--out", str(out), "--suite", "validity", "--cohort",
                  str(cohort)]) == 0
