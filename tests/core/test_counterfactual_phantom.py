@@ -1,6 +1,6 @@
 """Counterfactual age in the phantom: the same scan with only the age-driven FDG uptake moved.
 
-The age model (``phantom.contrast.pet_age_factors``): grey-matter uptake of the frontal and
+The age model (``phantom.contrast.pet_region_multipliers``): the uptake of the frontal and
 anterior-cingulate parcels falls by their true slope per year; nothing else changes.
 """
 
@@ -14,13 +14,15 @@ from scipy import ndimage as ndi
 from synth_core.cli import main
 from synth_core.phantom import generate_subject
 from synth_core.phantom.anatomy import build_anatomy
-from synth_core.phantom.contrast import pet_region_multipliers, pet_uptake
+from synth_core.phantom.contrast import pet_region_multipliers
 from synth_core.phantom.parameters import (
+    AGE_REFERENCE_YEARS,
     LABEL_IDS,
     PET_AGE_SLOPE,
     PET_GM_SUV,
     PET_NOISE,
-    TISSUE_INDEX,
+    PET_UPTAKE,
+    TISSUES,
 )
 from synth_core.phantom.subject import _draw_demographics
 from synth_core.phantom.template import template_maps
@@ -37,17 +39,11 @@ def subjects():
     return plain, with_ages
 
 
-def test_pet_uptake_moves_grey_matter_of_ageing_parcels_only():
-    # Hand-built: four voxels, frontal GM, frontal WM, occipital GM, half-GM frontal voxel.
-    parcel = np.array([LABEL_IDS["frontal"], LABEL_IDS["frontal"], LABEL_IDS["occipital"],
-                       LABEL_IDS["frontal"]])
-    gm = np.array([1.0, 0.0, 1.0, 0.5], dtype=np.float32)
-    uptake = np.array([1.0, 0.3, 1.0, 0.5 + 0.5 * 0.3], dtype=np.float32)
-    young = pet_uptake(uptake, gm, parcel, 55.0, 0.0)
-    old = pet_uptake(uptake, gm, parcel, 95.0, 0.0)
-    drop = PET_AGE_SLOPE["frontal"] * 40.0  # -0.2
-    np.testing.assert_allclose(young, uptake, rtol=1e-6)
-    np.testing.assert_allclose(old - young, [drop, 0.0, 0.0, 0.5 * drop], atol=1e-6)
+def test_age_factor_moves_only_the_ageing_parcels_by_their_slope():
+    young, old = pet_region_multipliers(55.0, 0.0), pet_region_multipliers(95.0, 0.0)
+    for name, key in LABEL_IDS.items():
+        expected = 1.0 + PET_AGE_SLOPE.get(name, 0.0) * 40.0  # frontal 0.8, cingulate 0.76
+        assert old[key] / young[key] == pytest.approx(expected, rel=1e-6), name
 
 
 def test_requesting_counterfactuals_changes_nothing_else(subjects):
@@ -88,40 +84,37 @@ def test_change_lies_where_the_age_model_puts_it_and_has_its_size(subjects):
     change = (subject.counterfactual_pet[90.0][1].data.astype(np.float64)
               - subject.counterfactual_pet[60.0][1].data)
     assert change.max() < 1e-5  # ageing only lowers uptake
-    # Far (> 5 voxels = 20 mm, over 6 PET blur sigmas) from the grey matter labelled
-    # frontal or anterior cingulate, nothing changes beyond a trace of partial-volume grey
-    # matter in voxels labelled otherwise (under 0.1 % of the largest change).
-    ageing_gm = np.isin(labels, [LABEL_IDS[r] for r in AGEING])
-    far = ndi.distance_transform_edt(~ageing_gm) > 5
-    assert far.sum() > 1000
-    assert np.abs(change[far]).max() < 1e-3 * np.abs(change).max()
 
-    # Total change (the blur keeps the sum): SUV * dose * sum_parcel m * f_gm * slope * 30.
     maps = template_maps("small")
     streams = np.random.SeedSequence([SEED, INDEX]).spawn(4)
     demographic_rng, lesion_rng = (np.random.default_rng(s) for s in streams[:2])
     age, sex, _, severity = _draw_demographics(demographic_rng)
     anatomy = build_anatomy(maps, age, sex, severity, demographic_rng, lesion_rng, None)
-    gm = anatomy.fractions[TISSUE_INDEX["gm"]].astype(np.float64)
+    ageing = np.isin(anatomy.parcel, [LABEL_IDS[r] for r in AGEING])
+    # Far (> 5 voxels = 20 mm, over 6 PET blur sigmas) from the ageing parcels, nothing changes.
+    far = ndi.distance_transform_edt(~ageing) > 5
+    assert far.sum() > 1000
+    assert np.abs(change[far]).max() < 1e-3 * np.abs(change).max()
+
+    # Total change (the blur keeps the sum): SUV * dose * sum m_region * uptake * slope * 30.
+    uptake = np.tensordot(np.array([PET_UPTAKE[t] for t in TISSUES]), anatomy.fractions, axes=1)
     slope = np.zeros(max(LABEL_IDS.values()) + 1)
     for region, value in PET_AGE_SLOPE.items():
         slope[LABEL_IDS[region]] = value
+    base = pet_region_multipliers(AGE_REFERENCE_YEARS, severity)[anatomy.parcel]
     expected = (PET_GM_SUV * subject.params["pet_dose"] * 30.0
-                * np.sum(pet_region_multipliers(severity)[anatomy.parcel] * gm
-                         * slope[anatomy.parcel]))
+                * np.sum(base * uptake * slope[anatomy.parcel]))
     assert expected < 0
     assert change.sum() == pytest.approx(expected, rel=0.02)
 
-    # White matter keeps its uptake; what reaches it is grey matter's change spread by the
-    # PET blur (6-7 mm FWHM on 4 mm voxels): about a quarter of the frontal change here,
-    # where a whole-parcel age factor would move frontal white matter as much as grey.
+    # Frontal grey matter loses what the slope says (less a little for the blur); occipital
+    # grey matter, far from the ageing parcels, keeps its uptake.
     pet60 = subject.counterfactual_pet[60.0][1].data
     relative = {name: change[labels == LABEL_IDS[name]].mean() / pet60[labels == LABEL_IDS[name]].mean()
-                for name in ("frontal", "white_matter", "ventricles", "occipital")}
+                for name in ("frontal", "occipital")}
     true_frontal = (1 + PET_AGE_SLOPE["frontal"] * 35) / (1 + PET_AGE_SLOPE["frontal"] * 5) - 1
     assert true_frontal * 1.0 <= relative["frontal"] <= true_frontal * 0.6
     assert abs(relative["occipital"]) < 0.05 * abs(relative["frontal"])
-    assert abs(relative["white_matter"]) < 0.35 * abs(relative["frontal"])
 
 
 def test_cli_writes_the_counterfactual_files(tmp_path, capsys):

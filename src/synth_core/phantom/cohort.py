@@ -121,7 +121,7 @@ def cohort_parameters() -> dict[str, Any]:
             "uptake_relative_to_gm": PET_UPTAKE,
             "region_baseline": PET_REGION_BASELINE,
             "age_slope_per_year": {r: PET_AGE_SLOPE.get(r, 0.0) for r in GREY_REGIONS},
-            "age_slope_applies_to": "grey-matter uptake of the region's parcel",
+            "age_slope_applies_to": "all tissue of the region's parcel",
             "ad_effect": {r: PET_AD_EFFECT.get(r, 0.0) for r in GREY_REGIONS},
             "mci_severity": list(DIAGNOSIS_SEVERITY["MCI"]),
             "fwhm_mm": list(PET_FWHM_MM),

@@ -152,8 +152,7 @@ CT_KERNELS: dict[str, dict[str, float]] = {
 
 # FDG PET. Uptake relative to grey matter, times GM_SUV, times region multipliers:
 # m(region) = baseline * (1 + age_slope (age - 55)) * (1 + ad_effect * severity)
-# applied to all tissue of the parcel, except the age factor, which applies to its grey
-# matter only (age-related FDG decline is cortical; see pet_age_factors).
+# applied to all tissue of the region's parcel (see contrast.pet_region_multipliers).
 PET_GM_SUV: float = 8.0
 PET_UPTAKE: dict[str, float] = {
     "gm": 1.0, "wm": 0.30, "csf": 0.03, "dura": 0.10, "bone": 0.05, "marrow": 0.15,
