@@ -5,7 +5,7 @@ Usage (from a clean clone; figures in docs/methods/revgan.md):
     modality-synth phantom train-data --subjects 12 --seed 0 --preset small
     modality-synth phantom test-data --subjects 4 --seed 7 --preset small
     python scripts/revgan_tables.py --train train-data --test test-data \
-        --checkpoint sr=RUN_DIR [--checkpoint ct=RUN_DIR ...] [--json OUT.json]
+        --checkpoint sr=RUN_DIR [--checkpoint ct=RUN_DIR ...] [--only sr] [--json OUT.json]
 
 Every row is scored with ``synth_core.metrics.evaluate(..., normalise=True)``: MR in the
 brain mask after each volume's 1st-99th percentiles map to [0, 1]; CT in HU inside the head
@@ -57,10 +57,13 @@ def _score(rows: dict[str, list[dict[str, Any]]], name: str, pred: np.ndarray | 
         evaluate(data, target.data, mask=mask, normalise=True, modality=target.modality))
 
 
-def run(train: Path, test: Path, checkpoints: dict[str, list[str]]) -> dict[str, Any]:
+def run(train: Path, test: Path, checkpoints: dict[str, list[str]],
+        only: set[str] | None = None) -> dict[str, Any]:
     tables: dict[str, Any] = {}
     for task, (source, target, where) in TASKS.items():
         key = "sr" if task == "sr" else "ct"
+        if only is not None and key not in only:
+            continue
         rows: dict[str, list[dict[str, Any]]] = {}
         fitted = None
         if key == "ct":
@@ -106,13 +109,16 @@ def main() -> None:
     p.add_argument("--test", type=Path, required=True, help="held-out cohort (another seed)")
     p.add_argument("--checkpoint", action="append", default=[],
                    help="TASK=CHECKPOINT, TASK sr or ct (a two-way CT model runs both ways)")
+    p.add_argument("--only", action="append", choices=("sr", "ct"), default=None,
+                   help="score only these tasks (fitting the CT baselines takes minutes)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     checkpoints: dict[str, list[str]] = {}
     for item in args.checkpoint:
         task, _, path = item.partition("=")
         checkpoints.setdefault(task, []).append(path)
-    tables = run(args.train, args.test, checkpoints)
+    tables = run(args.train, args.test, checkpoints,
+                 None if args.only is None else set(args.only))
     _print(tables)
     if args.json is not None:
         args.json.write_text(json.dumps(tables, indent=2))
