@@ -42,9 +42,9 @@ def parent_config(parent: zoo.CheckpointInfo, overrides: dict[str, Any],
     Raises UserError for an override that changes the architecture (anything outside
     ``train.*``, ``train.spatial``, ``train.multiple``) unless the method lists it as resumable."""
     config = config_from_dict(parent.method, parent.card.get("config", {}))
-    before = _flatten(dataclasses.asdict(config))
+    before = flatten_config(dataclasses.asdict(config))
     apply_overrides(parent.method, config, overrides)
-    after = _flatten(dataclasses.asdict(config))
+    after = flatten_config(dataclasses.asdict(config))
     refused = [k for k in after if after[k] != before.get(k)
                and (not k.startswith("train.") or k in _FIXED_TRAIN) and k not in resumable]
     if refused:
@@ -84,11 +84,12 @@ def parent_spacing(parent: zoo.CheckpointInfo) -> float | None:
     return None
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested settings dict as ``{"net.features": 32, ...}`` (tuples as lists, as in JSON)."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
+            flat |= flatten_config(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return flat

@@ -52,6 +52,7 @@ from synth_core.training.card import training_data_summary
 from synth_core.training.checkpoint_io import SafeCheckpointIO
 from synth_core.training.events import EventSink, ProgressEvent, StopRequest
 from synth_core.training.finetune import (
+    flatten_config,
     load_parent_weights,
     parent_checkpoint,
     parent_config,
@@ -162,9 +163,9 @@ def _resumed_config(request: TrainRequest, saved: dict[str, Any],
     (settings repeated with the run's own values are accepted, so the same form or
     command line can resume what it started). ``own``: the method's ``resumable``."""
     config = config_from_dict(request.method, saved["config"])
-    before = _flatten(dataclasses.asdict(config))
+    before = flatten_config(dataclasses.asdict(config))
     apply_overrides(request.method, config, request.overrides)
-    after = _flatten(dataclasses.asdict(config))
+    after = flatten_config(dataclasses.asdict(config))
     changed = {k: [before[k], after[k]] for k in after if after[k] != before.get(k)}
     refused = [k for k in changed if k not in {f"train.{name}" for name in RESUMABLE} | set(own)]
     if refused:
@@ -175,16 +176,6 @@ def _resumed_config(request: TrainRequest, saved: dict[str, Any],
             f"A resumed {request.method} run can change only {', '.join(RESUMABLE + own)}"
         )
     return config, changed
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return flat
 
 
 def train(request: TrainRequest, sink: EventSink | None = None,
