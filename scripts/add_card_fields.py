@@ -25,7 +25,7 @@ from synth_core.training.run import _data_description, _input_references, _inten
 
 if __name__ == "__main__":
     folder, data = Path(sys.argv[1]), Path(sys.argv[2])
-    card = json.loads((folder / "model.json").read_text())
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     # Cards shared without subject IDs: every subject of DATA stands for the training inputs.
     listed = card["training_data"].get("splits", {}).get("train", {}).get("subject_ids")
     records = [r for r in discover_subjects(data) if listed is None or r.subject_id in set(listed)]

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     card_path = destination / CARD
     if not card_path.is_file():
         raise UserError(f"no bundled checkpoint {args.name!r}: see `modality-synth models`")
-    card = shipped_card(json.loads(card_path.read_text()), args.seed, args.preset)
+    card = shipped_card(json.loads(card_path.read_text(encoding="utf-8")), args.seed, args.preset)
     if args.command == "bundle" and args.parent:
         card["parent"] = scrub_text(args.parent)
     atomic_write_text(card_path, json.dumps(card, indent=2) + "\n", overwrite=True)

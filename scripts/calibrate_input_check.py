@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     ref_subjects, test_subjects = _subjects(args.reference), _subjects(args.test)
     data = {(s, m): _read(s, m) for s in ref_subjects + test_subjects for m in MODALITIES}
-    stored = json.loads((args.card / "model.json").read_text()).get("input_reference", {}) if args.card else {}
+    stored = json.loads((args.card / "model.json").read_text(encoding="utf-8")).get("input_reference", {}) if args.card else {}
     where = f"card {args.card.name}" if args.card else f"{len(ref_subjects)} subjects"
     print(f"reference: {where}; test: {len(test_subjects)} subjects; limit {LIMIT} spreads")
     print("| given as \\ true | " + " | ".join(MODALITIES) + " |")

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     info = locate(args.checkpoint)
     directions = [False, True] if args.both else [args.reverse]
     card_path = info.directory / "model.json"
-    card = json.loads(card_path.read_text())
+    card = json.loads(card_path.read_text(encoding="utf-8"))
     for reverse in directions:
         start = time.perf_counter()
         entry = heldout_scores(str(info.directory), info.method, reverse=reverse, seed=args.seed,

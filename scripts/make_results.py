@@ -41,7 +41,7 @@ NAMES = {"t1": "T1", "t2": "T2", "pet": "PET", "ct": "CT", "flair": "FLAIR", "t1
 def _cohort(folder: Path, subjects: int, seed: int) -> list[SubjectRecord]:
     if not folder.exists():
         write_cohort(folder, subjects, seed=seed, preset="small", clean=True)
-    made = json.loads((folder / "cohort.json").read_text())
+    made = json.loads((folder / "cohort.json").read_text(encoding="utf-8"))
     if (made.get("seed"), made.get("n_subjects"), made.get("clean")) != (seed, subjects, True):
         sys.exit(f"error: {folder} holds another cohort (seed {made.get('seed')}, "
                  f"{made.get('n_subjects')} subjects); remove it or name a new --cohort")

@@ -52,7 +52,7 @@ def main() -> int:
     args = parser.parse_args()
     folders = args.checkpoints or sorted(p for p in bundled_dir().iterdir() if (p / CARD).is_file())
     for folder in folders:
-        card = json.loads((folder / CARD).read_text())
+        card = json.loads((folder / CARD).read_text(encoding="utf-8"))
         data = _matching_folder(card, args.data)
         new = public_card(card, paper=get_method_class(card["method"]).paper, data_folder=data)
         if new != card:

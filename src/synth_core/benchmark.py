@@ -42,7 +42,7 @@ def _peak_rss_mb() -> float:
     would report the parent's peak; ``VmHWM`` belongs to the new address space.
     """
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
@@ -210,7 +210,7 @@ def evaluate_checkpoint(checkpoint: str | Path, method: str, data: Path, split: 
     paired = [r for r in records if src in r.paths and tgt in r.paths]
     parts = recover_split([paired, records], info.card["training_data"]).parts()
     ids = [r.subject_id for r in parts[split]]
-    cohort = json.loads((data / "cohort.json").read_text())
+    cohort = json.loads((data / "cohort.json").read_text(encoding="utf-8"))
     rows = []
     for sid in ids:
         folder = data / sid

@@ -221,7 +221,7 @@ def read_cohort(folder: Path) -> tuple[int, str, list[int], list[tuple[int, str]
         raise UserError(f"{folder} has no cohort.json: --cohort takes a folder made by "
                         "`modality-synth phantom`; use --seed for a fresh cohort")
     try:
-        cohort = json.loads(manifest.read_text())
+        cohort = json.loads(manifest.read_text(encoding="utf-8"))
         seed, preset = int(cohort["seed"]), str(cohort["preset"])
         subjects = cohort["subjects"]
         healthy = [int(p["index"]) for p in subjects.values()

@@ -125,7 +125,7 @@ def sha256_file(path: Path) -> str:
 
 def _read_card(directory: Path) -> dict[str, Any] | None:
     try:
-        card = json.loads((directory / CARD).read_text())
+        card = json.loads((directory / CARD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return card if isinstance(card, dict) and card.get("format") == FORMAT else None
@@ -187,7 +187,7 @@ def _defaults_file() -> Path:
 def user_defaults() -> list[str]:
     """Names of the user checkpoints the user made default (stored in the user home)."""
     try:
-        record = json.loads(_defaults_file().read_text())
+        record = json.loads(_defaults_file().read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
     names = record.get("defaults", []) if isinstance(record, dict) else []

@@ -43,20 +43,20 @@ def _vol(cohort: Path, mod: str, sid: str = "sub-006"):
 
 
 def test_cards_record_directions_default_steps_and_both_intensity_references(flows):
-    card = json.loads((flows["bidpm"] / "model.json").read_text())
+    card = json.loads((flows["bidpm"] / "model.json").read_text(encoding="utf-8"))
     assert card["capabilities"]["bidirectional"] and card["capabilities"]["steps"] == [1, 100]
     assert card["capabilities"]["default_steps"] == 1  # the trained time points
     norm = card["normalisation"]
     assert norm["target_reference"]["modality"] == "t2" and norm["source_reference"]["modality"] == "t1"
-    assert json.loads((flows["rf"] / "model.json").read_text())["capabilities"]["default_steps"] == 10
-    assert json.loads((flows["otcfm"] / "model.json").read_text())["config"]["variant"] == "ot"
+    assert json.loads((flows["rf"] / "model.json").read_text(encoding="utf-8"))["capabilities"]["default_steps"] == 10
+    assert json.loads((flows["otcfm"] / "model.json").read_text(encoding="utf-8"))["config"]["variant"] == "ot"
     two = get_method_class("bi-dpm")(build_config("bi-dpm", "cpu-2step"), "t1", "t2")
     assert two.card_capabilities() == {"default_steps": 2}
 
 
 @pytest.mark.parametrize("run", ["bidpm", "bidpm-partial", "rf", "otcfm"])
 def test_both_directions_any_step_count(flows, tiny_cohort, run):
-    method = json.loads((flows[run] / "model.json").read_text())["method"]
+    method = json.loads((flows[run] / "model.json").read_text(encoding="utf-8"))["method"]
     t1, t2 = _vol(tiny_cohort, "t1"), _vol(tiny_cohort, "t2")
     one = sc.translate(t1, method=method, to="t2", checkpoint=str(flows[run]), steps=1)
     many = sc.translate(t1, method=method, to="t2", checkpoint=str(flows[run]), steps=7)
@@ -76,7 +76,7 @@ def test_both_directions_any_step_count(flows, tiny_cohort, run):
 def test_reverse_output_is_in_the_source_modality_units(flows, tiny_cohort):
     """The tiny model is nearly the identity in normalised units, so T2 -> T1 must land on
     the T1 training reference's range, not on the T2 input's."""
-    card = json.loads((flows["bidpm"] / "model.json").read_text())
+    card = json.loads((flows["bidpm"] / "model.json").read_text(encoding="utf-8"))
     t1_ref, t2_ref = card["normalisation"]["source_reference"], card["normalisation"]["target_reference"]
     t2 = _vol(tiny_cohort, "t2")
     back = sc.translate(t2, method="bi-dpm", to="t1", checkpoint=str(flows["bidpm"]))
@@ -137,7 +137,7 @@ def test_cli_steps_and_reverse(flows, tiny_cohort, tmp_path, capsys):
     code = main(["translate", str(t2), "-o", str(out), "--method", "bi-dpm", "--to", "t1",
                  "--checkpoint", "tiny-bidpm-t1-t2", "--reverse", "--steps", "3"])
     assert code == 0, capsys.readouterr().err
-    sidecar = json.loads((tmp_path / "t1_from_t2.json").read_text())
+    sidecar = json.loads((tmp_path / "t1_from_t2.json").read_text(encoding="utf-8"))
     assert sidecar["Synthetic"] is True and sidecar["SourceModality"] == "t2"
     assert sidecar["Parameters"]["steps"] == 3 and sidecar["Parameters"]["reverse"] is True
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -170,7 +170,7 @@ def test_cli_set_reaches_nested_and_method_settings(tiny_cohort, tmp_path, capsy
                  "--from", "t1", "--to", "t2", "--out", str(out), "--no-register",
                  "--set", "net.features=6", "--set", "time_points=2", "--set", "lambda_u=0.3"])
     assert code == 0, capsys.readouterr().err
-    card = json.loads((out / "model.json").read_text())
+    card = json.loads((out / "model.json").read_text(encoding="utf-8"))
     assert card["config"]["net"]["features"] == 6 and card["config"]["time_points"] == 2
     assert card["capabilities"]["default_steps"] == 2
     for bad, message in (("distance", "not KEY=VALUE"), ("net.width=3", "no setting 'net.width'"),
@@ -195,4 +195,4 @@ def test_cli_takes_the_source_modality_from_the_file_name(flows, tiny_cohort, tm
     code = main(["translate", str(t2), "-o", str(tmp_path / "t1.nii.gz"), "--method", "bi-dpm",
                  "--to", "t1", "--checkpoint", "tiny-bidpm-t1-t2"])
     assert code == 0, capsys.readouterr().err
-    assert json.loads((tmp_path / "t1.json").read_text())["Parameters"]["reverse"] is True
+    assert json.loads((tmp_path / "t1.json").read_text(encoding="utf-8"))["Parameters"]["reverse"] is True

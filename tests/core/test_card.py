@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_card_of_a_trained_run_names_its_data_without_path_or_ids(trained, tiny_cohort):
-    card = json.loads((trained["pix2pix"].run_dir / CARD).read_text())
+    card = json.loads((trained["pix2pix"].run_dir / CARD).read_text(encoding="utf-8"))
     data = card["training_data"]
     assert str(tiny_cohort) not in json.dumps(card) and "subject_ids" not in json.dumps(card)
     records = discover_subjects(tiny_cohort)
@@ -71,7 +71,7 @@ def test_scrub_text_keeps_relative_paths_and_urls():
                          ids=lambda p: p.name)
 def test_bundled_cards_carry_no_path_or_subject_ids(folder):
     """Run scripts/scrub_cards.py on the bundled cards when this fails."""
-    card = json.loads((folder / CARD).read_text())
+    card = json.loads((folder / CARD).read_text(encoding="utf-8"))
     text = json.dumps(card)
     assert "subject_ids" not in text and "path" not in card["training_data"]
     assert scrub_text(text) == text, "an absolute path in the card"

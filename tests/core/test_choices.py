@@ -38,7 +38,7 @@ def test_success_names_checkpoint_source_and_intended_use(trained, tiny_cohort, 
     assert f"checkpoint: tiny-pix2pix-t1-pet (user, trained {steps} steps" in out
     assert f"source: t1 ({source_from})" in out
     assert "intended use: trained on the user's own data" in out
-    sidecar = json.loads((tmp_path / "pet.json").read_text())
+    sidecar = json.loads((tmp_path / "pet.json").read_text(encoding="utf-8"))
     assert sidecar["SourceModalityFrom"] == source_from
     assert sidecar["CheckpointInfo"]["Origin"] == "user" and sidecar["CheckpointInfo"]["TrainedSteps"] == steps
     assert sidecar["IntendedUse"].startswith("trained on the user's own data")
@@ -83,7 +83,7 @@ def test_a_newer_user_checkpoint_is_not_the_default_until_the_user_says_so(fresh
     assert zoo.resolve(None, method="pix2pix", source="t1", target="pet").name == bundled
     code, out, _ = _run(["models", "--default", "mine"], capsys)
     assert code == 0 and "mine (user) is now the default for pix2pix t1 -> pet" in out
-    assert json.loads((fresh_home / "defaults.json").read_text()) == {"defaults": ["mine"]}
+    assert json.loads((fresh_home / "defaults.json").read_text(encoding="utf-8")) == {"defaults": ["mine"]}
     assert zoo.resolve(None, method="pix2pix", source="t1", target="pet").name == "mine"
     _, out, _ = _run(["models", "--json"], capsys)
     rows = {r["name"]: r for r in json.loads(out)}
@@ -99,7 +99,7 @@ def test_a_newer_user_checkpoint_is_not_the_default_until_the_user_says_so(fresh
 
 def test_only_an_own_checkpoint_fitting_is_named_not_taken(fresh_home, capsys):
     card_path = fresh_home / "models" / "mine" / "model.json"
-    card = json.loads(card_path.read_text())
+    card = json.loads(card_path.read_text(encoding="utf-8"))
     card["target"] = "flair"  # a task no bundled pix2pix covers
     card_path.write_text(json.dumps(card))
     with pytest.raises(UserError, match="only your own 'mine'.*--checkpoint mine.*models --default mine"):

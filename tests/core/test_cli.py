@@ -136,7 +136,7 @@ def test_translate_writes_the_volume_and_its_sidecar(workdir, trained, capsys):
     img, src = nib.load(out), nib.load(workdir / "t1.nii.gz")
     assert img.shape == src.shape and np.allclose(img.affine, src.affine)
     assert img.header["descrip"].tobytes().startswith(b"SYNTHETIC")
-    sidecar = json.loads((workdir / "pet.json").read_text())
+    sidecar = json.loads((workdir / "pet.json").read_text(encoding="utf-8"))
     assert sidecar["Synthetic"] is True and sidecar["Method"] == "pix2pix"
     assert len(sidecar["CheckpointSHA256"]) == 64
 

@@ -61,7 +61,7 @@ def test_cohort_layout_sidecars_and_summary(cohort, tmp_path, trained, capsys):
         sid = row["subject"]
         image = out / sid / f"{sid}_pet.nii.gz"
         assert row["output"] == f"{sid}/{sid}_pet.nii.gz" and row["checkpoint"] == CKPT
-        side = json.loads((out / sid / f"{sid}_pet.json").read_text())
+        side = json.loads((out / sid / f"{sid}_pet.json").read_text(encoding="utf-8"))
         assert side["Synthetic"] is True and side["CheckpointSHA256"] == sha
         assert side["TargetModality"] == "pet" and side["SourceModality"] == "t1"
         source = nib.load(cohort / sid / f"{sid}_t1.nii.gz")
@@ -167,7 +167,7 @@ def test_resume_skips_done_and_recomputes_stale(cohort, tmp_path, trained, capsy
     (out / "sub-002" / "sub-002_pet.nii.gz").unlink()
     # A sidecar for other options (an earlier run with another seed): recomputed.
     side = out / "sub-004" / "sub-004_pet.json"
-    record = json.loads(side.read_text())
+    record = json.loads(side.read_text(encoding="utf-8"))
     record["CohortRequest"]["seed"] = 7
     side.write_text(json.dumps(record))
     # A temporary file a killed write left behind.
@@ -177,7 +177,7 @@ def test_resume_skips_done_and_recomputes_stale(cohort, tmp_path, trained, capsy
     status = {r["subject"]: r["status"] for r in _rows(out)}
     assert status == {"sub-001": "skipped", "sub-002": "done", "sub-003": "skipped",
                       "sub-004": "done", "sub-005": "skipped", "sub-006": "skipped"}
-    assert json.loads(side.read_text())["CohortRequest"]["seed"] == 0
+    assert json.loads(side.read_text(encoding="utf-8"))["CohortRequest"]["seed"] == 0
     assert not list(out.rglob(".*"))
     for p in out.rglob("*.nii.gz"):
         assert np.allclose(nib.load(p).get_fdata(), reference[p.name], atol=1e-5)
@@ -287,7 +287,7 @@ def test_register_round_trip(tmp_path, capsys):
     assert code == 0, err
     moved = nib.load(out)
     assert np.allclose(moved.affine, affine)
-    side = json.loads((tmp_path / "moved.json").read_text())
+    side = json.loads((tmp_path / "moved.json").read_text(encoding="utf-8"))
     world = np.array(side["MovingToFixedWorldRAS"])
     assert side["Synthetic"] is False
     assert np.allclose(world[:3, 3], (-6.0, 4.0, -2.0), atol=0.5)
@@ -327,7 +327,7 @@ def test_each_job_is_done_by_the_one_rank_that_owns_it(tmp_path):
                                        "read_seconds": 0.0})
             if row is not None:
                 seen.setdefault(row["subject"], []).append(rank)
-        lines = (status / f"rank{rank}.jsonl").read_text().splitlines()
+        lines = (status / f"rank{rank}.jsonl").read_text(encoding="utf-8").splitlines()
         assert [json.loads(line)["status"] for line in lines] == ["failed"] * len(lines)
     assert seen == {"sub-0": [0], "sub-1": [1], "sub-2": [0], "sub-3": [1], "sub-4": [0]}
 

@@ -63,7 +63,7 @@ def _options(parser: argparse.ArgumentParser) -> set[str]:
 
 @functools.cache
 def _make_targets() -> frozenset[str]:
-    text = (ROOT / "Makefile").read_text()
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
     targets = set(re.findall(r"^([A-Za-z][\w.-]*)\s*:(?!=)", text, re.MULTILINE))
     phony = {t for line in re.findall(r"^\.PHONY:(.*)$", text, re.MULTILINE) for t in line.split()}
     return frozenset(targets | phony)
@@ -169,7 +169,7 @@ def page_problems(text: str, folder: Path = ROOT) -> list[str]:
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_page_speaks_of_the_product_and_its_commands_run(page: Path) -> None:
-    problems = page_problems(page.read_text(), page.parent)
+    problems = page_problems(page.read_text(encoding="utf-8"), page.parent)
     assert not problems, f"{page.relative_to(ROOT)}:\n  " + "\n  ".join(problems)
 
 
@@ -247,7 +247,7 @@ def _card_directions(card: dict) -> set[tuple[str, str, str]]:
 def _bundled_directions() -> frozenset[tuple[str, str, str]]:
     import json
 
-    cards = [json.loads(p.read_text()) for p in BUNDLED.glob("*/model.json")]
+    cards = [json.loads(p.read_text(encoding="utf-8")) for p in BUNDLED.glob("*/model.json")]
     return frozenset(d for card in cards for d in _card_directions(card))
 
 
@@ -327,7 +327,7 @@ def _default_checkpoint_problems(block: str,
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_translate_examples_use_a_checkpoint_a_clean_clone_has(page: Path) -> None:
     bundled = _bundled_directions()
-    problems = [p for block in _shell_blocks(page.read_text())
+    problems = [p for block in _shell_blocks(page.read_text(encoding="utf-8"))
                 for p in _default_checkpoint_problems(block, bundled)]
     assert not problems, f"{page.relative_to(ROOT)}:\n  " + "\n  ".join(problems)
 

@@ -68,7 +68,7 @@ def test_network_settings_are_defined_once_and_the_bundled_card_round_trips():
     # Cards store the flat settings; the bundled card's config loads and writes back the same.
     card = zoo.bundled_dir() / "dual-glow-t1-pet-small" / zoo.CARD
     if card.is_file():
-        stored = json.loads(card.read_text())["config"]
+        stored = json.loads(card.read_text(encoding="utf-8"))["config"]
         loaded = config_from_dict(KEY, stored)
         written = json.loads(json.dumps(dataclasses.asdict(loaded)))
         assert {k: written[k] for k in stored} == stored  # settings added since take defaults
@@ -152,7 +152,7 @@ def test_a_resumed_run_may_change_its_loss_weights_but_not_its_shape(dual_glow_r
 
     out = tmp_path / "run"
     shutil.copytree(dual_glow_run.run_dir, out)
-    ask = dict(method=KEY, data=Path(json.loads((out / "config.json").read_text())["data"]),
+    ask = dict(method=KEY, data=Path(json.loads((out / "config.json").read_text(encoding="utf-8"))["data"]),
                source="t1", target="pet", out=out, preset="tiny", resume=True, register=False)
     with pytest.raises(UserError, match=r"cannot change hidden_channels .*A resumed dual-glow run "
                                         r"can change only .*lambda_mri, age_loss_weight"):
@@ -161,7 +161,7 @@ def test_a_resumed_run_may_change_its_loss_weights_but_not_its_shape(dual_glow_r
         train(TrainRequest(**ask, overrides={"age_keep_weight": "strong"}))  # unset, yet typed
     result = train(TrainRequest(**ask, overrides={"max_steps": 14, "age_keep_weight": 0.1}))
     assert result.steps == 14
-    saved = json.loads((out / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert saved["config"]["age_keep_weight"] == 0.1
     assert saved["resumed_with"][-1]["changed"] == {"train.max_steps": [12, 14],
                                                     "age_keep_weight": [None, 0.1]}

@@ -33,9 +33,9 @@ def test_fine_tuned_run_starts_from_the_parent_and_records_it(trained, tiny_coho
     result = train(TrainRequest(method="pix2pix", data=tiny_cohort, source="t1", target="pet",
                                 out=tmp_path / "ft", preset="cpu", init_from=PARENT, register=False,
                                 overrides={"lr": 1e-30, "max_steps": 2}))
-    card = json.loads((result.run_dir / "model.json").read_text())
+    card = json.loads((result.run_dir / "model.json").read_text(encoding="utf-8"))
     assert card["parent"]["name"] == PARENT and card["parent"]["sha256"] == parent.sha256
-    assert json.loads((result.run_dir / "config.json").read_text())["init_from"]["sha256"] == parent.sha256
+    assert json.loads((result.run_dir / "config.json").read_text(encoding="utf-8"))["init_from"]["sha256"] == parent.sha256
     # The parent's architecture (tiny preset), not the "cpu" preset asked for; train settings new.
     assert card["config"]["features"] == parent.card["config"]["features"] == 4
     assert card["config"]["train"]["max_steps"] == 2 and card["preset"] == parent.card["preset"]

@@ -56,7 +56,7 @@ def checkpoint_with_phantom_reference(trained, phantom, tmp_path) -> Path:
     folder = tmp_path / "pix2pix-phantom-ref"
     shutil.copytree(trained["pix2pix"].run_dir, folder,
                     ignore=shutil.ignore_patterns("*.ckpt", "*.csv", "lightning_logs"))
-    card = json.loads((folder / "model.json").read_text())
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     reference_subjects, _ = phantom
     card["input_reference"] = {"t1": make_reference([s.volumes["t1"].data for s in reference_subjects], "t1")}
     (folder / "model.json").write_text(json.dumps(card))
@@ -82,7 +82,7 @@ def test_cli_refuses_a_pet_given_as_t1_and_records_the_check_for_a_t1(
     code = main(["translate", str(t1), "-o", str(tmp_path / "out.nii.gz"), "--method", "pix2pix",
                  "--to", "pet", "--from", "t1", "--checkpoint", str(checkpoint_with_phantom_reference)])
     assert code == 0, capsys.readouterr().err
-    check = json.loads((tmp_path / "out.json").read_text())["InputCheck"]
+    check = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))["InputCheck"]
     assert check["modality"] == "t1" and 0 <= check["score"] <= check["limit"] == LIMIT
 
 
@@ -92,7 +92,7 @@ def test_a_card_without_a_reference_records_that_the_fingerprint_was_skipped(tra
     folder = tmp_path / "old-card"
     shutil.copytree(trained["pix2pix"].run_dir, folder,
                     ignore=shutil.ignore_patterns("*.ckpt", "*.csv", "lightning_logs"))
-    card = json.loads((folder / "model.json").read_text())
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     card.pop("input_reference", None)
     (folder / "model.json").write_text(json.dumps(card))
     t1 = synth_core.load_volume(tiny_cohort / "sub-001" / "sub-001_t1.nii.gz")

@@ -288,12 +288,12 @@ def test_atomic_write_leaves_nothing_after_an_exception(tmp_path: Path) -> None:
 
 def test_atomic_write_commits_and_refuses_a_file_that_appeared_meanwhile(tmp_path: Path) -> None:
     target = atomic_write_json(tmp_path / "card.json", {"a": np.float32(0.5), "b": Path("x")})
-    assert json.loads(target.read_text()) == {"a": 0.5, "b": "x"}
+    assert json.loads(target.read_text(encoding="utf-8")) == {"a": 0.5, "b": "x"}
     other = tmp_path / "late.txt"
     with pytest.raises(UserError, match="late.txt already exists"), atomic_write(other) as temporary:
         temporary.write_text("mine")
         other.write_text("theirs")  # another writer wins the race
-    assert other.read_text() == "theirs"
+    assert other.read_text(encoding="utf-8") == "theirs"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["card.json", "late.txt"]
 
 
@@ -491,7 +491,7 @@ def test_sidecar_helpers(tmp_path: Path) -> None:
     assert sidecar_path("d/out.nii") == Path("d/out.json")
     assert read_sidecar(tmp_path / "none.nii.gz") is None
     written = write_sidecar(tmp_path / "x.nii.gz", {"Method": "cfm"}, synthetic=False)
-    assert json.loads(written.read_text()) == {"Synthetic": False, "Method": "cfm"}
+    assert json.loads(written.read_text(encoding="utf-8")) == {"Synthetic": False, "Method": "cfm"}
     written.write_text("{not json")
     with pytest.raises(UserError, match="x.json is not valid JSON"):
         read_sidecar(tmp_path / "x.nii.gz")

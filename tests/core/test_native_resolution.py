@@ -85,11 +85,11 @@ def patch_run(wide_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_card_records_spacing_and_patch_and_validation_ran_in_windows(patch_run) -> None:
-    card = json.loads((patch_run.run_dir / zoo.CARD).read_text())
+    card = json.loads((patch_run.run_dir / zoo.CARD).read_text(encoding="utf-8"))
     assert card["spacing"] == [4.0, 4.0, 4.0]
     assert card["patch_size"] == [16, 16, 16]
     assert card["config"]["train"]["patch_size"] == 16 or card["config"]["train"]["patch_size"] == [16, 16, 16]
-    metrics = (patch_run.run_dir / "metrics.csv").read_text()
+    metrics = (patch_run.run_dir / "metrics.csv").read_text(encoding="utf-8")
     assert "val_psnr" in metrics
 
 
@@ -140,7 +140,7 @@ def test_cli_states_both_grids_and_warns_on_stderr(patch_run, wide_cohort, tmp_p
     assert ("resolution: the network ran on 4 x 4 x 4 mm (32 x 32 x 32 voxels), coarser than "
             "the input; input 2 x 2 x 2 mm (64 x 64 x 64 voxels)") in captured.out
     assert "warning: the model runs on a 4 x 4 x 4 mm grid" in captured.err
-    sidecar = json.loads(out.with_name("t2.json").read_text())
+    sidecar = json.loads(out.with_name("t2.json").read_text(encoding="utf-8"))
     assert sidecar["Resolution"]["ModelCoarserThanInput"] is True
 
 
@@ -149,7 +149,7 @@ def test_zoo_prefers_the_checkpoint_nearest_the_inputs_spacing(patch_run, tmp_pa
     for name, mm in (("near-1mm", 1.0), ("near-2mm", 2.0), ("near-4mm", 4.0)):
         folder = bundled / name
         shutil.copytree(patch_run.run_dir, folder, ignore=shutil.ignore_patterns("*.ckpt", "*.csv"))
-        card = json.loads((folder / zoo.CARD).read_text())
+        card = json.loads((folder / zoo.CARD).read_text(encoding="utf-8"))
         card["spacing"] = [mm] * 3
         (folder / zoo.CARD).write_text(json.dumps(card))
     monkeypatch.setattr(zoo, "bundled_dir", lambda: bundled)

@@ -55,7 +55,7 @@ def test_translate_under_a_file_is_refused_before_the_model(tiny_cohort, tmp_pat
     line = _one_line_exit_2(["translate", str(t1), "-o", str(blocker / "pet.nii.gz"),
                              "--method", "pix2pix", "--to", "pet"], capsys)
     assert "is a file" in line and "notes.txt" in line
-    assert _snapshot(tmp_path) == before and blocker.read_text() == "a file, not a folder"
+    assert _snapshot(tmp_path) == before and blocker.read_text(encoding="utf-8") == "a file, not a folder"
 
 
 def test_phantom_into_a_read_only_folder_is_refused_at_once(readonly_folder, monkeypatch, capsys):

@@ -67,8 +67,8 @@ def test_tree_is_written(cohort: Path) -> None:
     assert all(55.0 <= float(r["age"]) <= 95.0 for r in rows)
     assert {r["sex"] for r in rows} <= {"F", "M"}
     assert {r["diagnosis"] for r in rows} <= {"CN", "MCI", "AD"}
-    assert json.loads((cohort / "labels.json").read_text()) == {str(k): v for k, v in LABELS.items()}
-    meta = json.loads((cohort / "cohort.json").read_text())
+    assert json.loads((cohort / "labels.json").read_text(encoding="utf-8")) == {str(k): v for k, v in LABELS.items()}
+    meta = json.loads((cohort / "cohort.json").read_text(encoding="utf-8"))
     assert (meta["preset"], meta["seed"], meta["shape"]) == ("small", SEED, [48, 64, 48])
     assert meta["spacing_mm"] == [4.0, 4.0, 4.0]
     assert meta["parameters"] == json.loads(json.dumps(cohort_parameters()))
@@ -126,7 +126,7 @@ def test_frontal_pet_declines_with_the_true_slope(cohort: Path) -> None:
     assert len(rows) >= 4
     age = np.array([float(r["age"]) for r in rows])
     assert age.max() - age.min() > 20.0
-    truth = json.loads((cohort / "cohort.json").read_text())["parameters"]["pet"]
+    truth = json.loads((cohort / "cohort.json").read_text(encoding="utf-8"))["parameters"]["pet"]
     slope = truth["age_slope_per_year"]["frontal"]
     assert slope < 0 and truth["age_slope_per_year"]["occipital"] == 0.0
 
@@ -188,7 +188,7 @@ def test_noise_floor_psnr_matches_the_written_noise(cohort: Path) -> None:
         rmse = np.sqrt(np.mean((noisy - clean) ** 2))
         assert value == pytest.approx(20 * np.log10(np.ptp(clean) / rmse), abs=1e-3)
     # CT noise in the brain equals each kernel's documented level (sharp > standard > smooth).
-    drawn = json.loads((cohort / "cohort.json").read_text())["subjects"]["sub-001"]["ct_noise_hu"]
+    drawn = json.loads((cohort / "cohort.json").read_text(encoding="utf-8"))["subjects"]["sub-001"]["ct_noise_hu"]
     brain = (labels >= 1) & (labels <= ID["white_matter"])
     for kernel in ("ct", "ct-sharp", "ct-smooth"):
         noise = _load(cohort, "sub-001", kernel) - _load(cohort, "sub-001", f"{kernel}_clean")
@@ -258,6 +258,6 @@ def test_user_mistakes_raise_user_error(cohort: Path, tmp_path: Path) -> None:
         write_cohort(tmp_path / "new", 2, lesion_fraction=1.5)
     (tmp_path / "keep.txt").write_text("mine")
     out = write_cohort(tmp_path, 1, SEED, overwrite=True, lesion_fraction=1.0)
-    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "keep.txt").read_text(encoding="utf-8") == "mine"
     assert _participants(out)[0]["lesion"] == "tumour"
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]

@@ -108,7 +108,7 @@ def test_one_checkpoint_translates_both_ways_through_the_cli(revgan_run: Path, t
     b = nib.load(tmp_path / "t1r.nii.gz").get_fdata()
     assert (a == b).all()  # --to the source and --reverse are the same direction
     assert a.shape == nib.load(t2).shape
-    side = json.loads((tmp_path / "t1.json").read_text())
+    side = json.loads((tmp_path / "t1.json").read_text(encoding="utf-8"))
     assert side["Synthetic"] is True
 
 

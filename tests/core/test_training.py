@@ -38,7 +38,7 @@ def test_run_folder_holds_config_metrics_checkpoint_and_card(trained):
         rows = list(csv.DictReader(handle))
     assert {"val_mae", "val_psnr", "val_ssim", "train_loss"} <= set(rows[0])
     assert any(r["val_psnr"] for r in rows)
-    card = json.loads((run / "model.json").read_text())
+    card = json.loads((run / "model.json").read_text(encoding="utf-8"))
     for key in ("method", "config", "source", "target", "spacing", "normalisation", "training_data",
                 "validation", "package_version", "sha256"):
         assert key in card, key
@@ -100,7 +100,7 @@ def test_resume_and_new_run_guard_the_run_folder(tiny_cohort, tmp_path):
     (out / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="exists and is not empty"):
         train(_request(tiny_cohort, out))
-    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
 
 
 
@@ -129,7 +129,7 @@ def test_resume_may_change_the_learning_rate_and_records_it(tiny_cohort, tmp_pat
     for opt, sched in zip(after["optimizer_states"], after["lr_schedulers"], strict=True):
         assert opt["param_groups"][0]["initial_lr"] == pytest.approx(sched["base_lrs"][0])
         assert opt["param_groups"][0]["lr"] == pytest.approx(sched["_last_lr"][0])
-    saved = json.loads((out / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert saved["config"]["train"]["lr"] == 5e-5
     assert [r["changed"] for r in saved["resumed_with"]] == [
         {"train.max_steps": [2, 4], "train.lr": [2e-4, 5e-5]}]
@@ -195,7 +195,7 @@ def test_two_ddp_processes_see_different_shards_and_end_identical(tiny_cohort, t
         env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((out / "shards" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((out / "shards" / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
     assert ranks[0]["pid"] != ranks[1]["pid"]
     assert ranks[0]["world_size"] == 2 and ranks[0]["sampler"] == "DistributedSampler"
     seen = [{tuple(pair) for pair in r["indices"]} for r in ranks]

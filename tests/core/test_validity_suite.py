@@ -28,7 +28,7 @@ def report(tmp_path_factory):
 
 
 def test_report_schema(report):
-    data = json.loads((report / "validity.json").read_text())
+    data = json.loads((report / "validity.json").read_text(encoding="utf-8"))
     assert data["suite"] == "validity" and data["cohort"]["seed"] == suite.DEFAULT_SEED
     assert data["cohort"]["healthy_subjects"] == 1 and data["cohort"]["lesioned_subjects"] == 1
     assert [c["name"] for c in data["checkpoints"]] == sorted(KEPT)
@@ -54,8 +54,8 @@ def test_report_schema(report):
 
 
 def test_markdown_shows_the_json_figures(report):
-    data = json.loads((report / "validity.json").read_text())
-    page = (report / "validity.md").read_text()
+    data = json.loads((report / "validity.json").read_text(encoding="utf-8"))
+    page = (report / "validity.md").read_text(encoding="utf-8")
     pet = data["checkpoints"][1]["directions"][0]
     assert f"{pet['scores']['psnr']:.2f}" in page and f"{pet['noise_floor']['psnr']:.2f}" in page
     tumour = data["checkpoints"][0]["directions"][0]["lesions"]["tumour"]
@@ -79,7 +79,7 @@ def test_mistakes_exit_2_before_any_work(tmp_path, capsys):
     (tmp_path / "old" / "validity.json").write_text("{}")
     assert main(["benchmark", "--out", str(tmp_path / "old"), "--suite", "validity"]) == 2
     assert "exists" in capsys.readouterr().err
-    assert (tmp_path / "old" / "validity.json").read_text() == "{}"
+    assert (tmp_path / "old" / "validity.json").read_text(encoding="utf-8") == "{}"
 
 
 def test_cohort_folder_gives_its_own_subjects(tmp_path, capsys, monkeypatch):
@@ -91,7 +91,7 @@ def test_cohort_folder_gives_its_own_subjects(tmp_path, capsys, monkeypatch):
     out = tmp_path / "report"
     assert main(["benchmark", "--out", str(out), "--suite", "validity", "--cohort",
                  str(cohort)]) == 0
-    data = json.loads((out / "validity.json").read_text())
+    data = json.loads((out / "validity.json").read_text(encoding="utf-8"))
     assert data["cohort"]["seed"] == 4
     assert (data["cohort"]["healthy_subjects"], data["cohort"]["lesioned_subjects"]) == (1, 1)
     assert data["cohort"]["lesions"] == ["wmh"]

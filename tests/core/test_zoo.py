@@ -84,7 +84,7 @@ def test_card_mismatches_are_clear(trained, tmp_path):
         zoo.resolve(path, method="pix2pix", source="flair", target="pet")
     newer = tmp_path / "newer"
     shutil.copytree(path, newer)
-    card = json.loads((newer / "model.json").read_text())
+    card = json.loads((newer / "model.json").read_text(encoding="utf-8"))
     card["package_version"] = "99.0.0"
     (newer / "model.json").write_text(json.dumps(card))
     with pytest.raises(UserError, match="newer"):

@@ -95,7 +95,7 @@ def phantom_cohort(path: str | Path) -> dict[str, Any] | None:
     root = Path(path)
     file = (root if root.is_dir() else root.parent) / "cohort.json"
     try:
-        cohort = json.loads(file.read_text())
+        cohort = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(cohort, dict) or not cohort.get("Synthetic") or "seed" not in cohort:

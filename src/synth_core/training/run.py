@@ -133,7 +133,7 @@ def _is_primary_process() -> bool:
 def _check_out(request: TrainRequest) -> dict[str, Any] | None:
     out = request.out
     if not _is_primary_process():
-        return json.loads((out / CONFIG).read_text()) if request.resume else None
+        return json.loads((out / CONFIG).read_text(encoding="utf-8")) if request.resume else None
     # Before any data is read: a run that cannot write its folder would fail at its first checkpoint.
     check_writable_folder(out, what="--out", may_create=True)
     if request.resume:
@@ -141,7 +141,7 @@ def _check_out(request: TrainRequest) -> dict[str, Any] | None:
             raise UserError(
                 f"cannot resume: {out} has no {CONFIG} and {LAST}; start it without --resume"
             )
-        return json.loads((out / CONFIG).read_text())
+        return json.loads((out / CONFIG).read_text(encoding="utf-8"))
     if out.exists() and any(out.iterdir()):
         raise UserError(
             f"run folder {out} exists and is not empty; pass --resume to continue it or choose a new --out"
@@ -365,7 +365,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     if trainer.is_global_zero:
         if not (run / zoo.WEIGHTS).is_file() or (cls.export_weights == "last" and finished):
             export(module, dict(progress.metrics))
-        model_info = zoo.CheckpointInfo(run.name, run, json.loads((run / zoo.CARD).read_text()), "path")
+        model_info = zoo.CheckpointInfo(run.name, run, json.loads((run / zoo.CARD).read_text(encoding="utf-8")), "path")
         if request.register and not stopped["flag"]:
             name = request.name or f"{request.method}-{request.source}-{request.target}-{run.name}"
             registered = zoo.register_user_checkpoint(run, name)
@@ -386,7 +386,7 @@ def export_last(run: Path, out: Path) -> zoo.CheckpointInfo:
     """
     if out.exists():
         raise UserError(f"{out} exists; choose a new folder for the export")
-    card = json.loads((run / zoo.CARD).read_text()) if (run / zoo.CARD).is_file() else None
+    card = json.loads((run / zoo.CARD).read_text(encoding="utf-8")) if (run / zoo.CARD).is_file() else None
     if card is None or not (run / LAST).is_file():
         raise UserError(f"{run} has no {zoo.CARD} and {LAST}; pass a run folder written by "
                         "`modality-synth train` after its first validation")
@@ -438,7 +438,7 @@ def _data_description(data: Path) -> str:
     """What the training data was, for the card: the phantom says so in its cohort.json."""
     record = data / "cohort.json" if data.is_dir() else None
     try:
-        cohort = json.loads(record.read_text()) if record is not None else {}
+        cohort = json.loads(record.read_text(encoding="utf-8")) if record is not None else {}
     except (OSError, ValueError):
         cohort = {}
     if isinstance(cohort, dict) and cohort.get("Synthetic") is True:
