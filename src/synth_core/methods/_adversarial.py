@@ -8,7 +8,8 @@
 * :func:`cycle_generator_loss` and :func:`cycle_discriminator_loss`: CycleGAN's
   unpaired objective (eq. 3 of Zhu et al.) for any pair of translators, so CycleGAN's two
   generators and RevGAN's two directions through one core (the RevGAN thesis, eq. 12) use one
-  composition.
+  composition; :func:`two_domain_step` runs one training step of such a pair against the
+  two discriminators.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from synth_core.methods.base import Method, constant_then_linear_decay
+from synth_core.methods.base import Method, StepContext, constant_then_linear_decay
 from synth_core.nn import GANLoss, ImagePool
 
 Translator = Callable[[torch.Tensor], torch.Tensor]
@@ -113,3 +114,26 @@ def cycle_discriminator_loss(
     old_a = pool_a.query(fake_a.detach())
     return 0.5 * (gan_loss(disc_b(real_b), True) + gan_loss(disc_b(old_b), False)
                   + gan_loss(disc_a(real_a), True) + gan_loss(disc_a(old_a), False))
+
+
+GeneratorLoss = Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]
+
+
+def two_domain_step(method: nn.Module, ctx: StepContext, real_a: torch.Tensor,
+                    real_b: torch.Tensor, generator_loss: GeneratorLoss) -> dict[str, torch.Tensor]:
+    """One step of two translators against ``method.discriminator_a`` and ``_b`` (CycleGAN,
+    RevGAN): ``generator_loss()`` -> (loss, logged parts, fake_a, fake_b) with the
+    discriminators frozen, optimiser 0; then both discriminators on real images against the
+    pooled fakes (``method.pool_a``, ``pool_b``, ``gan_loss``), optimiser 1."""
+    discs = (method.discriminator_a, method.discriminator_b)
+    for d in discs:
+        d.requires_grad_(False)
+    loss, parts, fake_a, fake_b = generator_loss()
+    ctx.optimize(0, loss)
+    for d in discs:
+        d.requires_grad_(True)
+    loss_d = cycle_discriminator_loss(method.discriminator_a, method.discriminator_b, real_a,
+                                      real_b, fake_a, fake_b, method.pool_a, method.pool_b,
+                                      method.gan_loss)
+    ctx.optimize(1, loss_d)
+    return {"loss": loss.detach(), **parts, "d": loss_d.detach()}

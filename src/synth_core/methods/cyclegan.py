@@ -18,8 +18,8 @@ import torch
 from synth_core.methods._adversarial import (
     AdversarialMethod,
     AdversarialSettings,
-    cycle_discriminator_loss,
     cycle_generator_loss,
+    two_domain_step,
 )
 from synth_core.methods.base import (
     Capabilities,
@@ -134,22 +134,9 @@ class CycleGAN(AdversarialMethod):
     def adversarial_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         c = self.config
         real_a, real_b = batch["source"], batch["target"]
-        discs = (self.discriminator_a, self.discriminator_b)
-
-        for d in discs:
-            d.requires_grad_(False)
-        loss, parts, fake_a, fake_b = cycle_generator_loss(
+        return two_domain_step(self, ctx, real_a, real_b, lambda: cycle_generator_loss(
             self.generator_ab, self.generator_ba, self.discriminator_a, self.discriminator_b,
-            real_a, real_b, self.gan_loss, c.lambda_cycle, c.lambda_identity)
-        ctx.optimize(0, loss)
-
-        for d in discs:
-            d.requires_grad_(True)
-        loss_d = cycle_discriminator_loss(self.discriminator_a, self.discriminator_b, real_a,
-                                          real_b, fake_a, fake_b, self.pool_a, self.pool_b,
-                                          self.gan_loss)
-        ctx.optimize(1, loss_d)
-        return {"loss": loss.detach(), **parts, "d": loss_d.detach()}
+            real_a, real_b, self.gan_loss, c.lambda_cycle, c.lambda_identity))
 
     @torch.no_grad()
     def synthesize(self, x: torch.Tensor, request: SynthesisRequest) -> torch.Tensor:

@@ -39,8 +39,8 @@ from torch.nn import functional as F
 from synth_core.methods._adversarial import (
     AdversarialMethod,
     AdversarialSettings,
-    cycle_discriminator_loss,
     cycle_generator_loss,
+    two_domain_step,
 )
 from synth_core.methods.base import (
     Capabilities,
@@ -237,32 +237,24 @@ class RevGAN(AdversarialMethod):
         c = self.config
         real_a, real_b = batch["source"], batch["target"]
         paired = bool(torch.as_tensor(batch.get("paired", True)).all())
-        discs = (self.discriminator_a, self.discriminator_b)
         # A zero weight drops the adversarial terms (Table 4's "w/o L_GAN"); the
         # discriminators still train, so the losses stay comparable in the logs.
         gan = _Weighted(self.gan_loss, c.gan_weight)
 
-        for d in discs:
-            d.requires_grad_(False)
-        if paired:  # eq. 11: pix2pix in both directions
+        def generator_loss() -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor,
+                                      torch.Tensor]:
+            if not paired:  # eq. 12: CycleGAN in both directions, through the one core
+                return cycle_generator_loss(self.a_to_b, self.b_to_a, self.discriminator_a,
+                                            self.discriminator_b, real_a, real_b, gan,
+                                            c.lambda_cycle)
+            # eq. 11: pix2pix in both directions
             fake_b, fake_a = self.a_to_b(real_a), self.b_to_a(real_b)
             loss_gan = gan(self.discriminator_b(fake_b), True) + gan(self.discriminator_a(fake_a), True)
             loss_l1 = F.l1_loss(fake_b, real_b) + F.l1_loss(fake_a, real_a)
-            loss = loss_gan + c.lambda_l1 * loss_l1
             parts = {"g_gan": loss_gan.detach(), "g_l1": loss_l1.detach()}
-        else:  # eq. 12: CycleGAN in both directions, through the one core
-            loss, parts, fake_a, fake_b = cycle_generator_loss(
-                self.a_to_b, self.b_to_a, self.discriminator_a, self.discriminator_b,
-                real_a, real_b, gan, c.lambda_cycle)
-        ctx.optimize(0, loss)
+            return loss_gan + c.lambda_l1 * loss_l1, parts, fake_a, fake_b
 
-        for d in discs:
-            d.requires_grad_(True)
-        loss_d = cycle_discriminator_loss(self.discriminator_a, self.discriminator_b, real_a,
-                                          real_b, fake_a, fake_b, self.pool_a, self.pool_b,
-                                          self.gan_loss)
-        ctx.optimize(1, loss_d)
-        return {"loss": loss.detach(), **parts, "d": loss_d.detach()}
+        return two_domain_step(self, ctx, real_a, real_b, generator_loss)
 
     # -- inference --------------------------------------------------------------------
     @torch.no_grad()
