@@ -71,7 +71,8 @@ def _table(info: zoo.CheckpointInfo, records: list[SubjectRecord]) -> list[str]:
     default = caps.get("default_steps")
     step_counts: list[int | None] = [None]
     if caps.get("steps"):
-        step_counts = sorted(set(STEPS) | {int(default or STEPS[0])})
+        lo_s, hi_s = caps["steps"]
+        step_counts = sorted(s for s in set(STEPS) | {int(default or STEPS[0])} if lo_s <= s <= hi_s)
     lo, hi = info.card.get("age_range") or (None, None)
     lines = [f"### {info.card.get('title', info.method)}: {NAMES.get(info.source, info.source)} "
              f"→ {NAMES.get(info.target, info.target)} (`{info.name}`)", "",

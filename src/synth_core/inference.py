@@ -106,6 +106,16 @@ def _cached_method(directory: str, sha256: str, device: str) -> Method:
     return zoo.load_method(zoo.locate(directory), device)
 
 
+def step_range(info: zoo.CheckpointInfo) -> tuple[int, int] | None:
+    """The ODE step counts a checkpoint may run: its card's range (Bi-DPM: exactly the time
+    points it was trained on), else its method's; None when the method integrates no ODE."""
+    card = (info.card.get("capabilities") or {}).get("steps")
+    if card:
+        return int(card[0]), int(card[1])
+    steps = get_method_class(info.method).capabilities.steps
+    return None if steps is None else (int(steps[0]), int(steps[1]))
+
+
 def check_request(info: zoo.CheckpointInfo, *, to: str, age: float | None, steps: int | None,
                   samples: int, temperature: float | None, reverse: bool) -> bool:
     """Validate the options against the method's capabilities and the model card.
@@ -134,8 +144,14 @@ def check_request(info: zoo.CheckpointInfo, *, to: str, age: float | None, steps
     if steps is not None:
         if caps.steps is None:
             raise UserError(f"method {info.method!r} integrates no ODE; drop --steps")
-        lo_s, hi_s = caps.steps
+        lo_s, hi_s = step_range(info) or caps.steps
         if not lo_s <= steps <= hi_s:
+            if (lo_s, hi_s) != tuple(caps.steps) and lo_s == hi_s:
+                raise UserError(
+                    f"--steps {steps}: this {info.method} checkpoint was trained for {lo_s} "
+                    f"step{'s' if lo_s != 1 else ''} and its network is matched only there; "
+                    f"use --steps {lo_s} (or drop --steps), or train a model for that many steps"
+                )
             raise UserError(f"--steps {steps} is outside {lo_s} to {hi_s} for {info.method!r}")
     if not 1 <= samples <= MAX_SAMPLES:
         raise UserError(f"--samples must be between 1 and {MAX_SAMPLES}, got {samples}")

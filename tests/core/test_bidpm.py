@@ -44,33 +44,42 @@ def _vol(cohort: Path, mod: str, sid: str = "sub-006"):
 
 def test_cards_record_directions_default_steps_and_both_intensity_references(flows):
     card = json.loads((flows["bidpm"] / "model.json").read_text(encoding="utf-8"))
-    assert card["capabilities"]["bidirectional"] and card["capabilities"]["steps"] == [1, 100]
+    # Bi-DPM's network is matched only at its trained time points: the card allows exactly them.
+    assert card["capabilities"]["bidirectional"] and card["capabilities"]["steps"] == [1, 1]
     assert card["capabilities"]["default_steps"] == 1  # the trained time points
+    rf_card = json.loads((flows["rf"] / "model.json").read_text(encoding="utf-8"))
+    assert rf_card["capabilities"]["steps"] == [1, 100]  # a flow runs on any grid
     norm = card["normalisation"]
     assert norm["target_reference"]["modality"] == "t2" and norm["source_reference"]["modality"] == "t1"
     assert json.loads((flows["rf"] / "model.json").read_text(encoding="utf-8"))["capabilities"]["default_steps"] == 10
     assert json.loads((flows["otcfm"] / "model.json").read_text(encoding="utf-8"))["config"]["variant"] == "ot"
     two = get_method_class("bi-dpm")(build_config("bi-dpm", "cpu-2step"), "t1", "t2")
-    assert two.card_capabilities() == {"default_steps": 2}
+    assert two.card_capabilities() == {"default_steps": 2, "steps": [2, 2]}
 
 
 @pytest.mark.parametrize("run", ["bidpm", "bidpm-partial", "rf", "otcfm"])
-def test_both_directions_any_step_count(flows, tiny_cohort, run):
+def test_both_directions_and_the_step_counts_each_checkpoint_allows(flows, tiny_cohort, run):
     method = json.loads((flows[run] / "model.json").read_text(encoding="utf-8"))["method"]
     t1, t2 = _vol(tiny_cohort, "t1"), _vol(tiny_cohort, "t2")
     one = sc.translate(t1, method=method, to="t2", checkpoint=str(flows[run]), steps=1)
-    many = sc.translate(t1, method=method, to="t2", checkpoint=str(flows[run]), steps=7)
     back = sc.translate(t2, method=method, to="t1", checkpoint=str(flows[run]))
     assert one.volume.shape == t1.shape and one.volume.modality == "t2"
-    assert one.provenance["Parameters"]["steps"] == 1 and many.provenance["Parameters"]["steps"] == 7
+    if method == "bi-dpm":  # trained on one time point: other grids are refused, with the reason
+        with pytest.raises(UserError, match="trained for 1 step and its network is matched only there"):
+            sc.translate(t1, method=method, to="t2", checkpoint=str(flows[run]), steps=7)
+        many = one
+    else:
+        many = sc.translate(t1, method=method, to="t2", checkpoint=str(flows[run]), steps=7)
+        assert many.provenance["Parameters"]["steps"] == 7
+        with pytest.raises(UserError, match="outside 1 to 100"):
+            sc.translate(t1, method=method, to="t2", checkpoint=str(flows[run]), steps=101)
+    assert one.provenance["Parameters"]["steps"] == 1
     assert back.provenance["Parameters"]["reverse"] is True and back.volume.modality == "t1"
     default = 1 if method == "bi-dpm" else 10
     assert back.provenance["Parameters"]["steps"] == default
     assert back.provenance["DefaultedParameters"]["steps"]["value"] == default  # said, not silent
     assert "steps" not in one.provenance["DefaultedParameters"]
     assert np.isfinite(many.volume.data).all() and np.isfinite(back.volume.data).all()
-    with pytest.raises(UserError, match="outside 1 to 100"):
-        sc.translate(t1, method=method, to="t2", checkpoint=str(flows[run]), steps=101)
 
 
 def test_reverse_output_is_in_the_source_modality_units(flows, tiny_cohort):
@@ -126,7 +135,7 @@ def test_bidpm_trains_and_translates_in_3d(tiny_cohort, tmp_path):
                                 register=False))
     assert result.steps == 4
     out = sc.translate(_vol(tiny_cohort, "t1"), method="bi-dpm", to="pet", checkpoint=str(tmp_path / "run3d"),
-                       steps=2)
+                       steps=1)
     assert out.volume.shape == _vol(tiny_cohort, "t1").shape
 
 
@@ -135,13 +144,13 @@ def test_cli_steps_and_reverse(flows, tiny_cohort, tmp_path, capsys):
     t2.write_bytes((tiny_cohort / "sub-006" / "sub-006_t2.nii.gz").read_bytes())
     out = tmp_path / "t1_from_t2.nii.gz"
     code = main(["translate", str(t2), "-o", str(out), "--method", "bi-dpm", "--to", "t1",
-                 "--checkpoint", "tiny-bidpm-t1-t2", "--reverse", "--steps", "3"])
+                 "--checkpoint", "tiny-bidpm-t1-t2", "--reverse", "--steps", "1"])
     assert code == 0, capsys.readouterr().err
     sidecar = json.loads((tmp_path / "t1_from_t2.json").read_text(encoding="utf-8"))
     assert sidecar["Synthetic"] is True and sidecar["SourceModality"] == "t2"
-    assert sidecar["Parameters"]["steps"] == 3 and sidecar["Parameters"]["reverse"] is True
+    assert sidecar["Parameters"]["steps"] == 1 and sidecar["Parameters"]["reverse"] is True
     before = sorted(p.name for p in tmp_path.iterdir())
-    for extra, message in ((["--steps", "0"], "outside 1 to 100"),
+    for extra, message in ((["--steps", "2"], "trained for 1 step"),
                            (["--samples", "3"], "deterministic"),
                            (["--age", "70"], "takes no age")):
         code = main(["translate", str(t2), "-o", str(tmp_path / "x.nii.gz"), "--method", "bi-dpm",

@@ -19,7 +19,8 @@ from synth_core import Volume
 CHECKPOINT = "plugin-tiny-pix2pix-t1-pet"
 
 
-def _train_tiny(root: Path, method: str, source: str, target: str, name: str) -> str:
+def _train_tiny(root: Path, method: str, source: str, target: str, name: str,
+                overrides: dict | None = None) -> str:
     """Train ``method`` (tiny preset) on a tiny cohort under ``root``, registered as ``name``."""
     import torch
 
@@ -33,7 +34,7 @@ def _train_tiny(root: Path, method: str, source: str, target: str, name: str) ->
     try:
         train(TrainRequest(method=method, data=cohort, source=source, target=target, out=root / "run",
                            preset="tiny", name=name,
-                           overrides={"val_every": 1000, "checkpoint_every": 1000}))
+                           overrides={"val_every": 1000, "checkpoint_every": 1000} | (overrides or {})))
     finally:
         torch.set_num_threads(before)
     return name
@@ -201,8 +202,10 @@ BIDPM = "plugin-tiny-bidpm-t1-t2"
 
 @pytest.fixture(scope="session")
 def tiny_bidpm(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny Bi-DPM t1 <-> t2 trained here and registered in the session's zoo; its name."""
-    return _train_tiny(tmp_path_factory.mktemp("plugin-bidpm"), "bi-dpm", "t1", "t2", BIDPM)
+    """A tiny two-time-point Bi-DPM t1 <-> t2 trained here and registered in the session's
+    zoo; its name."""
+    return _train_tiny(tmp_path_factory.mktemp("plugin-bidpm"), "bi-dpm", "t1", "t2", BIDPM,
+                       overrides={"time_points": 2})
 
 
 def test_bidpm_runs_backwards_with_the_chosen_step_count(make_napari_viewer, qtbot, tiny_bidpm):
@@ -217,17 +220,18 @@ def test_bidpm_runs_backwards_with_the_chosen_step_count(make_napari_viewer, qtb
     index = next(i for i, text in enumerate(_texts(widget.checkpoint)) if text.startswith(BIDPM))
     widget.checkpoint.setCurrentIndex(index)
     assert not widget.controls.rows["steps"].isHidden()
-    assert widget.controls.steps.value() == 1  # the trained time points, from the model card
+    # The trained time points, from the model card, are the only step count offered.
+    assert widget.controls.steps.value() == 2
+    assert (widget.controls.steps.minimum(), widget.controls.steps.maximum()) == (2, 2)
     assert widget.controls.reverse.isChecked()  # t2 -> t1 runs the t1 -> t2 model backwards
-    widget.controls.steps.setValue(3)
     widget.device.setCurrentIndex(widget.device.findData("cpu"))
     widget.button.click()
     name = "sub-001_t2 [t2] -> t1 (bi-dpm)"
     qtbot.waitUntil(lambda: name in viewer.layers, timeout=20000)
     qtbot.waitUntil(lambda: not widget.worker.is_running, timeout=5000)
     layer = viewer.layers[name]
-    expected = synth_core.translate(t2, "bi-dpm", "t1", source="t2", checkpoint=BIDPM, steps=3,
+    expected = synth_core.translate(t2, "bi-dpm", "t1", source="t2", checkpoint=BIDPM, steps=2,
                                     device="cpu")
     np.testing.assert_allclose(layer.data, expected.volume.data, rtol=1e-5, atol=1e-4)
     params = layer.metadata["provenance"]["Parameters"]
-    assert (params["steps"], params["reverse"]) == (3, True)
+    assert (params["steps"], params["reverse"]) == (2, True)

@@ -177,9 +177,13 @@ class TranslateWidget(QWidget):
         info = self.checkpoint.currentData()
         key = self.method.currentData()
         caps = dict(self.methods[key]["capabilities"]) if key else {}
-        if info is not None and (info.card.get("capabilities") or {}).get("default_steps"):
+        card_caps = (info.card.get("capabilities") or {}) if info is not None else {}
+        if card_caps.get("default_steps"):
             # An ODE model's own default (Bi-DPM: the time points it was trained on).
-            caps["default_steps"] = info.card["capabilities"]["default_steps"]
+            caps["default_steps"] = card_caps["default_steps"]
+        if caps.get("steps") and card_caps.get("steps"):
+            # ... and its own range (Bi-DPM runs exactly the step count it was trained for).
+            caps["steps"] = card_caps["steps"]
         self.controls.configure(caps, _choices.age_range(info))
         source, target = self.source.currentData(), self.target.currentData()
         self.controls.set_reverse(info is not None and _choices.runs_reverse(info, source, target))

@@ -8,8 +8,11 @@ Paired items use an image distance d (LPIPS in the paper, eq. 7; L1 + SSIM by de
 here, see ``synth_core.nn.perceptual``); unpaired items add lambda_u times the MMD
 between the forward and backward states of the batch (eq. 8 and 9), lambda_u 0.2-0.3.
 Adam at a constant 1e-4 with an EMA of the weights. Inference (Algorithm 2) runs the
-same network forward (source -> target) or backward (``--reverse``), by default on the
-trained time points, or on any uniform grid of 1 to 100 steps.
+same network forward (source -> target) or backward (``--reverse``) on the trained time
+points. The network is matched only at those times: a model trained on one time point and
+run with two Euler steps evaluates it at t = 0.5, which it never saw, and the result
+collapses. So a checkpoint's card allows exactly its trained step count; a model for two
+steps is trained with the ``-2step`` presets.
 """
 
 from __future__ import annotations
@@ -125,6 +128,10 @@ class BiDPM(VelocityMethod):
 
     def default_steps(self) -> int:
         return int(self.config.time_points)
+
+    def card_capabilities(self) -> dict[str, Any]:
+        n = int(self.config.time_points)
+        return {"default_steps": n, "steps": [n, n]}
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if self._lpips:
