@@ -157,6 +157,14 @@ class Method(nn.Module):
         self.target = target
 
     # -- training ---------------------------------------------------------------
+    @classmethod
+    def optimizer_steps_per_batch(cls, config: Any) -> int:
+        """Optimiser steps one batch takes under manual optimisation, where Lightning counts
+        each as a global step: the engine scales ``max_steps`` and checkpoint intervals by it.
+        A method whose count depends on its settings (an optimiser skipped when its loss
+        weight is zero, a third network) overrides this."""
+        return 2 if cls.capabilities.adversarial else 1
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """One optimiser per network group, in the order ``adversarial_step`` uses them."""
         raise NotImplementedError

@@ -310,7 +310,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         zoo.save_model(mod.inference_copy(), run, card_base | {
             "validation": metrics, "created": _now(), "steps": mod.batches_done})
 
-    n_opt = 2 if cls.capabilities.adversarial else 1  # manual optimisation counts each optimiser step
+    n_opt = cls.optimizer_steps_per_batch(config)  # manual optimisation counts every step
     stopped = {"flag": False}
     progress = ProgressCallback(sink, config.train.max_steps)
     callbacks: list[pl.Callback] = [
