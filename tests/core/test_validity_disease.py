@@ -116,3 +116,32 @@ def test_three_class_levels_and_t1_tissue_fractions():
     assert ventricles == pytest.approx(1.0)
     with pytest.raises(UserError, match="three tissue levels"):
         t1_features(np.ones(shape), brain, atlas, [1], atlas == 4)
+
+
+def test_pix2pix_regional_uptake_loss():
+    # The optional loss on regional uptake (retraining for the disease signal): the L1 of
+    # 4-voxel block means, added to the generator's loss with its weight; off by default.
+    import torch
+
+    from synth_core.methods import build_config, get_method_class
+
+    config = build_config("pix2pix", "tiny")
+    assert config.lambda_regional == 0.0
+    config.lambda_regional, config.regional_pool = 10.0, 4
+    method = get_method_class("pix2pix")(config, "t1", "pet")
+    assert "lambda_regional" in method.resumable
+    fake = torch.zeros(1, 1, 8, 8, 8)
+    true = torch.zeros(1, 1, 8, 8, 8)
+    true[..., :4, :4, :4] = 2.0  # one block of eight is 2 higher
+    assert float(torch.nn.functional.l1_loss(method._regional(fake), method._regional(true))) \
+        == pytest.approx(2.0 / 8)
+
+    class Ctx:
+        def optimize(self, index, loss):
+            return True
+
+    torch.manual_seed(0)
+    batch = {"source": torch.randn(1, 1, 8, 8, 8), "target": torch.randn(1, 1, 8, 8, 8)}
+    losses = method.adversarial_step(batch, Ctx())
+    expected = losses["g_gan"] + config.lambda_l1 * losses["g_l1"] + 10.0 * losses["g_regional"]
+    assert float(losses["loss"]) == pytest.approx(float(expected), rel=1e-5)
