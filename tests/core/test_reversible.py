@@ -85,6 +85,24 @@ def test_gradients_and_weights_equal_plain_autograd(inverse: bool) -> None:
     assert moved > 1e-3  # the optimiser steps changed the weights
 
 
+@pytest.mark.parametrize("inverse", [False, True])
+def test_backward_runs_each_coupling_net_once_per_block(inverse: bool) -> None:
+    """The recomputing backward rebuilds a block's input and takes its gradients from one
+    evaluation of NN1 and NN2 (not an inverse pass and then a forward pass on a graph)."""
+    depth = 3
+    core = _core(depth)
+    calls = {"n": 0}
+    for module in core.modules():
+        if isinstance(module, CouplingNet):
+            module.register_forward_hook(lambda *args: calls.update(n=calls["n"] + 1))
+    x = torch.randn(1, 4, 6, 6, 6, requires_grad=True)
+    y = core.inverse(x) if inverse else core(x)
+    assert calls["n"] == 2 * depth  # the forward pass
+    y.square().sum().backward()
+    assert calls["n"] == 4 * depth  # the backward: once more each
+    assert x.grad is not None and all(p.grad is not None for p in core.parameters())
+
+
 def _saved_by_core(depth: int, memory_saving: bool) -> tuple[int, int]:
     """(number, bytes) of tensors autograd saves during the core's forward pass."""
     core = _core(depth, channels=8, memory_saving=memory_saving)
