@@ -191,3 +191,12 @@ def test_memory_benchmark_records_constant_core_memory_when_reversible() -> None
         plain[1]["core_saved_bytes"] - plain[0]["core_saved_bytes"])
     assert {"depth", "mode", "saved_bytes", "core_saved_bytes", "peak_rss_mb",
             "seconds_per_step"} <= set(rev[0])
+
+
+def test_memory_benchmark_children_fix_the_mmap_threshold() -> None:
+    """RSS follows live memory only when glibc's mmap threshold cannot drift upwards."""
+    from synth_core.benchmark_revgan import CHILD_ENV, _in_child
+
+    record = _in_child(depth=1, mode="reversible", shape=(8, 8, 8), timed_steps=0)
+    assert record["malloc_mmap_threshold"] == CHILD_ENV["MALLOC_MMAP_THRESHOLD_"]
+    assert record["peak_rss_mb"] > 0
