@@ -9,7 +9,9 @@ one no bundled checkpoint was trained on) is translated and scored in the projec
 normalisation (brain for MR/PET, head for CT); the noise floor is the noise-free target
 scored against the noisy one. ``--write-card`` stores the result under
 ``heldout.directions["SRC->TGT"]`` in the card (atomically; the weights and their sha256 are
-untouched). A bidirectional checkpoint is scored both ways when ``--both`` is given.
+untouched). A bidirectional checkpoint is scored both ways when ``--both`` is given; an
+any-to-any checkpoint is scored in every direction among its modalities (``--lesion-fraction``
+gives that share of the cohort a tumour, as ``phantom --lesion-fraction`` does).
 """
 
 from __future__ import annotations
@@ -33,16 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=HELDOUT_SEED)
     p.add_argument("--subjects", type=int, default=HELDOUT_SUBJECTS)
     p.add_argument("--preset", default=HELDOUT_PRESET)
+    p.add_argument("--lesion-fraction", type=float, default=0.0)
     p.add_argument("--write-card", action="store_true")
     args = p.parse_args(argv)
     info = locate(args.checkpoint)
-    directions = [False, True] if args.both else [args.reverse]
+    directions: list = [False, True] if args.both else [args.reverse]
+    if info.any_to_any:
+        directions = [(a, b) for a in info.modalities for b in info.modalities if a != b]
     card_path = info.directory / "model.json"
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    for reverse in directions:
+    for way in directions:
         start = time.perf_counter()
-        entry = heldout_scores(str(info.directory), info.method, reverse=reverse, seed=args.seed,
-                               subjects=args.subjects, preset=args.preset)
+        entry = heldout_scores(str(info.directory), info.method, reverse=way is True,
+                               seed=args.seed, subjects=args.subjects, preset=args.preset,
+                               direction=way if isinstance(way, tuple) else None,
+                               lesion_fraction=args.lesion_fraction)
         seconds = time.perf_counter() - start
         s, f = entry["scores"], entry["noise_floor"]
         print(f"{info.name} {entry['direction']}: {args.subjects} subjects of phantom seed "
@@ -58,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         heldout = card.setdefault("heldout", {"directions": {}})
         heldout["directions"][entry["direction"]] = entry
     if args.write_card:
-        card["heldout"]["command"] = ("python scripts/evaluate_checkpoint.py NAME "
-                                      + ("--both " if args.both else "") + "--write-card")
+        card["heldout"]["command"] = (
+            "python scripts/evaluate_checkpoint.py NAME " + ("--both " if args.both else "")
+            + (f"--lesion-fraction {args.lesion_fraction:g} " if args.lesion_fraction else "")
+            + "--write-card")
         atomic_write_text(card_path, json.dumps(card, indent=2) + "\n", overwrite=True)
         print(f"wrote the held-out scores into {info.name}'s card")
     return 0
