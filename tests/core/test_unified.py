@@ -10,14 +10,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_cohort
 
+from conftest import write_tiny_cohort
 from synth_core import zoo
 from synth_core.cli import main
 from synth_core.methods import SynthesisRequest, build_config, get_method_class
 from synth_core.methods.unified import disentanglement_loss
 from synth_core.nn import PatchDiscriminator
-from synth_core.nn.conditional_autoencoder import ConditionalAutoencoder
 
 MODS = ("t1", "t1ce", "t2", "flair")
 
