@@ -1,4 +1,4 @@
-"""The unified any-to-any model (Dai et al. 2020) and the engine's any-to-any path: data,
+"""The unified any-to-any model (Liu et al.) and the engine's any-to-any path: data,
 training, card, zoo, translate with a target code, "complete the study", and the errors."""
 
 from __future__ import annotations

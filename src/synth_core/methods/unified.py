@@ -1,4 +1,4 @@
-"""Unified conditional disentanglement (Dai et al., ICASSP 2020): one encoder, one decoder
+"""Unified conditional disentanglement (Liu, Xing, El Fakhri and Woo): one encoder, one decoder
 conditioned on the target modality, and one discriminator with a modality classifier, for
 every direction among M co-registered MR contrasts.
 
@@ -141,8 +141,8 @@ def disentanglement_loss(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.
 class Unified(Method):
     key = "unified"
     title = "Unified conditional disentanglement (one model, any MR contrast to any other)"
-    paper = ("Dai et al., Multimodal brain image synthesis with unified conditional "
-             "disentanglement, ICASSP 2020")
+    paper = ("Liu, Xing, El Fakhri, Woo: A unified conditional disentanglement framework for "
+             "multimodal brain MR image translation")
     capabilities = Capabilities(spatial=("2d", "3d"), data=("paired",), conditions=("target",),
                                 any_to_any=True, adversarial=True)
     config_class = UnifiedConfig

@@ -1,5 +1,5 @@
-"""A modality-agnostic encoder and a decoder conditioned on the target modality (Dai et al.,
-unified conditional disentanglement, section 2.1), in 2D or 3D.
+"""A modality-agnostic encoder and a decoder conditioned on the target modality (Liu et al.,
+a unified conditional disentanglement framework, section 2.1), in 2D or 3D.
 
 The encoder and decoder are the pix2pix U-Net's two halves (``synth_core.nn.UNet``: the same
 stride-2 4x4(x4) convolutions, widths, norms and skip connections), so a unified model and a

@@ -47,7 +47,7 @@ class PatchDiscriminator(nn.Module):
         n_layers: stride-2 convolutions.
         norm: one of ``synth_core.nn.blocks.NORM_KINDS``.
         n_classes: when above 0, an auxiliary classifier head (Odena et al., 2017, as the
-            unified synthesis model uses it, Dai et al. eq. 3): a second 4x4(x4) convolution
+            unified synthesis model uses it, Liu et al. eq. 3): a second 4x4(x4) convolution
             on the last shared features, averaged over space to ``(B, n_classes)`` logits;
             read with :meth:`classify`.
     """
