@@ -227,6 +227,11 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
             raise UserError(f"unknown {label} modality {mod!r}; choose one of: {', '.join(ALL_MODALITIES)}")
     info = zoo.resolve(checkpoint, method=method, source=source, target=to,
                        spacing=tuple(float(v) for v in volume.spacing))
+    if (source is None and info.any_to_any and volume.modality in info.modalities
+            and not volume.metadata.get("modality_guessed", False)):
+        # An any-to-any model has no source of its own: a Volume made or loaded with a stated
+        # modality says which it is (a guessed one does not: the CLI reads the file name).
+        source, source_from = volume.modality, source_from or "the volume's stated modality"
     runs_reverse = check_request(info, to=to, age=age, steps=steps, samples=samples,
                                  temperature=temperature, reverse=reverse, source=source)
     defaulted: dict[str, dict[str, Any]] = {}

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import write_tiny_cohort
+from synth_core import errors as synth_core_errors
 from synth_core import zoo
 from synth_core.cli import main
 from synth_core.methods import SynthesisRequest, build_config, get_method_class
@@ -286,3 +287,17 @@ def test_models_lists_the_any_to_any_task(unified_run, capsys):
     assert main(["models"]) == 0
     line = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("tiny-unified"))
     assert "any of t1, t1ce, t2, flair" in line
+
+
+def test_api_takes_the_source_from_a_volume_with_a_stated_modality(unified_run, mc_cohort: Path):
+    from synth_core.inference import translate
+    from synth_core.io import load_volume
+
+    stated = load_volume(mc_cohort / "sub-006" / "sub-006_t2.nii.gz", modality="t2")
+    result = translate(stated, "unified", "flair", checkpoint="tiny-unified", device="cpu")
+    assert result.provenance["SourceModality"] == "t2"
+    assert result.provenance["SourceModalityFrom"] == "the volume's stated modality"
+    guessed = load_volume(mc_cohort / "sub-006" / "sub-006_t2.nii.gz")  # modality guessed
+    assert guessed.metadata["modality_guessed"] is True
+    with pytest.raises(synth_core_errors.UserError, match="cannot tell which the input is"):
+        translate(guessed, "unified", "flair", checkpoint="tiny-unified", device="cpu")
