@@ -127,10 +127,12 @@ def check_request(info: zoo.CheckpointInfo, *, to: str, age: float | None, steps
         raise UserError(f"unknown target modality {to!r}; choose one of: {', '.join(ALL_MODALITIES)}")
     if reverse and not caps.bidirectional:
         raise UserError(f"method {info.method!r} runs one way only; drop --reverse")
-    runs_reverse = reverse or (caps.bidirectional and to == info.source and to != info.target)
-    if runs_reverse and to != info.source:
+    sources = zoo.model_sources(info)
+    runs_reverse = reverse or (caps.bidirectional and to in sources and to != info.target)
+    if runs_reverse and to not in sources:
         raise UserError(
-            f"--reverse maps {info.target} back to {info.source}, not to {to!r}; use --to {info.source}"
+            f"--reverse maps {info.target} back to {'/'.join(sources)}, not to {to!r}; "
+            f"use --to {sources[0]}"
         )
     if age is not None:
         if "age" not in caps.conditions:
@@ -208,7 +210,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
         steps = (info.card.get("capabilities") or {}).get("default_steps")  # recorded in provenance
         if steps is not None:
             defaulted["steps"] = {"value": steps, "why": "the checkpoint's default"}
-    in_modality = info.target if runs_reverse else info.source
+    sources = zoo.model_sources(info)
+    in_modality = info.target if runs_reverse else (source if source in sources else info.source)
     if source is not None and source != in_modality and not info.card.get("any_to_any"):
         raise ModalityMismatch(
             f"checkpoint {info.name!r} expects {in_modality} input here, not {source!r}; "
@@ -232,7 +235,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     model = _cached_method(str(info.directory), info.sha256, str(dev))
     request = SynthesisRequest(reverse=runs_reverse, age=age, steps=steps, samples=samples,
                                temperature=temperature,
-                               generator=torch.Generator(device=dev).manual_seed(seed))
+                               generator=torch.Generator(device=dev).manual_seed(seed),
+                               source=to if runs_reverse else in_modality)
     # Conditions left unset are made explicit, so the sidecar records the value used.
     for name, (value, why) in model.defaulted_conditions(request).items():
         setattr(request, name, value)
@@ -263,6 +267,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     # A synthesis has no intensities of its own: it takes the typical map of the training
     # subjects of the modality it is in (older cards lack the source's: then the input's own map).
     reference = card["normalisation"].get("source_reference" if runs_reverse else "target_reference")
+    if runs_reverse and to in (card["normalisation"].get("source_references") or {}):
+        reference = card["normalisation"]["source_references"][to]  # a model of several sources
     target_params = NormParams.from_dict(reference) if reference else params
     out_modality = to
     mean_n = out.mean(0)
@@ -280,6 +286,9 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
                              device=str(dev), seed=seed, ood=ood, source_from=source_from,
                              defaulted=defaulted, input_check=input_check)
     provenance["Resolution"] = grids
+    prediction = None if runs_reverse else _prediction(model, mean_n, work, in_modality, card, dev)
+    if prediction is not None:
+        provenance["Prediction"] = prediction
     result = _back_to_input(mean, work, ras, orientation, out_modality, provenance)
     std_volume = None
     if std is not None:
@@ -302,6 +311,25 @@ def model_input(volume: Volume, card: dict[str, Any], modality: str) -> tuple[np
     background = float(normalise(np.zeros(1, dtype=np.float32), params)[0])
     padded, pad_info = pad_to_multiple(x, int(card.get("multiple", 16)), value=background)
     return padded, (ras, orientation, work, params, pad_info)
+
+
+def _prediction(model: Method, synthesis: np.ndarray, work: Volume, modality: str,
+                card: dict[str, Any], dev: torch.device) -> dict[str, Any] | None:
+    """The estimate of a model's own predictor (DUIIT's age regressor) for its synthesis
+    (normalised, padded), over the input's foreground; None for models without one."""
+    mask, _ = pad_to_multiple(foreground_mask(work.data, modality).astype(np.uint8),
+                              int(card.get("multiple", 16)), value=0)
+    with torch.no_grad():
+        estimate = model.predict_volume(torch.from_numpy(np.ascontiguousarray(synthesis))[None, None].to(dev),
+                                        torch.from_numpy(mask.astype(bool))[None, None].to(dev))
+    if estimate is None:
+        return None
+    about = (card.get("capabilities") or {}).get("predictor") or {}
+    if "age" in estimate:
+        estimate = {"age": round(float(estimate["age"]), 2), "units": "years"}
+    return estimate | {"Task": about.get("task"),
+                       "Description": "the checkpoint's own predictor on the synthesized volume; "
+                                      "an estimate, not a measurement"}
 
 
 def resolution_report(ras: Volume, work: Volume) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from synth_core import zoo
 from synth_core.data import (
+    LabelledDataset,
     TranslationDataset,
     ValidationVolumes,
     VolumeStore,
@@ -225,7 +226,8 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     pl.seed_everything(seed, workers=True, verbose=False)
 
     records = discover_subjects(request.data)
-    usable = [r for r in records if request.source in r.paths and request.target in r.paths]
+    sources = request.source.split(",")  # several for labelled training (DUIIT's MIX)
+    usable = [r for r in records if sources[0] in r.paths and request.target in r.paths]
     if mode == "paired" and len(usable) < 3:
         raise UserError(
             f"{request.data} has {len(usable)} subjects with both {request.source} and "
@@ -233,14 +235,23 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         )
     split = split_subjects(usable if mode == "paired" else records, seed=request.split_seed)
     store = VolumeStore(records, spacing=spacing_mm, multiple=config.train.multiple)
-    train_set = TranslationDataset(
-        store, split.train, request.source, request.target, mode=mode,
-        paired_fraction=request.paired_fraction, spatial=config.train.spatial,
-        paired_share=getattr(config, "paired_share", None),
-        patch_size=patch, seed=seed,
-    )
+    if mode == "labelled":
+        # Source and target subjects are different people, each with its label; the label
+        # scaling (age) or vocabulary (diagnosis) becomes part of the model's config.
+        train_set: Any = LabelledDataset(store, split.train, sources, request.target,
+                                         task=getattr(config, "task", "age"),
+                                         spatial=config.train.spatial, patch_size=patch, seed=seed)
+        if saved is None and parent is None:
+            cls.fit_labels(config, train_set.label_summary(), sources)
+    else:
+        train_set = TranslationDataset(
+            store, split.train, request.source, request.target, mode=mode,
+            paired_fraction=request.paired_fraction, spatial=config.train.spatial,
+            paired_share=getattr(config, "paired_share", None),
+            patch_size=patch, seed=seed,
+        )
     val_set = ValidationVolumes(store, [r for r in split.val if r in usable],
-                                request.source, request.target)
+                                sources[0], request.target)
     train_loader = DataLoader(train_set, batch_size=config.train.batch_size, shuffle=False,
                               num_workers=0, drop_last=True)
     val_loader = DataLoader(val_set, batch_size=1, shuffle=False, num_workers=0)
@@ -257,16 +268,19 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     if cls.capabilities.bidirectional:
         # --reverse brings a synthesis back to the source modality's units.
         norm_ref["source_reference"] = target_norm_reference(
-            store, [r.subject_id for r in split.train if request.source in r.paths], request.source)
+            store, [r.subject_id for r in split.train if sources[0] in r.paths], sources[0])
+        if len(sources) > 1:
+            norm_ref["source_references"] = {s: target_norm_reference(
+                store, [r.subject_id for r in split.train if s in r.paths], s) for s in sources}
     run = request.out
     run.mkdir(parents=True, exist_ok=True)
-    spacing = _model_spacing(spacing_mm, request.source, split.train)
+    spacing = _model_spacing(spacing_mm, sources[0], split.train)
     card_base = {
         "method": request.method,
         "title": cls.title,
         "paper": cls.paper,
         "preset": saved["preset"] if saved else (parent.card.get("preset") if parent else request.preset),
-        "source": request.source,
+        "source": sources[0],  # the first; a labelled model may take several (capabilities.sources)
         "target": request.target,
         "config": dataclasses.asdict(config),
         "capabilities": cls.capabilities.to_dict() | method.card_capabilities(),
@@ -281,8 +295,8 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         | {"description": _data_description(request.data)},
         "intended_use": _intended_use(request.data),
         "input_reference": _input_references(
-            list(split.train), [request.source, request.target]
-            if cls.capabilities.bidirectional else [request.source], spacing),
+            list(split.train), [*sources, request.target]
+            if cls.capabilities.bidirectional else sources, spacing),
         "age_range": _age_range(split.train),
         "seed": seed,
     }
