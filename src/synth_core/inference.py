@@ -84,6 +84,13 @@ class TranslationResult:
                  f"source: {p['SourceModality']} ({p.get('SourceModalityFrom', 'given')})"]
         for name, entry in (p.get("DefaultedParameters") or {}).items():
             lines.append(f"{name}: {entry['value']} (not given; {entry['why']})")
+        prediction = p.get("Prediction")
+        if prediction is not None and "age" in prediction:
+            lines.append(f"predicted age: {prediction['age']:.1f} years (the checkpoint's own "
+                         "predictor on the synthesized volume; an estimate)")
+        elif prediction is not None and "diagnosis" in prediction:
+            lines.append(f"predicted diagnosis: {prediction['diagnosis']} (the checkpoint's own "
+                         "predictor on the synthesized volume; an estimate)")
         lines.append(f"intended use: {p.get('IntendedUse', '')}")
         return lines
 

@@ -162,22 +162,31 @@ def test_the_step_count_is_exact_with_three_optimisers(labelled_cohort, tmp_path
     assert 56 <= predictor["age_mean"] <= 88 and predictor["age_std"] > 1
 
 
-def test_a_duiit_checkpoint_translates_each_source_and_reports_its_predicted_age(labelled_cohort, tmp_path):
-    import synth_core as sc
+@pytest.fixture(scope="module")
+def duiit_run(labelled_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny duiit model, t1 and pet -> ct, with an age predictor."""
     from synth_core.training import TrainRequest, train
 
+    out = tmp_path_factory.mktemp("duiit") / "run"
     train(TrainRequest(method="duiit", data=labelled_cohort, source="t1,pet", target="ct",
-                       out=tmp_path / "run", preset="tiny", register=False))
+                       out=out, preset="tiny", register=False))
+    return out
+
+
+def test_a_duiit_checkpoint_translates_each_source_and_reports_its_predicted_age(labelled_cohort, duiit_run):
+    import synth_core as sc
+
     for source in ("t1", "pet"):
         volume = sc.load_volume(labelled_cohort / "sub-002" / f"sub-002_{source}.nii.gz")
         result = sc.translate(volume, method="duiit", to="ct", source=source,
-                              checkpoint=str(tmp_path / "run"), check_modality=False)
+                              checkpoint=str(duiit_run), check_modality=False)
         assert result.volume.shape == volume.shape
         assert result.provenance["SourceModality"] == source
         prediction = result.provenance["Prediction"]
         assert prediction["units"] == "years" and np.isfinite(prediction["age"])
     with pytest.raises(UserError, match="expects"):
-        sc.translate(volume, method="duiit", to="ct", source="t2", checkpoint=str(tmp_path / "run"))
+        sc.translate(volume, method="duiit", to="ct", source="t2", checkpoint=str(duiit_run))
+    assert any(line.startswith("predicted age: ") for line in result.summary())
 
 
 def test_several_sources_only_for_labelled_methods():
@@ -188,3 +197,61 @@ def test_several_sources_only_for_labelled_methods():
         check_modalities(get_method_class("cyclegan"), "t1,pet", "ct")
     with pytest.raises(UserError, match="both"):
         check_modalities(get_method_class("duiit"), "t1,ct", "ct")
+
+
+def _augment(*args: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from synth_core.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["augment", "--method", "duiit", *args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_augment_writes_a_labelled_data_set_resumes_and_never_overwrites(labelled_cohort, duiit_run, tmp_path):
+    out = tmp_path / "augmented"
+    common = ["--checkpoint", str(duiit_run), "--data", str(labelled_cohort), "--to", "ct",
+              "-o", str(out)]
+    code, stdout, _ = _augment(*common, "--from", "t1,pet")
+    assert code == 0, stdout
+    subjects = sorted(p.name for p in out.glob("sub-*"))
+    assert len(subjects) == 9
+    for source in ("t1", "pet"):
+        image = out / "sub-003" / f"sub-003_ct-from-{source}.nii.gz"
+        side = json.loads(image.with_name(image.name.replace(".nii.gz", ".json")).read_text())
+        assert side["Synthetic"] is True and side["SourceModality"] == source
+        assert side["CheckpointSHA256"] and np.isfinite(side["Prediction"]["age"])
+        assert nib.load(image).shape == (16, 16, 16)
+    rows = [line.split("\t") for line in (out / "participants.tsv").read_text().splitlines()]
+    header = rows[0]
+    table = {r[0]: dict(zip(header, r, strict=True)) for r in rows[1:]}
+    assert float(table["sub-003"]["age"]) == 64 and table["sub-003"]["diagnosis"] == "CN"
+    assert table["sub-003"]["synthetic_from"] == "t1,pet"
+    # The written data set is one another run can discover, labels and all.
+    records = {r.subject_id: r for r in discover_subjects(out)}
+    assert records["sub-001"].age == 56 and "ct-from-t1" in records["sub-001"].paths
+
+    stamp = (out / "sub-001" / "sub-001_ct-from-t1.nii.gz").stat().st_mtime_ns
+    code, _, err = _augment(*common, "--from", "t1,pet")
+    assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+    code, stdout, _ = _augment(*common, "--from", "t1,pet", "--resume")
+    assert code == 0 and "0 synthetic ct volumes" in stdout and "18 up to date" in stdout
+    assert (out / "sub-001" / "sub-001_ct-from-t1.nii.gz").stat().st_mtime_ns == stamp
+    assert (out / "participants.tsv").read_text().splitlines() == ["\t".join(r) for r in rows]
+
+
+def test_augment_refuses_mistakes_in_one_line_before_any_work(labelled_cohort, duiit_run, tmp_path):
+    import shutil
+
+    common = ["--checkpoint", str(duiit_run), "--to", "ct", "-o", str(tmp_path / "out")]
+    code, _, err = _augment(*common, "--data", str(labelled_cohort), "--from", "t2")
+    assert code == 2 and "not t2" in err and len(err.strip().splitlines()) == 1
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(labelled_cohort, unlabelled)
+    (unlabelled / "participants.tsv").write_text("participant_id\tsex\nsub-001\tF\n")
+    code, _, err = _augment(*common, "--data", str(unlabelled), "--from", "t1")
+    assert code == 2 and "no 'age' column" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
