@@ -255,3 +255,22 @@ def test_augment_refuses_mistakes_in_one_line_before_any_work(labelled_cohort, d
     code, _, err = _augment(*common, "--data", str(unlabelled), "--from", "t1")
     assert code == 2 and "no 'age' column" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_the_benchmark_scores_every_row_on_disjoint_subjects(labelled_cohort, tmp_path):
+    from synth_core.benchmark_duiit import ROWS, Settings, run, table
+
+    settings = Settings(splits=2, n_target=2, n_source=2, n_test=3, translator_steps=2,
+                        translator_batch=2, predictor_steps=2, predictor_batch=4, preset="tiny")
+    report = run(labelled_cohort, tmp_path / "bench", settings, log=lambda line: None)
+    assert set(report["summary"]) == set(ROWS)
+    split = json.loads((tmp_path / "bench" / "split-0.json").read_text())
+    roles = split["roles"]
+    everyone = [s for ids in roles.values() for s in ids]
+    assert len(everyone) == len(set(everyone)) == 9
+    ages = {f"sub-{i + 1:03d}": 56 + 4 * i for i in range(9)}
+    guess = np.mean([ages[s] for s in roles["train"]])
+    assert split["rows"]["mean"]["mse"] == pytest.approx(np.mean([(guess - ages[s]) ** 2 for s in roles["test"]]))
+    assert all(np.isfinite(v["mse"]) for v in split["rows"].values())
+    assert "| pure-ct |" in table(report) and report["units"]["mse"] == "years^2"
+    assert -1 <= report["age_signal"]["corr_age_csf_fraction"] <= 1

@@ -59,7 +59,7 @@ class DUIITConfig(AdversarialSettings):
             fraction of lambda_cycle (the paper names none: 0).
         pool_size: history of generated images shown to the discriminators (50).
         lambda_pred: weight of the predictor's loss in the translator's objective (eq. 3,
-            paper 1e-3).
+            paper 1e-3), on the paper's scale: for age, the MSE in years squared.
         predictor_lr: the predictor's learning rate (paper 1e-3); predictor_weight_decay:
             its Adam weight decay (L2; a few labelled subjects overfit without it).
         predictor: the predictor network (paper: ResNet-50).
@@ -206,6 +206,12 @@ class DUIIT(AdversarialMethod):
                                  weight_decay=c.predictor_weight_decay)]
 
     # -- the predictor's loss (eq. 2) --------------------------------------------------
+    def paper_loss_scale(self) -> float:
+        """What turns the predictor's loss into the paper's units for eq. 3: P regresses the
+        standardised age, so its MSE times ``age_std**2`` is the MSE in years squared the
+        paper's lambda (1e-3) weighs; 1 for a classification (cross-entropy either way)."""
+        return self.config.age_std ** 2 if self.config.task == "age" else 1.0
+
     def prediction_loss(self, images: torch.Tensor, ages: torch.Tensor,
                         labels: torch.Tensor) -> torch.Tensor:
         """Mean loss of P on ``images`` (B, 1, *S) against their labels; subjects without
@@ -253,7 +259,7 @@ class DUIIT(AdversarialMethod):
             fakes_t.append(fake_t)
             fakes_s.append(fake_s)
             logged.append(parts["cycle"])
-        loss_pred_g = self._pred_terms(fakes_t, real_t, batch)
+        loss_pred_g = self._pred_terms(fakes_t, real_t, batch) * self.paper_loss_scale()
         loss_g = loss_trans + c.lambda_pred * loss_pred_g
         ctx.optimize(0, loss_g)
         for net in discs:
