@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from synth_core._version import __version__
+from synth_core.cli_augment import add_parser as add_augment_parser
+from synth_core.cli_augment import augment_command
 from synth_core.cli_cohort import (
     evaluate_cohort_command,
     multi_output,
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the check that the input looks like the source modality "
                          "(recorded in the sidecar)")
 
+    add_augment_parser(sub)
+
     ev = sub.add_parser("evaluate", help="MAE, PSNR, SSIM and correlation of a prediction "
                         "(two files, or a translated cohort folder and its targets)")
     ev.add_argument("pred", type=Path)
@@ -102,8 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a method on paired or unpaired data")
     t.add_argument("--method", required=True)
     t.add_argument("--data", type=Path, required=True, help="phantom-style folder or manifest TSV")
-    t.add_argument("--from", dest="source", required=True)
-    t.add_argument("--to", dest="target", required=True)
+    t.add_argument("--from", dest="source", default=None,
+                   help="source modality (several, comma-separated, for labelled training)")
+    t.add_argument("--to", dest="target", default=None)
+    t.add_argument("--modalities", default=None, metavar="M1,M2,...",
+                   help="any-to-any methods (unified): every modality the one model maps "
+                        "among, e.g. t1,t1ce,t2,flair (instead of --from/--to)")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--preset", default="cpu")
     t.add_argument("--max-steps", type=int, default=None)
@@ -112,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--val-every", type=int, default=None)
     t.add_argument("--checkpoint-every", type=int, default=None)
-    t.add_argument("--mode", choices=["paired", "unpaired", "partial"], default=None)
+    t.add_argument("--mode", choices=["paired", "unpaired", "partial", "labelled"], default=None)
     t.add_argument("--paired-fraction", type=float, default=1.0)
     t.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting of the method's config, e.g. distance=lpips, "
@@ -300,8 +308,16 @@ def _train(args: argparse.Namespace) -> int:
         "seed": args.seed, "val_every": args.val_every, "checkpoint_every": args.checkpoint_every,
     }
     overrides |= _parse_settings(args.settings)
+    modalities = tuple(m.strip() for m in (args.modalities or "").split(",") if m.strip())
+    if args.modalities is not None and (args.source or args.target):
+        raise UserError("give either --modalities (an any-to-any method) or --from and --to, "
+                        "not both")
+    if args.modalities is None and not (args.source and args.target):
+        raise UserError("say what to learn: --from MOD --to MOD, or --modalities M1,M2,... for "
+                        "an any-to-any method such as unified")
     request = TrainRequest(
-        method=args.method, data=args.data, source=args.source, target=args.target, out=args.out,
+        method=args.method, data=args.data, source=args.source or "", target=args.target or "",
+        out=args.out, modalities=modalities,
         preset=args.preset, overrides=overrides, resume=args.resume, devices=args.devices,
         num_nodes=args.num_nodes, accelerator=args.device, mode=args.mode,
         paired_fraction=args.paired_fraction, register=not args.no_register, name=args.name,
@@ -410,7 +426,7 @@ def _bar(total: int, desc: str, initial: int = 0) -> Any:
 
 
 COMMANDS = {"phantom": _phantom, "translate": _translate, "evaluate": _evaluate, "train": _train,
-            "register": register_command, "models": _models, "methods": _methods, "benchmark": _benchmark}
+            "register": register_command, "augment": augment_command, "models": _models, "methods": _methods, "benchmark": _benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:
