@@ -10,6 +10,8 @@
   ``FlopCounterMode`` on one window, times the windows run, over the time spent in them);
 - the two U-Net upsamplings (transposed convolution, interpolation plus convolution) on
   one window, and trilinear resampling 4 mm -> 1 mm with scipy and with SimpleITK;
+- where a 1 mm ``translate`` spends its time: imports, reading, loading the checkpoint, the
+  translation, writing (a fresh process);
 - CLI start-up: ``modality-synth models`` and a 1 mm ``translate`` end to end, as
   subprocesses, beside a bare ``python -c pass``.
 
@@ -121,6 +123,39 @@ def child_translate_1mm(input_path: str, checkpoint: str) -> dict[str, Any]:
             "threads": torch.get_num_threads()}
 
 
+def child_translate_stages(input_path: str, checkpoint: str, out_path: str) -> dict[str, Any]:
+    """Where a 1 mm ``translate`` spends its time, stage by stage, in a fresh process (call it
+    through ``benchmark._in_child``): the imports the CLI's translate needs, reading the input,
+    loading the checkpoint, ``translate`` itself (reorient, normalise, the network in windows,
+    back to the input's grid) and writing the NIfTI and its sidecar. The interpreter's own
+    start-up is not included (``cli_startup`` measures it)."""
+    begin = time.perf_counter()
+    import torch
+
+    from synth_core import cli, inference  # noqa: F401  (what a CLI translate imports)
+    from synth_core.io import load_volume, save_volume
+    from synth_core.methods import get_method_class
+
+    get_method_class("pix2pix")
+    stages = {"imports_s": time.perf_counter() - begin}
+    start = time.perf_counter()
+    volume = load_volume(input_path, modality="t1")
+    stages["read_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    info = inference.zoo.resolve(checkpoint, method="pix2pix", target="t2")
+    inference._cached_method(str(info.directory), info.sha256, "cpu")
+    stages["load_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    result = inference.translate(volume, "pix2pix", "t2", checkpoint=checkpoint, device="cpu")
+    stages["translate_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    save_volume(result.volume, out_path, overwrite=True)
+    stages["save_s"] = time.perf_counter() - start
+    stages["total_s"] = time.perf_counter() - begin
+    stages["threads"] = torch.get_num_threads()
+    return stages
+
+
 def upsampling_seconds(size: int = 64, repeats: int = 3) -> dict[str, float]:
     """Forward seconds of the ``cpu`` pix2pix U-Net on one size^3 window, per upsampling."""
     import torch
@@ -216,6 +251,12 @@ def run_native(report: dict[str, Any], quick: bool = False) -> dict[str, Any]:
         up = native["upsampling_s"]
         print(f"U-Net forward on 64^3: transposed convolution {up['transpose']:.2f} s, "
               f"interpolation + convolution {up['interp']:.2f} s")
+        stages = _in_child("child_translate_stages", input_path=str(t1), checkpoint=checkpoint,
+                           out_path=str(tmp / "stages_t2.nii.gz"), module="synth_core.benchmark_native")
+        native["translate_stages"] = stages
+        if "error" not in stages:
+            print("1 mm translate by stage (fresh process, after the interpreter's start-up): "
+                  + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items() if k.endswith("_s")))
         native["cli"] = cli_startup(t1, checkpoint, tmp, 2 if quick else 3)
         c = native["cli"]
         print(f"CLI start-up: python -c pass {c['python_s']:.2f} s, models {c['models_s']:.2f} s "
