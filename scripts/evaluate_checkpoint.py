@@ -12,7 +12,9 @@ scored against the noisy one. The preset defaults to the one at the checkpoint's
 phantom folder written with ``--clean`` (``modality-synth phantom DIR --seed S --preset P
 --subjects N --clean``) instead of generating them again: its seed and preset apply. ``--write-card`` stores the result under
 ``heldout.directions["SRC->TGT"]`` in the card (atomically; the weights and their sha256 are
-untouched). A bidirectional checkpoint is scored both ways when ``--both`` is given.
+untouched). A bidirectional checkpoint is scored both ways when ``--both`` is given; an
+any-to-any checkpoint is scored in every direction among its modalities (``--lesion-fraction``
+gives that share of the cohort a tumour, as ``phantom --lesion-fraction`` does).
 """
 
 from __future__ import annotations
@@ -40,16 +42,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="phantom preset (default: the one at the checkpoint's spacing)")
     p.add_argument("--cohort", type=Path, default=None,
                    help="read the subjects from this phantom folder (written with --clean)")
+    p.add_argument("--lesion-fraction", type=float, default=0.0,
+                   help="share of the generated cohort with a tumour (any-to-any MR models)")
     p.add_argument("--write-card", action="store_true")
     args = p.parse_args(argv)
     info = locate(args.checkpoint)
-    directions = [False, True] if args.both else [args.reverse]
+    directions: list = [False, True] if args.both else [args.reverse]
+    if info.any_to_any:
+        directions = [(a, b) for a in info.modalities for b in info.modalities if a != b]
     card_path = info.directory / "model.json"
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    for reverse in directions:
+    for way in directions:
         start = time.perf_counter()
-        entry = heldout_scores(str(info.directory), info.method, reverse=reverse, seed=args.seed,
-                               subjects=args.subjects, preset=args.preset, cohort=args.cohort)
+        entry = heldout_scores(str(info.directory), info.method, reverse=way is True,
+                               seed=args.seed, subjects=args.subjects, preset=args.preset,
+                               cohort=args.cohort,
+                               direction=way if isinstance(way, tuple) else None,
+                               lesion_fraction=args.lesion_fraction)
         seconds = time.perf_counter() - start
         s, f = entry["scores"], entry["noise_floor"]
         c = entry["cohort"]
@@ -66,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         heldout = card.setdefault("heldout", {"directions": {}})
         heldout["directions"][entry["direction"]] = entry
     if args.write_card:
-        card["heldout"]["command"] = ("python scripts/evaluate_checkpoint.py NAME "
-                                      + ("--both " if args.both else "")
-                                      + ("--cohort heldout " if args.cohort else "")
-                                      + "--write-card")
+        card["heldout"]["command"] = (
+            "python scripts/evaluate_checkpoint.py NAME " + ("--both " if args.both else "")
+            + ("--cohort heldout " if args.cohort else "")
+            + (f"--lesion-fraction {args.lesion_fraction:g} " if args.lesion_fraction else "")
+            + "--write-card")
         atomic_write_text(card_path, json.dumps(card, indent=2) + "\n", overwrite=True)
         print(f"wrote the held-out scores into {info.name}'s card")
     return 0

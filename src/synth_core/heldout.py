@@ -123,7 +123,8 @@ def scale_check(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, modality:
 def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
                    seed: int = HELDOUT_SEED, subjects: int = HELDOUT_SUBJECTS,
                    preset: str | None = None, device: str = "cpu",
-                   cohort: Path | None = None) -> dict[str, Any]:
+                   cohort: Path | None = None, direction: tuple[str, str] | None = None,
+                   lesion_fraction: float = 0.0) -> dict[str, Any]:
     """Translate ``subjects`` phantom subjects of cohort ``seed`` and score them.
 
     Args:
@@ -138,6 +139,10 @@ def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
         cohort: a phantom folder written with ``--clean`` to read the subjects from instead
             of generating them (its own seed and preset then apply, ``subjects`` caps the
             count); a 1 mm subject takes a minute or more to generate.
+        direction: (source, target) of an any-to-any checkpoint (its first two otherwise).
+        lesion_fraction: share of the cohort's subjects with a tumour, as ``phantom
+            --lesion-fraction`` draws them (the any-to-any MR models are scored with tumours,
+            which make T1ce differ from T1).
 
     Returns:
         The card's ``heldout`` entry for this direction: cohort, direction, mask, the
@@ -149,9 +154,15 @@ def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
     from synth_core.inference import translate
     from synth_core.methods import get_method_class
     from synth_core.phantom import generate_subject
+    from synth_core.phantom.cohort import _lesion_plan
 
     info = zoo.resolve(checkpoint, method=method)
     src, tgt = (info.target, info.source) if reverse else (info.source, info.target)
+    if direction is not None:
+        if not info.any_to_any:
+            raise UserError(f"checkpoint {info.name!r} has one direction; drop the direction")
+        src, tgt = direction
+    lesions = _lesion_plan(subjects, seed, lesion_fraction, 0.0)
     conditions = get_method_class(info.method).capabilities.conditions
     folders: list[Path] = []
     if cohort is not None:
@@ -173,7 +184,7 @@ def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
                 raise UserError(f"{folders[index]} has no noise-free {tgt}: write the cohort with "
                                 "--clean")
         else:
-            subject = generate_subject(index, seed=seed, preset=preset)
+            subject = generate_subject(index, seed=seed, preset=preset, lesion=lesions[index])
         mask = score_mask(subject, tgt)
         truth = subject.volumes[tgt]
         age = float(subject.age) if "age" in conditions else None
@@ -190,8 +201,10 @@ def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
         "checkpoint_sha256": info.sha256,
         "cohort": {"seed": seed, "preset": preset, "subjects": subjects,
                    "spacing_mm": [float(v) for v in truth.spacing],
+                   "lesion_fraction": lesion_fraction,
                    "command": f"modality-synth phantom heldout --subjects {subjects} "
-                              f"--seed {seed} --preset {preset} --clean"},
+                              f"--seed {seed} --preset {preset} --clean"
+                              + (f" --lesion-fraction {lesion_fraction:g}" if lesion_fraction else "")},
         "direction": f"{src}->{tgt}",
         "mask": "head (phantom labels > 0)" if kind == "ct" else "brain mask",
         "normalisation": scores["normalisation"],

@@ -3,6 +3,7 @@ paired / unpaired / partially paired datasets of 3D volumes, 3D patches or 2D sl
 
 from synth_core.data.datasets import TranslationDataset, ValidationVolumes
 from synth_core.data.discover import SubjectRecord, discover_subjects, phantom_cohort
+from synth_core.data.multicontrast import MultiContrastDataset, MultiContrastValidation
 from synth_core.data.split import (
     Split,
     recover_split,
@@ -13,6 +14,8 @@ from synth_core.data.split import (
 from synth_core.data.store import VolumeStore, target_norm_reference
 
 __all__ = [
+    "MultiContrastDataset",
+    "MultiContrastValidation",
     "Split",
     "SubjectRecord",
     "TranslationDataset",

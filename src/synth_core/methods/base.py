@@ -296,6 +296,7 @@ METHOD_MODULES: dict[str, str] = {
     "pix2pix": "pix2pix",
     "rectified-flow": "flow_matching",
     "revgan": "revgan",
+    "unified": "unified",
 }
 
 
