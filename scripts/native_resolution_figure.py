@@ -66,21 +66,24 @@ def main(argv: list[str] | None = None) -> int:
         results.append((f"{method} at {spacing} mm\nSSIM {ssim:.3f} (brain, whole volume)",
                         out.volume.data))
     z = args.slice if args.slice is not None else int(np.mean(np.nonzero(brain.any(axis=(0, 1)))))
-    rows = [(f"{args.source.upper()} input (1 mm)", scan.data)] + results + [
-        (f"acquired {args.target.upper()} (1 mm)", truth.data)]
+    grid = "x".join(f"{v:g}" for v in scan.spacing)
+    rows = [(f"{args.source.upper()} input ({grid} mm)", scan.data)] + results + [
+        (f"acquired {args.target.upper()} ({grid} mm)", truth.data)]
     xs, ys = np.nonzero(brain[:, :, z])
-    cx, cy, half = int(xs.mean()), int(ys.mean()), 24
-    crop = (slice(cx - half, cx + half), slice(cy + half // 2, cy + half // 2 + 2 * half))
+    half = max(4, round(24 / float(scan.spacing[0])))  # a 48 mm square over the lateral cortex
+    x0 = int(np.clip(xs.min() - half // 4, 0, brain.shape[0] - 2 * half))
+    y0 = int(np.clip(ys.mean() - half, 0, brain.shape[1] - 2 * half))
+    crop = (slice(x0, x0 + 2 * half), slice(y0, y0 + 2 * half))
     fig, axes = plt.subplots(2, len(rows), figsize=(3.0 * len(rows), 6.4))
     for col, (title, data) in enumerate(rows):
         image = data[:, :, z]
         lo, hi = np.percentile(data[brain], [1, 99.5])
         _panel(axes[0, col], image, title, lo, hi)
-        _panel(axes[1, col], image[crop], "enlarged (48 x 48 mm)", lo, hi)
+        _panel(axes[1, col], image[crop], "enlarged: the yellow 48 x 48 mm square", lo, hi)
         axes[0, col].add_patch(matplotlib.patches.Rectangle(
             (crop[0].start, crop[1].start), 2 * half, 2 * half, fill=False, color="yellow", lw=0.8))
     fig.suptitle(f"phantom {sid}, axial slice {z}: {args.source.upper()} -> "
-                 f"{args.target.upper()} at 1 mm and at 4 mm", fontsize=10)
+                 f"{args.target.upper()}, each model on its own grid, shown on the input's", fontsize=10)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(suffix=".png", dir=args.out.parent)
