@@ -157,15 +157,25 @@ def child_translate_stages(input_path: str, checkpoint: str, out_path: str) -> d
 
 
 def upsampling_seconds(size: int = 64, repeats: int = 3) -> dict[str, float]:
-    """Forward seconds of the ``cpu`` pix2pix U-Net on one size^3 window, per upsampling."""
+    """Forward seconds of the ``cpu`` pix2pix U-Net on one size^3 window, per upsampling:
+    transposed convolutions as the U-Net runs them (the output level through
+    ``synth_core.nn.subpixel``), the same with every level a plain ``ConvTranspose3d``, and
+    interpolation plus convolution."""
     import torch
 
-    from synth_core.nn import UNet
+    from synth_core.nn import UNet, unet
 
     x = torch.randn(1, 1, size, size, size)
     out = {}
-    for kind in ("transpose", "interp"):
-        net = UNet(3, 1, 1, features=16, depth=4, dropout=0.0, upsample=kind).eval()
+    default = unet.SUBPIXEL_MAX_CHANNELS
+    for label, kind, subpixel in (("transpose", "transpose", default),
+                                  ("transpose_plain", "transpose", 0),
+                                  ("interp", "interp", default)):
+        unet.SUBPIXEL_MAX_CHANNELS = subpixel
+        try:
+            net = UNet(3, 1, 1, features=16, depth=4, dropout=0.0, upsample=kind).eval()
+        finally:
+            unet.SUBPIXEL_MAX_CHANNELS = default
         with torch.no_grad():
             net(x)
             best = float("inf")
@@ -173,7 +183,7 @@ def upsampling_seconds(size: int = 64, repeats: int = 3) -> dict[str, float]:
                 start = time.perf_counter()
                 net(x)
                 best = min(best, time.perf_counter() - start)
-        out[kind] = best
+        out[label] = best
     return out
 
 
@@ -249,7 +259,8 @@ def run_native(report: dict[str, Any], quick: bool = False) -> dict[str, Any]:
               f"SimpleITK {r['simpleitk']:.2f} s")
         native["upsampling_s"] = upsampling_seconds(64, 2 if quick else 3)
         up = native["upsampling_s"]
-        print(f"U-Net forward on 64^3: transposed convolution {up['transpose']:.2f} s, "
+        print(f"U-Net forward on 64^3: transposed convolutions {up['transpose']:.2f} s "
+              f"(all plain ConvTranspose3d: {up['transpose_plain']:.2f} s), "
               f"interpolation + convolution {up['interp']:.2f} s")
         stages = _in_child("child_translate_stages", input_path=str(t1), checkpoint=checkpoint,
                            out_path=str(tmp / "stages_t2.nii.gz"), module="synth_core.benchmark_native")
