@@ -15,8 +15,8 @@
 - CLI start-up: ``modality-synth models`` and a 1 mm ``translate`` end to end, as
   subprocesses, beside a bare ``python -c pass``.
 
-Without a bundled 1 mm pix2pix checkpoint, an untrained one of the ``cpu`` preset at 1 mm
-stands in: speed and memory do not depend on the weights' values.
+Without a bundled 1 mm pix2pix checkpoint, an untrained one of the ``cpu-l1`` preset (64^3
+windows) at 1 mm stands in: speed and memory do not depend on the weights' values.
 """
 
 from __future__ import annotations
@@ -58,15 +58,16 @@ def mni_t1_1mm(path: Path) -> Path:
     return path
 
 
-def stand_in_checkpoint(out: Path, patch: int = 96) -> Path:
-    """An untrained ``cpu``-preset pix2pix at 1 mm trained-on-patches card (for timing only)."""
+def stand_in_checkpoint(out: Path, patch: int = 64) -> Path:
+    """An untrained ``cpu-l1``-preset pix2pix with a 1 mm trained-on-patches card (for timing
+    only: the network, window and card of the 1 mm runs, without their weights)."""
     from synth_core import zoo
     from synth_core.methods import build_config, get_method_class
 
-    config = build_config("pix2pix", "cpu", {"patch_size": patch})
+    config = build_config("pix2pix", "cpu-l1", {"patch_size": patch})
     method = get_method_class("pix2pix")(config, "t1", "t2").eval()
     zoo.save_model(method, out, {
-        "method": "pix2pix", "source": "t1", "target": "t2", "preset": "cpu",
+        "method": "pix2pix", "source": "t1", "target": "t2", "preset": "cpu-l1",
         "config": __import__("dataclasses").asdict(config),
         "capabilities": method.capabilities.to_dict(), "spacing": [1.0, 1.0, 1.0],
         "patch_size": [patch] * 3, "multiple": config.train.multiple,
@@ -80,7 +81,7 @@ def _checkpoint(tmp: Path) -> tuple[str, str]:
     for info in list_checkpoints("pix2pix", "t1", "t2"):
         if info.name == FINE_CHECKPOINT:
             return str(info.directory), info.name
-    return str(stand_in_checkpoint(tmp / "stand-in")), "untrained stand-in (cpu preset)"
+    return str(stand_in_checkpoint(tmp / "stand-in")), "untrained stand-in (cpu-l1 preset)"
 
 
 def child_translate_1mm(input_path: str, checkpoint: str) -> dict[str, Any]:
