@@ -301,3 +301,28 @@ def test_api_takes_the_source_from_a_volume_with_a_stated_modality(unified_run, 
     assert guessed.metadata["modality_guessed"] is True
     with pytest.raises(synth_core_errors.UserError, match="cannot tell which the input is"):
         translate(guessed, "unified", "flair", checkpoint="tiny-unified", device="cpu")
+
+
+def test_heldout_scores_any_direction_of_an_any_to_any_checkpoint(unified_run):
+    from synth_core.heldout import heldout_scores
+
+    info = zoo.locate("tiny-unified")
+    entry = heldout_scores(str(info.directory), "unified", subjects=1, seed=1000,
+                           direction=("t2", "flair"), lesion_fraction=1.0)
+    assert entry["direction"] == "t2->flair" and entry["cohort"]["lesion_fraction"] == 1.0
+    assert "--lesion-fraction 1" in entry["cohort"]["command"]
+    assert 0.0 <= entry["scores"]["ssim"] <= 1.0 and entry["checkpoint_sha256"] == info.sha256
+
+
+def test_benchmark_report_tables(tmp_path: Path):
+    from synth_core import benchmark_unified as bench
+
+    ways = bench.directions()
+    assert len(ways) == 12 and ("t1", "t1ce") in ways
+    scores = {name: {f"{s}->{t}": {"ssim": base + 0.01 * i, "psnr": 20.0, "mae": 0.1,
+                                   "lesion_ratio": 0.9, "subjects": 2}
+                     for i, (s, t) in enumerate(ways)}
+              for name, base in (("unified", 0.70), ("pix2pix", 0.75))}
+    text = bench.report({"scores": scores}, tmp_path).read_text()
+    assert text.count("\n| t1->t1ce |") == 2 and "in 0 of 12 directions" in text
+    assert json.loads((tmp_path / "unified.json").read_text())["scores"] == scores
