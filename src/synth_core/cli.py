@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validity: phantom cohort seed (default 11, held out from every bundled model)")
     b.add_argument("--cohort", type=Path, default=None,
                    help="validity: a phantom folder (made by `phantom`) whose subjects to use")
+    b.add_argument("--checkpoint", action="append", default=None, metavar="NAME_OR_DIR",
+                   help="validity: also judge this checkpoint (repeatable; bundled ones always)")
     b.add_argument("--quick", action="store_true")
     b.add_argument("--only", default=None,
                    help="one benchmark by name: revgan-memory, or native (1 mm translation, sgemm ceiling, start-up)")
@@ -376,10 +378,11 @@ def _benchmark(args: argparse.Namespace) -> int:
         if args.only is not None:
             raise UserError("--only picks a speed benchmark; drop it with --suite validity")
         report = run_validity(args.out, seed=args.seed, quick=args.quick, cohort=args.cohort,
+                              checkpoints=args.checkpoint,
                               progress=lambda line: print(line, file=sys.stderr))
         print(f"wrote {args.out / 'validity.json'} and validity.md ({report['seconds']:.0f} s)")
         return 0
-    for option in ("seed", "cohort"):
+    for option in ("seed", "cohort", "checkpoint"):
         if getattr(args, option) is not None:
             raise UserError(f"--{option} applies to --suite validity only; drop it or add "
                             "--suite validity")
