@@ -326,3 +326,21 @@ def test_benchmark_report_tables(tmp_path: Path):
     text = bench.report({"scores": scores}, tmp_path).read_text()
     assert text.count("\n| t1->t1ce |") == 2 and "in 0 of 12 directions" in text
     assert json.loads((tmp_path / "unified.json").read_text())["scores"] == scores
+
+
+def test_3d_model_steps_and_answers_each_code():
+    torch.manual_seed(0)
+    config = build_config("unified", "tiny", {"spatial": "3d"})
+    method = get_method_class("unified")(config, "t1", "t1ce")
+    ctx = _Ctx(method.configure_optimizers())
+    x = torch.rand(2, 1, 16, 16, 16) * 2 - 1
+    codes = torch.tensor([0, 3])
+    losses = method.adversarial_step({"source": x, "target": x.flip(-1), "source_code": codes,
+                                      "target_code": codes.flip(0)}, ctx)
+    assert all(torch.isfinite(v) for v in losses.values())
+    method.eval()
+    outs = [method.synthesize(x[:1], SynthesisRequest(target_code=k)) for k in range(4)]
+    assert outs[0].shape == (1, 1, 1, 16, 16, 16)
+    assert float((outs[1] - outs[2]).abs().max()) > 0
+    with pytest.raises(synth_core_errors.UserError, match="needs a target"):
+        method.synthesize(x[:1], SynthesisRequest())
