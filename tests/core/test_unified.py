@@ -123,7 +123,7 @@ def test_self_reconstruction_is_near_identity_after_a_few_steps():
     code = torch.tensor([0, 1, 2, 3] * 2)
     request = SynthesisRequest(target_code=2)
     before = float((method.synthesize(x[:8], request)[0] - x[:8]).abs().mean())
-    for step in range(80):
+    for step in range(120):
         batch = x[(step * 8) % 64:(step * 8) % 64 + 8]
         method.adversarial_step({"source": batch, "target": batch, "source_code": code,
                                  "target_code": code}, ctx)
