@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from synth_core._version import __version__
+from synth_core.cli_augment import add_parser as add_augment_parser
+from synth_core.cli_augment import augment_command
 from synth_core.cli_cohort import (
     evaluate_cohort_command,
     multi_output,
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the check that the input looks like the source modality "
                          "(recorded in the sidecar)")
 
+    add_augment_parser(sub)
+
     ev = sub.add_parser("evaluate", help="MAE, PSNR, SSIM and correlation of a prediction "
                         "(two files, or a translated cohort folder and its targets)")
     ev.add_argument("pred", type=Path)
@@ -102,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a method on paired or unpaired data")
     t.add_argument("--method", required=True)
     t.add_argument("--data", type=Path, required=True, help="phantom-style folder or manifest TSV")
-    t.add_argument("--from", dest="source", default=None)
+    t.add_argument("--from", dest="source", default=None,
+                   help="source modality (several, comma-separated, for labelled training)")
     t.add_argument("--to", dest="target", default=None)
     t.add_argument("--modalities", default=None, metavar="M1,M2,...",
                    help="any-to-any methods (unified): every modality the one model maps "
@@ -115,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--val-every", type=int, default=None)
     t.add_argument("--checkpoint-every", type=int, default=None)
-    t.add_argument("--mode", choices=["paired", "unpaired", "partial"], default=None)
+    t.add_argument("--mode", choices=["paired", "unpaired", "partial", "labelled"], default=None)
     t.add_argument("--paired-fraction", type=float, default=1.0)
     t.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting of the method's config, e.g. distance=lpips, "
@@ -421,7 +426,7 @@ def _bar(total: int, desc: str, initial: int = 0) -> Any:
 
 
 COMMANDS = {"phantom": _phantom, "translate": _translate, "evaluate": _evaluate, "train": _train,
-            "register": register_command, "models": _models, "methods": _methods, "benchmark": _benchmark}
+            "register": register_command, "augment": augment_command, "models": _models, "methods": _methods, "benchmark": _benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:

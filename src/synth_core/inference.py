@@ -84,6 +84,13 @@ class TranslationResult:
                  f"source: {p['SourceModality']} ({p.get('SourceModalityFrom', 'given')})"]
         for name, entry in (p.get("DefaultedParameters") or {}).items():
             lines.append(f"{name}: {entry['value']} (not given; {entry['why']})")
+        prediction = p.get("Prediction")
+        if prediction is not None and "age" in prediction:
+            lines.append(f"predicted age: {prediction['age']:.1f} years (the checkpoint's own "
+                         "predictor on the synthesized volume; an estimate)")
+        elif prediction is not None and "diagnosis" in prediction:
+            lines.append(f"predicted diagnosis: {prediction['diagnosis']} (the checkpoint's own "
+                         "predictor on the synthesized volume; an estimate)")
         lines.append(f"intended use: {p.get('IntendedUse', '')}")
         return lines
 
@@ -133,10 +140,12 @@ def check_request(info: zoo.CheckpointInfo, *, to: str, age: float | None, steps
         _check_any_to_any(info, source, to)
     if reverse and not caps.bidirectional:
         raise UserError(f"method {info.method!r} runs one way only; drop --reverse")
-    runs_reverse = reverse or (caps.bidirectional and to == info.source and to != info.target)
-    if runs_reverse and to != info.source:
+    sources = zoo.model_sources(info)
+    runs_reverse = reverse or (caps.bidirectional and to in sources and to != info.target)
+    if runs_reverse and to not in sources:
         raise UserError(
-            f"--reverse maps {info.target} back to {info.source}, not to {to!r}; use --to {info.source}"
+            f"--reverse maps {info.target} back to {'/'.join(sources)}, not to {to!r}; "
+            f"use --to {sources[0]}"
         )
     if age is not None:
         if "age" not in caps.conditions:
@@ -239,8 +248,9 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
         steps = (info.card.get("capabilities") or {}).get("default_steps")  # recorded in provenance
         if steps is not None:
             defaulted["steps"] = {"value": steps, "why": "the checkpoint's default"}
+    sources = zoo.model_sources(info)
     in_modality = (source if info.any_to_any else  # type: ignore[assignment]
-                   info.target if runs_reverse else info.source)
+                   info.target if runs_reverse else (source if source in sources else info.source))
     if source is not None and source != in_modality and not info.card.get("any_to_any"):
         raise ModalityMismatch(
             f"checkpoint {info.name!r} expects {in_modality} input here, not {source!r}; "
@@ -265,7 +275,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     target_code = info.modalities.index(to) if info.any_to_any else None
     request = SynthesisRequest(reverse=runs_reverse, age=age, steps=steps, samples=samples,
                                temperature=temperature, target_code=target_code,
-                               generator=torch.Generator(device=dev).manual_seed(seed))
+                               generator=torch.Generator(device=dev).manual_seed(seed),
+                               source=to if runs_reverse else in_modality)
     # Conditions left unset are made explicit, so the sidecar records the value used.
     for name, (value, why) in model.defaulted_conditions(request).items():
         setattr(request, name, value)
@@ -298,6 +309,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     reference = card["normalisation"].get("source_reference" if runs_reverse else "target_reference")
     if info.any_to_any:
         reference = (card["normalisation"].get("references") or {}).get(to)
+    elif runs_reverse and to in (card["normalisation"].get("source_references") or {}):
+        reference = card["normalisation"]["source_references"][to]  # a model of several sources
     target_params = NormParams.from_dict(reference) if reference else params
     out_modality = to
     mean_n = out.mean(0)
@@ -316,6 +329,9 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
                              defaulted=defaulted, input_check=input_check,
                              **({"target_code": target_code} if target_code is not None else {}))
     provenance["Resolution"] = grids
+    prediction = None if runs_reverse else _prediction(model, mean_n, work, in_modality, card, dev)
+    if prediction is not None:
+        provenance["Prediction"] = prediction
     result = _back_to_input(mean, work, ras, orientation, out_modality, provenance)
     std_volume = None
     if std is not None:
@@ -338,6 +354,25 @@ def model_input(volume: Volume, card: dict[str, Any], modality: str) -> tuple[np
     background = float(normalise(np.zeros(1, dtype=np.float32), params)[0])
     padded, pad_info = pad_to_multiple(x, int(card.get("multiple", 16)), value=background)
     return padded, (ras, orientation, work, params, pad_info)
+
+
+def _prediction(model: Method, synthesis: np.ndarray, work: Volume, modality: str,
+                card: dict[str, Any], dev: torch.device) -> dict[str, Any] | None:
+    """The estimate of a model's own predictor (DUIIT's age regressor) for its synthesis
+    (normalised, padded), over the input's foreground; None for models without one."""
+    mask, _ = pad_to_multiple(foreground_mask(work.data, modality).astype(np.uint8),
+                              int(card.get("multiple", 16)), value=0)
+    with torch.no_grad():
+        estimate = model.predict_volume(torch.from_numpy(np.ascontiguousarray(synthesis))[None, None].to(dev),
+                                        torch.from_numpy(mask.astype(bool))[None, None].to(dev))
+    if estimate is None:
+        return None
+    about = (card.get("capabilities") or {}).get("predictor") or {}
+    if "age" in estimate:
+        estimate = {"age": round(float(estimate["age"]), 2), "units": "years"}
+    return estimate | {"Task": about.get("task"),
+                       "Description": "the checkpoint's own predictor on the synthesized volume; "
+                                      "an estimate, not a measurement"}
 
 
 def resolution_report(ras: Volume, work: Volume) -> dict[str, Any]:

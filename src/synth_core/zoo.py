@@ -187,10 +187,17 @@ def _directions(info: CheckpointInfo) -> set[tuple[str, str]]:
     if info.card.get("any_to_any"):
         mods = list(info.card.get("modalities", []))
         return {(a, b) for a in mods for b in mods if a != b}
-    pairs = {(info.source, info.target)}
+    sources = model_sources(info)
+    pairs = {(s, info.target) for s in sources}
     if info.card.get("capabilities", {}).get("bidirectional"):
-        pairs.add((info.target, info.source))
+        pairs |= {(info.target, s) for s in sources}
     return pairs
+
+
+def model_sources(info: CheckpointInfo) -> list[str]:
+    """The source modalities a checkpoint takes: several for a labelled model trained on
+    more than one (its card's ``capabilities.sources``), else its ``source``."""
+    return list((info.card.get("capabilities") or {}).get("sources") or [info.source])
 
 
 def _same_task(a: CheckpointInfo, b: CheckpointInfo) -> bool:
@@ -240,9 +247,7 @@ def _fits(info: CheckpointInfo, source: str | None, target: str | None) -> bool:
     if info.card.get("any_to_any"):
         mods = info.card.get("modalities", [])
         return (source is None or source in mods) and (target is None or target in mods)
-    directions = [(info.source, info.target)]
-    if info.card.get("capabilities", {}).get("bidirectional"):
-        directions.append((info.target, info.source))
+    directions = _directions(info)
     return any((source is None or source == s) and (target is None or target == t)
                for s, t in directions)
 

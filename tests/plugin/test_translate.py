@@ -235,3 +235,28 @@ def test_bidpm_runs_backwards_with_the_chosen_step_count(make_napari_viewer, qtb
     np.testing.assert_allclose(layer.data, expected.volume.data, rtol=1e-5, atol=1e-4)
     params = layer.metadata["provenance"]["Parameters"]
     assert (params["steps"], params["reverse"]) == (2, True)
+
+
+def test_a_models_predicted_age_is_shown_with_the_result(make_napari_viewer, sample_t1):
+    from synth_core.inference import TranslationResult
+
+    viewer, widget = _widget(make_napari_viewer)
+    provenance = {"Synthetic": True, "Prediction": {"age": 71.26, "units": "years", "Task": "age"}}
+    widget._add_result(TranslationResult(sample_t1, None, provenance), "ct (duiit)")
+    assert "predicted age 71.3 years" in widget.status.text()
+    assert viewer.layers["ct (duiit)"].metadata["provenance"]["Prediction"]["age"] == 71.26
+    widget._add_result(TranslationResult(sample_t1, None, {"Synthetic": True}), "pet")
+    assert "predicted" not in widget.status.text()
+
+
+def test_a_model_of_several_sources_is_offered_from_each():
+    from napari_modality_synth.widgets import _choices
+
+    caps = synth_core.list_methods()["duiit"]["capabilities"]
+    info = SimpleNamespace(source="t1", target="ct", name="m", origin="user",
+                           card={"capabilities": {"sources": ["t1", "pet"]}})
+    assert _choices.source_options([info], caps) == ["t1", "pet", "ct"]
+    assert _choices.target_options([info], caps, "pet") == ["ct"]
+    assert _choices.target_options([info], caps, "ct") == ["t1", "pet"]
+    assert _choices.runs_reverse(info, "ct", "pet") and not _choices.runs_reverse(info, "pet", "ct")
+    assert _choices.checkpoint_label(info) == "m (t1/pet -> ct, user)"

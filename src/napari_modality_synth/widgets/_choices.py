@@ -2,7 +2,8 @@
 
 The widgets read a method's capabilities (``synth_core.list_methods()``) and the cards
 of its checkpoints (``synth_core.list_checkpoints(method)``), never the method itself.
-A checkpoint translates its card's ``source`` to its ``target``; a bidirectional one
+A checkpoint translates its card's ``source`` (or each of ``capabilities.sources``, for a
+labelled model of several) to its ``target``; a bidirectional one
 also runs back (target -> source); an any-to-any one maps any two of its card's
 ``modalities``.
 """
@@ -20,9 +21,11 @@ def directions(info: Any, capabilities: Mapping[str, Any]) -> list[tuple[str, st
     if capabilities.get("any_to_any") or info.card.get("any_to_any"):
         modalities = list(info.card.get("modalities") or [info.source, info.target])
         return [(a, b) for a in modalities for b in modalities if a != b]
-    pairs = [(info.source, info.target)]
+    # A labelled model (DUIIT) may take several sources, listed in its card's capabilities.
+    sources = list((info.card.get("capabilities") or {}).get("sources") or [info.source])
+    pairs = [(s, info.target) for s in sources]
     if capabilities.get("bidirectional"):
-        pairs.append((info.target, info.source))
+        pairs += [(info.target, s) for s in sources]
     return pairs
 
 
@@ -49,7 +52,8 @@ def runs_reverse(info: Any, source: str | None, target: str | None) -> bool:
     """True when ``info`` must run backwards (its target -> its source) for this translation."""
     if info.card.get("any_to_any"):
         return False  # one model, every direction: nothing runs backwards
-    return source == info.target and target == info.source and source != info.source
+    sources = list((info.card.get("capabilities") or {}).get("sources") or [info.source])
+    return source == info.target and target in sources and source not in sources
 
 
 def age_range(info: Any | None) -> tuple[float, float] | None:
@@ -69,11 +73,12 @@ def methods_with_condition(methods: Mapping[str, Mapping[str, Any]], condition: 
 
 
 def checkpoint_label(info: Any) -> str:
-    """What a checkpoint combo shows: ``name (t1 -> pet, user)``, or for an any-to-any one
-    ``name (any of t1, t1ce, t2, flair, user)``."""
+    """What a checkpoint combo shows: ``name (t1 -> pet, user)``, ``name (t1/pet -> ct, user)``
+    for a model of several sources, or ``name (any of t1, t1ce, t2, flair, user)``."""
     if info.card.get("any_to_any"):
         return f"{info.name} (any of {', '.join(info.card.get('modalities') or [])}, {info.origin})"
-    return f"{info.name} ({info.source} -> {info.target}, {info.origin})"
+    sources = (info.card.get("capabilities") or {}).get("sources") or [info.source]
+    return f"{info.name} ({'/'.join(sources)} -> {info.target}, {info.origin})"
 
 
 #: The Translate widget's "To" entry that completes a study: every target an any-to-any

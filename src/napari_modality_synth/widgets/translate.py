@@ -309,8 +309,19 @@ class TranslateWidget(QWidget):
         self.added = [self.viewer.add_image(data, **kwargs)]
         if std_layer is not None:
             self.added.append(std_layer)
-        self.status.setText(f"added '{name}'")
+        self.status.setText(f"added '{name}'{prediction_text(result.provenance)}")
 
     def _finished(self) -> None:
         self.button.setEnabled(self.checkpoint.currentData() is not None)
         self.progress.setValue(100 if self.added else 0)
+
+
+def prediction_text(provenance: dict[str, Any]) -> str:
+    """What a model's own predictor (DUIIT's) estimated for the synthesized volume, as a
+    status suffix: "; predicted age 71.3 years (an estimate)", or "" for other models."""
+    prediction = provenance.get("Prediction") or {}
+    if "age" in prediction:
+        return f"; predicted age {float(prediction['age']):.1f} years (an estimate)"
+    if "diagnosis" in prediction:
+        return f"; predicted diagnosis {prediction['diagnosis']} (an estimate)"
+    return ""

@@ -118,6 +118,8 @@ class SynthesisRequest:
     temperature: float | None = None
     target_code: int | None = None
     generator: torch.Generator | None = None
+    #: The input's modality, for a model with several sources (None: its first).
+    source: str | None = None
 
 
 class StepContext(Protocol):
@@ -182,6 +184,12 @@ class Method(nn.Module):
         """Multi-optimiser methods: run every optimiser once through ``ctx``; return losses."""
         raise NotImplementedError
 
+    @classmethod
+    def fit_labels(cls, config: Any, summary: dict[str, Any], sources: list[str]) -> None:
+        """Labelled training: take the labels' scaling or vocabulary (``summary``, from the
+        data set) and the source modalities into ``config`` before the model is built."""
+        raise UserError(f"method {cls.key!r} does not train on labelled data")
+
     def card_capabilities(self) -> dict[str, Any]:
         """Capabilities that depend on this model's config (e.g. Bi-DPM's default step
         count is the number of time points it was trained on); merged into the card."""
@@ -201,6 +209,11 @@ class Method(nn.Module):
         {name: (value, why)}, e.g. ``{"age": (74.9, "the middle of the training ages")}``,
         so that what a synthesis used is said and recorded, never left as None."""
         return {}
+
+    def predict_volume(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, Any] | None:
+        """Optional: a trained predictor's estimate for a normalised volume in the target
+        modality (1, 1, X, Y, Z), e.g. ``{"age": 71.2}``; None for methods without one."""
+        return None
 
     def out_of_distribution(self, x: torch.Tensor) -> dict[str, float] | None:
         """Optional: a score of how unlike the training data an input is (e.g. bits per voxel)."""
@@ -293,6 +306,7 @@ METHOD_MODULES: dict[str, str] = {
     "cfm": "flow_matching",
     "cyclegan": "cyclegan",
     "dual-glow": "dual_glow",
+    "duiit": "duiit",
     "pix2pix": "pix2pix",
     "rectified-flow": "flow_matching",
     "revgan": "revgan",
@@ -395,11 +409,18 @@ def _from_dict(kind: type, data: dict[str, Any]) -> Any:
 
 
 def check_modalities(cls: type[Method], source: str, target: str) -> None:
-    for mod in (source, target):
+    """Known modalities, source unlike target. ``source`` may list several modalities
+    separated by commas for a method that trains on labelled data (translating each)."""
+    sources = source.split(",")
+    if len(sources) > 1 and "labelled" not in cls.capabilities.data:
+        raise UserError(f"method {cls.key!r} takes one source modality, not {source!r}; "
+                        "give one --from")
+    if len(set(sources)) != len(sources):
+        raise UserError(f"--from {source} names a modality twice; give each once")
+    for mod in (*sources, target):
         if mod not in ALL_MODALITIES:
             raise UserError(
                 f"unknown modality {mod!r}; choose one of: {', '.join(ALL_MODALITIES)}"
             )
-    if source == target:
-        raise UserError(f"source and target are both {source!r}; pick a different --to")
-
+    if target in sources:
+        raise UserError(f"source and target are both {target!r}; pick a different --to")

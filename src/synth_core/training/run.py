@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from synth_core import zoo
 from synth_core.data import (
+    LabelledDataset,
     MultiContrastDataset,
     MultiContrastValidation,
     TranslationDataset,
@@ -239,7 +240,8 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     pl.seed_everything(seed, workers=True, verbose=False)
 
     records = discover_subjects(request.data)
-    needed = request.modalities if any_to_any else (request.source, request.target)
+    sources = request.source.split(",")  # several for labelled training (DUIIT's MIX)
+    needed = request.modalities if any_to_any else (sources[0], request.target)
     usable = [r for r in records if all(m in r.paths for m in needed)]
     if mode == "paired" and len(usable) < 3:
         raise UserError(
@@ -248,13 +250,23 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         )
     split = split_subjects(usable if mode == "paired" else records, seed=request.split_seed)
     store = VolumeStore(records, spacing=spacing_mm, multiple=config.train.multiple)
-    train_set: TranslationDataset
+    train_set: Any
     if any_to_any:
         train_set = MultiContrastDataset(
             store, split.train, request.modalities, spatial=config.train.spatial,
             patch_size=patch, seed=seed, include_self=getattr(config, "include_self", True))
         val_set: Any = MultiContrastValidation(store, [r for r in split.val if r in usable],
                                                request.modalities)
+    elif mode == "labelled":
+        # Source and target subjects are different people, each with its label; the label
+        # scaling (age) or vocabulary (diagnosis) becomes part of the model's config.
+        train_set = LabelledDataset(store, split.train, sources, request.target,
+                                    task=getattr(config, "task", "age"),
+                                    spatial=config.train.spatial, patch_size=patch, seed=seed)
+        if saved is None and parent is None:
+            cls.fit_labels(config, train_set.label_summary(), sources)
+        val_set = ValidationVolumes(store, [r for r in split.val if r in usable],
+                                    sources[0], request.target)
     else:
         train_set = TranslationDataset(
             store, split.train, request.source, request.target, mode=mode,
@@ -263,7 +275,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             patch_size=patch, seed=seed,
         )
         val_set = ValidationVolumes(store, [r for r in split.val if r in usable],
-                                    request.source, request.target)
+                                    sources[0], request.target)
     train_loader = DataLoader(train_set, batch_size=config.train.batch_size, shuffle=False,
                               num_workers=0, drop_last=True)
     val_loader = DataLoader(val_set, batch_size=1, shuffle=False, num_workers=0)
@@ -280,7 +292,10 @@ def train(request: TrainRequest, sink: EventSink | None = None,
     if cls.capabilities.bidirectional:
         # --reverse brings a synthesis back to the source modality's units.
         norm_ref["source_reference"] = target_norm_reference(
-            store, [r.subject_id for r in split.train if request.source in r.paths], request.source)
+            store, [r.subject_id for r in split.train if sources[0] in r.paths], sources[0])
+        if len(sources) > 1:
+            norm_ref["source_references"] = {s: target_norm_reference(
+                store, [r.subject_id for r in split.train if s in r.paths], s) for s in sources}
     if any_to_any:
         # A synthesis takes the typical intensity map of its target modality's training scans.
         norm_ref["references"] = {m: target_norm_reference(
@@ -288,13 +303,13 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             for m in request.modalities}
     run = request.out
     run.mkdir(parents=True, exist_ok=True)
-    spacing = _model_spacing(spacing_mm, request.source, split.train)
+    spacing = _model_spacing(spacing_mm, sources[0], split.train)
     card_base = {
         "method": request.method,
         "title": cls.title,
         "paper": cls.paper,
         "preset": saved["preset"] if saved else (parent.card.get("preset") if parent else request.preset),
-        "source": request.source,
+        "source": sources[0],  # the first; a labelled model may take several (capabilities.sources)
         "target": request.target,
         "config": dataclasses.asdict(config),
         "capabilities": cls.capabilities.to_dict() | method.card_capabilities(),
@@ -310,8 +325,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         "intended_use": _intended_use(request.data),
         "input_reference": _input_references(
             list(split.train), list(request.modalities) if any_to_any else
-            [request.source, request.target] if cls.capabilities.bidirectional
-            else [request.source], spacing),
+            [*sources, request.target] if cls.capabilities.bidirectional else sources, spacing),
         "age_range": _age_range(split.train),
         "seed": seed,
     }
