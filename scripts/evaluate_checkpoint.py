@@ -2,14 +2,19 @@
 the figures into its card (the ``heldout`` block ``modality-synth models`` prints).
 
     python scripts/evaluate_checkpoint.py NAME|PATH [--reverse] [--seed S] [--subjects N]
-        [--preset small] [--write-card]
+        [--preset small|full|fine] [--cohort DIR] [--write-card]
 
 Each subject of the phantom cohort drawn with seed S (default: ``heldout.HELDOUT_SEED``,
 one no bundled checkpoint was trained on) is translated and scored in the project's scoring
 normalisation (brain for MR/PET, head for CT); the noise floor is the noise-free target
-scored against the noisy one. ``--write-card`` stores the result under
+scored against the noisy one. The preset defaults to the one at the checkpoint's spacing
+(4 mm ``small``, 2 mm ``full``, 1 mm ``fine``). ``--cohort DIR`` reads the subjects from a
+phantom folder written with ``--clean`` (``modality-synth phantom DIR --seed S --preset P
+--subjects N --clean``) instead of generating them again: its seed and preset apply. ``--write-card`` stores the result under
 ``heldout.directions["SRC->TGT"]`` in the card (atomically; the weights and their sha256 are
-untouched). A bidirectional checkpoint is scored both ways when ``--both`` is given.
+untouched). A bidirectional checkpoint is scored both ways when ``--both`` is given; an
+any-to-any checkpoint is scored in every direction among its modalities (``--lesion-fraction``
+gives that share of the cohort a tumour, as ``phantom --lesion-fraction`` does).
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from synth_core.errors import UserError
-from synth_core.heldout import HELDOUT_PRESET, HELDOUT_SEED, HELDOUT_SUBJECTS, heldout_scores
+from synth_core.heldout import HELDOUT_SEED, HELDOUT_SUBJECTS, heldout_scores
 from synth_core.io import atomic_write_text
 from synth_core.zoo import locate
 
@@ -32,21 +38,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--both", action="store_true", help="score both directions of a bidirectional model")
     p.add_argument("--seed", type=int, default=HELDOUT_SEED)
     p.add_argument("--subjects", type=int, default=HELDOUT_SUBJECTS)
-    p.add_argument("--preset", default=HELDOUT_PRESET)
+    p.add_argument("--preset", choices=("small", "full", "fine"), default=None,
+                   help="phantom preset (default: the one at the checkpoint's spacing)")
+    p.add_argument("--cohort", type=Path, default=None,
+                   help="read the subjects from this phantom folder (written with --clean)")
+    p.add_argument("--lesion-fraction", type=float, default=0.0,
+                   help="share of the generated cohort with a tumour (any-to-any MR models)")
     p.add_argument("--write-card", action="store_true")
     args = p.parse_args(argv)
     info = locate(args.checkpoint)
-    directions = [False, True] if args.both else [args.reverse]
+    directions: list = [False, True] if args.both else [args.reverse]
+    if info.any_to_any:
+        directions = [(a, b) for a in info.modalities for b in info.modalities if a != b]
     card_path = info.directory / "model.json"
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    for reverse in directions:
+    for way in directions:
         start = time.perf_counter()
-        entry = heldout_scores(str(info.directory), info.method, reverse=reverse, seed=args.seed,
-                               subjects=args.subjects, preset=args.preset)
+        entry = heldout_scores(str(info.directory), info.method, reverse=way is True,
+                               seed=args.seed, subjects=args.subjects, preset=args.preset,
+                               cohort=args.cohort,
+                               direction=way if isinstance(way, tuple) else None,
+                               lesion_fraction=args.lesion_fraction)
         seconds = time.perf_counter() - start
         s, f = entry["scores"], entry["noise_floor"]
-        print(f"{info.name} {entry['direction']}: {args.subjects} subjects of phantom seed "
-              f"{args.seed} ({args.preset}), {seconds:.0f} s")
+        c = entry["cohort"]
+        print(f"{info.name} {entry['direction']}: {c['subjects']} subjects of phantom seed "
+              f"{c['seed']} ({c['preset']}), {seconds:.0f} s")
         print(f"  units: {entry['units']}; inside the {entry['mask']}")
         for key in ("mae", "psnr", "ssim", "corrcoef"):
             print(f"  {key:<9} {s[key]:9.4f} +- {entry['scores_sd'][key]:.4f}   "
@@ -58,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         heldout = card.setdefault("heldout", {"directions": {}})
         heldout["directions"][entry["direction"]] = entry
     if args.write_card:
-        card["heldout"]["command"] = ("python scripts/evaluate_checkpoint.py NAME "
-                                      + ("--both " if args.both else "") + "--write-card")
+        card["heldout"]["command"] = (
+            "python scripts/evaluate_checkpoint.py NAME " + ("--both " if args.both else "")
+            + ("--cohort heldout " if args.cohort else "")
+            + (f"--lesion-fraction {args.lesion_fraction:g} " if args.lesion_fraction else "")
+            + "--write-card")
         atomic_write_text(card_path, json.dumps(card, indent=2) + "\n", overwrite=True)
         print(f"wrote the held-out scores into {info.name}'s card")
     return 0

@@ -106,9 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a method on paired or unpaired data")
     t.add_argument("--method", required=True)
     t.add_argument("--data", type=Path, required=True, help="phantom-style folder or manifest TSV")
-    t.add_argument("--from", dest="source", required=True,
+    t.add_argument("--from", dest="source", default=None,
                    help="source modality (several, comma-separated, for labelled training)")
-    t.add_argument("--to", dest="target", required=True)
+    t.add_argument("--to", dest="target", default=None)
+    t.add_argument("--modalities", default=None, metavar="M1,M2,...",
+                   help="any-to-any methods (unified): every modality the one model maps "
+                        "among, e.g. t1,t1ce,t2,flair (instead of --from/--to)")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--preset", default="cpu")
     t.add_argument("--max-steps", type=int, default=None)
@@ -154,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validity: phantom cohort seed (default 11, held out from every bundled model)")
     b.add_argument("--cohort", type=Path, default=None,
                    help="validity: a phantom folder (made by `phantom`) whose subjects to use")
+    b.add_argument("--checkpoint", action="append", default=None, metavar="NAME_OR_DIR",
+                   help="validity: also judge this checkpoint (repeatable; bundled ones always)")
     b.add_argument("--quick", action="store_true")
     b.add_argument("--only", default=None,
                    help="one benchmark by name: revgan-memory, or native (1 mm translation, sgemm ceiling, start-up)")
@@ -303,8 +308,16 @@ def _train(args: argparse.Namespace) -> int:
         "seed": args.seed, "val_every": args.val_every, "checkpoint_every": args.checkpoint_every,
     }
     overrides |= _parse_settings(args.settings)
+    modalities = tuple(m.strip() for m in (args.modalities or "").split(",") if m.strip())
+    if args.modalities is not None and (args.source or args.target):
+        raise UserError("give either --modalities (an any-to-any method) or --from and --to, "
+                        "not both")
+    if args.modalities is None and not (args.source and args.target):
+        raise UserError("say what to learn: --from MOD --to MOD, or --modalities M1,M2,... for "
+                        "an any-to-any method such as unified")
     request = TrainRequest(
-        method=args.method, data=args.data, source=args.source, target=args.target, out=args.out,
+        method=args.method, data=args.data, source=args.source or "", target=args.target or "",
+        out=args.out, modalities=modalities,
         preset=args.preset, overrides=overrides, resume=args.resume, devices=args.devices,
         num_nodes=args.num_nodes, accelerator=args.device, mode=args.mode,
         paired_fraction=args.paired_fraction, register=not args.no_register, name=args.name,
@@ -370,10 +383,11 @@ def _benchmark(args: argparse.Namespace) -> int:
         if args.only is not None:
             raise UserError("--only picks a speed benchmark; drop it with --suite validity")
         report = run_validity(args.out, seed=args.seed, quick=args.quick, cohort=args.cohort,
+                              checkpoints=args.checkpoint,
                               progress=lambda line: print(line, file=sys.stderr))
         print(f"wrote {args.out / 'validity.json'} and validity.md ({report['seconds']:.0f} s)")
         return 0
-    for option in ("seed", "cohort"):
+    for option in ("seed", "cohort", "checkpoint"):
         if getattr(args, option) is not None:
             raise UserError(f"--{option} applies to --suite validity only; drop it or add "
                             "--suite validity")

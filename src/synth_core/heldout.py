@@ -20,6 +20,7 @@ The floor a bundled checkpoint must pass (``passes_floor``): MR and PET SSIM at 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,67 @@ CT_MAE_FLOOR_HU = 40.0  # CT: MAE inside the head <= 40 HU
 SCALE_RATIO_RANGE = (0.8, 1.25)  # median over subjects of synthetic / true brain median
 CT_SCALE_HU = 10.0  # CT: |median over subjects of (synthetic - true head median)| <= 10 HU
 SCORE_KEYS = ("mae", "psnr", "ssim", "corrcoef")
+#: Phantom preset of each model spacing (mm): a checkpoint is scored at its own resolution.
+PRESET_FOR_SPACING = {4.0: "small", 2.0: "full", 1.0: "fine"}
+
+
+def heldout_preset(card: dict[str, Any]) -> str:
+    """The phantom preset a checkpoint is scored on: the one at its card's spacing (a card
+    without one is a 4 mm model, ``small``)."""
+    spacing = card.get("spacing")
+    if not spacing:
+        return HELDOUT_PRESET
+    key = float(max(spacing))
+    if key not in PRESET_FOR_SPACING:
+        raise UserError(f"no phantom preset has the checkpoint's spacing {spacing} mm; score it "
+                        "on a cohort of your own with --cohort DIR")
+    return PRESET_FOR_SPACING[key]
+
+
+class _CohortSubject:
+    """A subject read back from a phantom folder: the ``volumes`` and ``clean`` it was written with."""
+
+    def __init__(self, folder: Path, modalities: tuple[str, ...], age: float | None) -> None:
+        from synth_core.io import load_volume
+
+        sid = folder.name
+        self.subject_id = sid
+        self.volumes = {"brainmask": load_volume(folder / f"{sid}_brainmask.nii.gz"),
+                        "labels": load_volume(folder / f"{sid}_labels.nii.gz")}
+        self.clean = {}
+        for mod in modalities:
+            self.volumes[mod] = load_volume(folder / f"{sid}_{mod}.nii.gz", modality=mod)
+            clean = folder / f"{sid}_{mod}_clean.nii.gz"
+            if clean.is_file():
+                self.clean[mod] = load_volume(clean, modality=mod)
+        self.age = age
+
+
+def _ages(folder: Path) -> dict[str, float]:
+    """participant_id -> age from a phantom folder's participants.tsv (empty without one)."""
+    table = Path(folder) / "participants.tsv"
+    if not table.is_file():
+        return {}
+    lines = table.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:] if line]
+    return {r["participant_id"]: float(r["age"]) for r in rows if r.get("age")}
+
+
+def read_cohort(folder: Path) -> tuple[int, str, list[Path]]:
+    """(seed, preset, subject folders) of a phantom folder written by ``modality-synth phantom``;
+    UserError when it is not one."""
+    manifest = Path(folder) / "cohort.json"
+    if not manifest.is_file():
+        raise UserError(f"{folder} has no cohort.json: write it with `modality-synth phantom "
+                        f"{folder} --seed S --preset P --clean`")
+    import json
+
+    cohort = json.loads(manifest.read_text(encoding="utf-8"))
+    subjects = sorted(p for p in Path(folder).iterdir() if p.is_dir() and p.name.startswith("sub-"))
+    if not subjects:
+        raise UserError(f"{folder} holds no sub-XXX folders: write the cohort again")
+    return int(cohort["seed"]), str(cohort["preset"]), subjects
 
 
 def score_mask(subject: Any, modality: str) -> np.ndarray:
@@ -60,7 +122,9 @@ def scale_check(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, modality:
 
 def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
                    seed: int = HELDOUT_SEED, subjects: int = HELDOUT_SUBJECTS,
-                   preset: str = HELDOUT_PRESET, device: str = "cpu") -> dict[str, Any]:
+                   preset: str | None = None, device: str = "cpu",
+                   cohort: Path | None = None, direction: tuple[str, str] | None = None,
+                   lesion_fraction: float = 0.0) -> dict[str, Any]:
     """Translate ``subjects`` phantom subjects of cohort ``seed`` and score them.
 
     Args:
@@ -68,8 +132,17 @@ def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
         method: the method key.
         reverse: score the target -> source direction of a bidirectional checkpoint.
         seed, subjects, preset: the phantom cohort (``modality-synth phantom DIR --seed S
-            --subjects N --preset P`` writes the same subjects).
+            --subjects N --preset P`` writes the same subjects); ``preset`` None is the one
+            at the checkpoint's spacing (``heldout_preset``), so a 1 mm model is scored on
+            1 mm subjects.
         device: where to run the model.
+        cohort: a phantom folder written with ``--clean`` to read the subjects from instead
+            of generating them (its own seed and preset then apply, ``subjects`` caps the
+            count); a 1 mm subject takes a minute or more to generate.
+        direction: (source, target) of an any-to-any checkpoint (its first two otherwise).
+        lesion_fraction: share of the cohort's subjects with a tumour, as ``phantom
+            --lesion-fraction`` draws them (the any-to-any MR models are scored with tumours,
+            which make T1ce differ from T1).
 
     Returns:
         The card's ``heldout`` entry for this direction: cohort, direction, mask, the
@@ -81,17 +154,37 @@ def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
     from synth_core.inference import translate
     from synth_core.methods import get_method_class
     from synth_core.phantom import generate_subject
+    from synth_core.phantom.cohort import _lesion_plan
 
     info = zoo.resolve(checkpoint, method=method)
     src, tgt = (info.target, info.source) if reverse else (info.source, info.target)
+    if direction is not None:
+        if not info.any_to_any:
+            raise UserError(f"checkpoint {info.name!r} has one direction; drop the direction")
+        src, tgt = direction
+    lesions = _lesion_plan(subjects, seed, lesion_fraction, 0.0)
     conditions = get_method_class(info.method).capabilities.conditions
+    folders: list[Path] = []
+    if cohort is not None:
+        seed, preset, folders = read_cohort(Path(cohort))
+        folders = folders[:subjects]
+        subjects = len(folders)
+    elif preset is None:
+        preset = heldout_preset(info.card)
     training_seeds = _training_seeds(info.card)
     if seed in training_seeds:
         raise UserError(f"cohort seed {seed} is the one checkpoint {info.name!r} was trained on: "
                         "pick another seed")
     rows = []
     for index in range(subjects):
-        subject = generate_subject(index, seed=seed, preset=preset)
+        if folders:
+            subject: Any = _CohortSubject(folders[index], (src, tgt),
+                                          _ages(Path(cohort)).get(folders[index].name))
+            if tgt not in subject.clean:
+                raise UserError(f"{folders[index]} has no noise-free {tgt}: write the cohort with "
+                                "--clean")
+        else:
+            subject = generate_subject(index, seed=seed, preset=preset, lesion=lesions[index])
         mask = score_mask(subject, tgt)
         truth = subject.volumes[tgt]
         age = float(subject.age) if "age" in conditions else None
@@ -107,8 +200,11 @@ def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
     entry: dict[str, Any] = {
         "checkpoint_sha256": info.sha256,
         "cohort": {"seed": seed, "preset": preset, "subjects": subjects,
+                   "spacing_mm": [float(v) for v in truth.spacing],
+                   "lesion_fraction": lesion_fraction,
                    "command": f"modality-synth phantom heldout --subjects {subjects} "
-                              f"--seed {seed} --preset {preset} --clean"},
+                              f"--seed {seed} --preset {preset} --clean"
+                              + (f" --lesion-fraction {lesion_fraction:g}" if lesion_fraction else "")},
         "direction": f"{src}->{tgt}",
         "mask": "head (phantom labels > 0)" if kind == "ct" else "brain mask",
         "normalisation": scores["normalisation"],

@@ -124,14 +124,20 @@ def step_range(info: zoo.CheckpointInfo) -> tuple[int, int] | None:
 
 
 def check_request(info: zoo.CheckpointInfo, *, to: str, age: float | None, steps: int | None,
-                  samples: int, temperature: float | None, reverse: bool) -> bool:
+                  samples: int, temperature: float | None, reverse: bool,
+                  source: str | None = None) -> bool:
     """Validate the options against the method's capabilities and the model card.
+
+    ``source``: the input's modality when known (given or read from the file name); an
+    any-to-any checkpoint needs it, and a target other than it.
 
     Returns whether the model runs in reverse (target -> source).
     """
     caps = get_method_class(info.method).capabilities
     if to not in ALL_MODALITIES:
         raise UserError(f"unknown target modality {to!r}; choose one of: {', '.join(ALL_MODALITIES)}")
+    if info.any_to_any:
+        _check_any_to_any(info, source, to)
     if reverse and not caps.bidirectional:
         raise UserError(f"method {info.method!r} runs one way only; drop --reverse")
     sources = zoo.model_sources(info)
@@ -174,6 +180,26 @@ def check_request(info: zoo.CheckpointInfo, *, to: str, age: float | None, steps
     return runs_reverse
 
 
+def _check_any_to_any(info: zoo.CheckpointInfo, source: str | None, to: str) -> None:
+    """An any-to-any checkpoint maps one of its modalities to another: it must be told which
+    the input is, and the target must be another of them."""
+    mods = info.modalities
+    if to not in mods:
+        raise UserError(f"checkpoint {info.name!r} translates among {', '.join(mods)}, not to "
+                        f"{to!r}; pick --to among them or another checkpoint")
+    if source is None:
+        raise UserError(f"checkpoint {info.name!r} translates any of {', '.join(mods)} into any "
+                        "other and cannot tell which the input is: pass --from (one of them) or "
+                        "name the file after its modality (e.g. sub-001_t1.nii.gz)")
+    if source not in mods:
+        raise ModalityMismatch(f"checkpoint {info.name!r} takes {', '.join(mods)} input, not "
+                               f"{source!r}; pick a checkpoint for {source!r} input")
+    if source == to:
+        others = ", ".join(m for m in mods if m != source)
+        raise UserError(f"--to {to} names the input's own modality; pick targets among the "
+                        f"others ({others})")
+
+
 def translate(volume: Volume, method: str, to: str, *, source: str | None = None,
               checkpoint: str | None = None, age: float | None = None, steps: int | None = None,
               samples: int = 1, temperature: float | None = None, reverse: bool = False,
@@ -210,15 +236,21 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
             raise UserError(f"unknown {label} modality {mod!r}; choose one of: {', '.join(ALL_MODALITIES)}")
     info = zoo.resolve(checkpoint, method=method, source=source, target=to,
                        spacing=tuple(float(v) for v in volume.spacing))
+    if (source is None and info.any_to_any and volume.modality in info.modalities
+            and not volume.metadata.get("modality_guessed", False)):
+        # An any-to-any model has no source of its own: a Volume made or loaded with a stated
+        # modality says which it is (a guessed one does not: the CLI reads the file name).
+        source, source_from = volume.modality, source_from or "the volume's stated modality"
     runs_reverse = check_request(info, to=to, age=age, steps=steps, samples=samples,
-                                 temperature=temperature, reverse=reverse)
+                                 temperature=temperature, reverse=reverse, source=source)
     defaulted: dict[str, dict[str, Any]] = {}
     if steps is None and get_method_class(method).capabilities.steps is not None:
         steps = (info.card.get("capabilities") or {}).get("default_steps")  # recorded in provenance
         if steps is not None:
             defaulted["steps"] = {"value": steps, "why": "the checkpoint's default"}
     sources = zoo.model_sources(info)
-    in_modality = info.target if runs_reverse else (source if source in sources else info.source)
+    in_modality = (source if info.any_to_any else  # type: ignore[assignment]
+                   info.target if runs_reverse else (source if source in sources else info.source))
     if source is not None and source != in_modality and not info.card.get("any_to_any"):
         raise ModalityMismatch(
             f"checkpoint {info.name!r} expects {in_modality} input here, not {source!r}; "
@@ -240,8 +272,9 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     dev = resolve_device(device)
     report(0.1, "loading model")
     model = _cached_method(str(info.directory), info.sha256, str(dev))
+    target_code = info.modalities.index(to) if info.any_to_any else None
     request = SynthesisRequest(reverse=runs_reverse, age=age, steps=steps, samples=samples,
-                               temperature=temperature,
+                               temperature=temperature, target_code=target_code,
                                generator=torch.Generator(device=dev).manual_seed(seed),
                                source=to if runs_reverse else in_modality)
     # Conditions left unset are made explicit, so the sidecar records the value used.
@@ -276,6 +309,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     reference = card["normalisation"].get("source_reference" if runs_reverse else "target_reference")
     if runs_reverse and to in (card["normalisation"].get("source_references") or {}):
         reference = card["normalisation"]["source_references"][to]  # a model of several sources
+    if info.any_to_any:
+        reference = (card["normalisation"].get("references") or {}).get(to)
     target_params = NormParams.from_dict(reference) if reference else params
     out_modality = to
     mean_n = out.mean(0)
@@ -291,7 +326,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     provenance = _provenance(volume, info, to=to, source=in_modality, age=age, steps=steps,
                              samples=samples, temperature=temperature, reverse=runs_reverse,
                              device=str(dev), seed=seed, ood=ood, source_from=source_from,
-                             defaulted=defaulted, input_check=input_check)
+                             defaulted=defaulted, input_check=input_check,
+                             **({"target_code": target_code} if target_code is not None else {}))
     provenance["Resolution"] = grids
     prediction = None if runs_reverse else _prediction(model, mean_n, work, in_modality, card, dev)
     if prediction is not None:

@@ -65,6 +65,23 @@ class CheckpointInfo:
         return str(self.card.get("target"))
 
     @property
+    def any_to_any(self) -> bool:
+        """One model for every direction among ``modalities`` (the card says so)."""
+        return bool(self.card.get("any_to_any"))
+
+    @property
+    def modalities(self) -> list[str]:
+        """An any-to-any checkpoint's modalities (in the order of its code), else []."""
+        return [str(m) for m in self.card.get("modalities", [])] if self.any_to_any else []
+
+    @property
+    def task(self) -> str:
+        """What it translates, in words: ``t1 -> t2``, or ``any of t1, t2, flair``."""
+        if self.any_to_any:
+            return f"any of {', '.join(self.modalities)}"
+        return f"{self.source} -> {self.target}"
+
+    @property
     def sha256(self) -> str:
         return str(self.card.get("sha256", ""))
 
@@ -76,6 +93,7 @@ class CheckpointInfo:
         """The row ``modality-synth models`` prints."""
         return {
             "name": self.name, "method": self.method, "source": self.source, "target": self.target,
+            "any_to_any": self.any_to_any, "modalities": self.modalities, "task": self.task,
             "preset": self.card.get("preset"), "spacing": self.card.get("spacing"),
             "patch_size": self.card.get("patch_size"), "origin": self.origin, "default": self.default,
             "steps": self.card.get("steps"), "intended_use": intended_use(self),
@@ -291,6 +309,14 @@ def resolve(name_or_path: str | os.PathLike | None, *, method: str, source: str 
     if name_or_path is None:
         fits = list_checkpoints(method, source, target)
         want = f"{source or '?'} -> {target or '?'}"
+        among = [c for c in list_checkpoints(method) if c.any_to_any]
+        if not fits and among:
+            mods = sorted({m for c in among for m in c.modalities})
+            wrong = [m for m in (source, target) if m is not None and m not in mods]
+            raise (ModalityMismatch if source in wrong else UserError)(
+                f"the {method} checkpoints translate among {', '.join(mods)}, not "
+                f"{' or '.join(repr(m) for m in wrong) or want}; pick modalities among them, "
+                f"or train one with `modality-synth train --method {method} --modalities ...`")
         if not fits:
             error = ModalityMismatch if source is not None else UserError
             raise error(
@@ -350,12 +376,21 @@ def validate(info: CheckpointInfo, *, method: str, source: str | None = None,
             f"checkpoint {info.name!r} was trained for method {info.method!r}, not {method!r}; "
             f"use --method {info.method} or another --checkpoint"
         )
-    if not _fits(info, None, target):
+    if info.any_to_any:
+        mods = ", ".join(info.modalities)
+        if not _fits(info, None, target):
+            raise UserError(f"checkpoint {info.name!r} translates among {mods}, not to "
+                            f"{target!r}; pick a target among them or another checkpoint")
+        if not _fits(info, source, None):
+            raise ModalityMismatch(f"checkpoint {info.name!r} takes {mods} input, not "
+                                   f"{source!r}; pick a checkpoint for {source!r} input "
+                                   "(see `modality-synth models`)")
+    elif not _fits(info, None, target):
         raise UserError(
             f"checkpoint {info.name!r} translates {info.source} -> {info.target}, not to {target!r}; "
             f"pick a checkpoint for {target!r} (see `modality-synth models`)"
         )
-    if not _fits(info, source, target):
+    elif not _fits(info, source, target):
         raise ModalityMismatch(
             f"checkpoint {info.name!r} expects {info.source} input, not {source!r}; "
             f"pick a checkpoint for {source!r} input (see `modality-synth models`)"

@@ -37,3 +37,35 @@ def test_scale_check_ratio_and_hu_difference_use_medians():
     pred = np.array([3.0, 3.0, 3.0]).reshape(3, 1, 1)
     assert scale_check(pred, truth, mask, "pet") == pytest.approx(1.5)
     assert scale_check(pred + 40, truth, mask, "ct") == pytest.approx(41.0)
+
+
+def test_heldout_preset_follows_the_cards_spacing():
+    from synth_core.errors import UserError
+    from synth_core.heldout import heldout_preset
+
+    assert heldout_preset({}) == "small"
+    assert heldout_preset({"spacing": [4.0, 4.0, 4.0]}) == "small"
+    assert heldout_preset({"spacing": [2.0, 2.0, 2.0]}) == "full"
+    assert heldout_preset({"spacing": [1.0, 1.0, 1.0]}) == "fine"
+    with pytest.raises(UserError, match="--cohort DIR"):
+        heldout_preset({"spacing": [1.5, 1.5, 1.5]})
+
+
+def test_scores_read_from_a_cohort_folder_equal_the_generated_ones(tmp_path):
+    from synth_core.errors import UserError
+    from synth_core.heldout import heldout_scores
+    from synth_core.phantom import write_cohort
+
+    data = write_cohort(tmp_path / "heldout", 1, seed=11, preset="small", clean=True)
+    read = heldout_scores("bi-dpm-t1-t2-small", "bi-dpm", cohort=data)
+    made = heldout_scores("bi-dpm-t1-t2-small", "bi-dpm", seed=11, subjects=1)
+    assert read["cohort"]["seed"] == 11 and read["cohort"]["preset"] == "small"
+    assert read["cohort"]["spacing_mm"] == [4.0, 4.0, 4.0]
+    for key in ("mae", "psnr", "ssim", "corrcoef"):
+        assert read["scores"][key] == pytest.approx(made["scores"][key], rel=1e-6)
+        assert read["noise_floor"][key] == pytest.approx(made["noise_floor"][key], rel=1e-6)
+    plain = write_cohort(tmp_path / "noclean", 1, seed=11, preset="small")
+    with pytest.raises(UserError, match="--clean"):
+        heldout_scores("bi-dpm-t1-t2-small", "bi-dpm", cohort=plain)
+    with pytest.raises(UserError, match="cohort.json"):
+        heldout_scores("bi-dpm-t1-t2-small", "bi-dpm", cohort=tmp_path)

@@ -85,6 +85,24 @@ def test_gradients_and_weights_equal_plain_autograd(inverse: bool) -> None:
     assert moved > 1e-3  # the optimiser steps changed the weights
 
 
+@pytest.mark.parametrize("inverse", [False, True])
+def test_backward_runs_each_coupling_net_once_per_block(inverse: bool) -> None:
+    """The recomputing backward rebuilds a block's input and takes its gradients from one
+    evaluation of NN1 and NN2 (not an inverse pass and then a forward pass on a graph)."""
+    depth = 3
+    core = _core(depth)
+    calls = {"n": 0}
+    for module in core.modules():
+        if isinstance(module, CouplingNet):
+            module.register_forward_hook(lambda *args: calls.update(n=calls["n"] + 1))
+    x = torch.randn(1, 4, 6, 6, 6, requires_grad=True)
+    y = core.inverse(x) if inverse else core(x)
+    assert calls["n"] == 2 * depth  # the forward pass
+    y.square().sum().backward()
+    assert calls["n"] == 4 * depth  # the backward: once more each
+    assert x.grad is not None and all(p.grad is not None for p in core.parameters())
+
+
 def _saved_by_core(depth: int, memory_saving: bool) -> tuple[int, int]:
     """(number, bytes) of tensors autograd saves during the core's forward pass."""
     core = _core(depth, channels=8, memory_saving=memory_saving)
@@ -173,3 +191,12 @@ def test_memory_benchmark_records_constant_core_memory_when_reversible() -> None
         plain[1]["core_saved_bytes"] - plain[0]["core_saved_bytes"])
     assert {"depth", "mode", "saved_bytes", "core_saved_bytes", "peak_rss_mb",
             "seconds_per_step"} <= set(rev[0])
+
+
+def test_memory_benchmark_children_fix_the_mmap_threshold() -> None:
+    """RSS follows live memory only when glibc's mmap threshold cannot drift upwards."""
+    from synth_core.benchmark_revgan import CHILD_ENV, _in_child
+
+    record = _in_child(depth=1, mode="reversible", shape=(8, 8, 8), timed_steps=0)
+    assert record["malloc_mmap_threshold"] == CHILD_ENV["MALLOC_MMAP_THRESHOLD_"]
+    assert record["peak_rss_mb"] > 0

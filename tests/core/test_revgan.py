@@ -75,11 +75,47 @@ def test_gan_weight_zero_leaves_only_the_l1_terms() -> None:
     assert float(out["loss"]) == pytest.approx(100 * float(out["g_l1"]), rel=1e-6)
 
 
+def test_gan_weight_zero_runs_and_trains_no_discriminator() -> None:
+    m = _model(gan_weight=0.0)
+    ctx = _Ctx(m.configure_optimizers())
+    calls = []
+    for d in (m.discriminator_a, m.discriminator_b):
+        d.register_forward_hook(lambda *args: calls.append(1))
+    before = [p.clone() for p in m.discriminator_parameters()]
+    a, b = torch.randn(1, 1, 24, 24, 24), torch.randn(1, 1, 24, 24, 24)
+    for paired in (True, False):
+        out = m.adversarial_step({"source": a, "target": b, "paired": torch.tensor([paired])}, ctx)
+        assert "d" not in out and float(out["g_gan"]) == 0.0
+    assert calls == []
+    assert all(torch.equal(p, q) for p, q in zip(m.discriminator_parameters(), before, strict=True))
+    assert all(p.grad is None for p in m.discriminator_parameters())
+    assert get_method_class("revgan").optimizer_steps_per_batch(build_config("revgan", "tiny")) == 2
+    assert get_method_class("revgan").optimizer_steps_per_batch(m.config) == 1
+
+
+@pytest.mark.parametrize("gan_weight", [0.0, 1.0])
+def test_training_runs_exactly_max_steps_with_or_without_discriminators(
+        gan_weight: float, tiny_cohort: Path, tmp_path: Path) -> None:
+    from synth_core.training import TrainRequest, train
+
+    result = train(TrainRequest(method="revgan", data=tiny_cohort, source="t1", target="t2",
+                                out=tmp_path / "run", preset="tiny",
+                                overrides={"gan_weight": gan_weight, "max_steps": 3,
+                                           "val_every": 3, "checkpoint_every": 3}))
+    assert result.steps == 3
+    assert result.model.card["steps"] == 3
+
+
 def test_presets() -> None:
     paper = build_config("revgan", "paper")
     assert (paper.variant, paper.features, paper.lambda_l1, paper.lambda_cycle) == ("resnet", 32, 100.0, 10.0)
     assert (paper.train.lr, paper.beta1, paper.gan_mode) == (2e-4, 0.5, "lsgan")
     assert build_config("revgan", "srcnn-paper").variant == "srcnn"
+    sr = build_config("revgan", "srcnn-cpu")
+    assert (sr.variant, sr.norm, sr.residual, sr.train.lr) == ("srcnn", "none", True, 1e-3)
+    assert (sr.train.patch_size, sr.train.max_steps) == ((24, 24, 24), 800)
+    cpu = build_config("revgan", "cpu")
+    assert (cpu.train.patch_size, cpu.train.max_steps) == ((32, 32, 32), 300)
 
 
 @pytest.fixture(scope="module")

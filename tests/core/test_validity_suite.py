@@ -31,14 +31,22 @@ def test_report_schema(report):
     data = json.loads((report / "validity.json").read_text(encoding="utf-8"))
     assert data["suite"] == "validity" and data["cohort"]["seed"] == suite.DEFAULT_SEED
     assert data["cohort"]["healthy_subjects"] == 1 and data["cohort"]["lesioned_subjects"] == 1
+    assert data["cohort"]["disease_subjects"] == suite.SuiteSettings.for_run(True).disease
     assert [c["name"] for c in data["checkpoints"]] == sorted(KEPT)
     mr_entry, pet_entry = data["checkpoints"]
     for entry in (mr_entry, pet_entry):
+        assert entry["preset"] == "small" and entry["voxel_mm"] == 4.0
         for direction in entry["directions"]:
-            assert set(direction["scores"]) == set(direction["noise_floor"]) == set(suite.METRICS)
+            for key in ("scores", "scores_sd", "noise_floor", "noise_floor_sd"):
+                assert set(direction[key]) == set(suite.METRICS)
             # The clean truth scores better against the noisy target than any model does.
             assert direction["noise_floor"]["psnr"] > direction["scores"]["psnr"]
             assert direction["noise_floor"]["ssim"] > direction["scores"]["ssim"]
+        # Neither bundled model is stochastic; both have a T1 input reference.
+        assert entry["uncertainty"] is None
+        check = entry["ood"]["input_check"]
+        assert entry["ood"]["source"] == "t1" and 0.0 <= check["auroc"] <= 1.0
+        assert set(check["per_kind"]) == set(suite.OOD_KINDS) - {"t1"}
     pet = pet_entry["directions"][0]
     assert pet["normalisation"] == "pet-p95"
     assert pet["hallucination"] is None and pet["lesions"] is None
@@ -50,7 +58,29 @@ def test_report_schema(report):
         assert 0.0 <= mr["hallucination"]["volume_mm3"] <= mr["hallucination"]["brain_mm3"]
         assert set(mr["lesions"]) <= set(suite.LESIONS) and "tumour" in mr["lesions"]
         assert mr["lesions"]["tumour"]["contrast_true"] != 0.0
-    assert data["not_measured"]
+
+    (section,) = data["disease_signal"]
+    assert section["preset"] == "small" and section["goal_gap"] == suite.GAP_GOAL
+    names = [entry["name"] for entry in section["inputs"]]
+    assert names == ["true_pet", "anatomy", "t1", "age", "control",
+                     "synthetic:pix2pix-t1-pet-small"]
+    for entry in section["inputs"]:
+        lo, hi = entry["interval"]
+        assert 0.0 <= lo <= entry["balanced_accuracy"] <= hi <= 1.0
+    by_name = {entry["name"]: entry for entry in section["inputs"]}
+    # The true PET carries the phantom's AD effect: it separates AD from CN.
+    assert by_name["true_pet"]["balanced_accuracy"] > 0.8
+    (gap,) = section["gaps"]
+    assert gap["checkpoint"] == "pix2pix-t1-pet-small"
+    assert gap["gap"] == pytest.approx(by_name["t1"]["balanced_accuracy"]
+                                       - by_name["synthetic:pix2pix-t1-pet-small"]["balanced_accuracy"])
+    assert gap["meets_goal"] == (gap["gap"] <= suite.GAP_GOAL)
+    n = section["subjects"]
+    assert n["ad"] + n["cn"] + n["mci_left_out"] == data["cohort"]["disease_subjects"]
+    # Figures: the accuracy bars and the lesion ratios (no age-conditioned model here).
+    assert "validity-figures/disease-signal-small.png" in data["figures"]
+    for name in data["figures"]:
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_markdown_shows_the_json_figures(report):
@@ -60,8 +90,14 @@ def test_markdown_shows_the_json_figures(report):
     assert f"{pet['scores']['psnr']:.2f}" in page and f"{pet['noise_floor']['psnr']:.2f}" in page
     tumour = data["checkpoints"][0]["directions"][0]["lesions"]["tumour"]
     assert f"{tumour['ratio']:.2f} (true {tumour['contrast_true']:+.2f})" in page
-    assert "no bundled checkpoint is age-conditioned" in page
-    assert data["command"] in page and "Not measured yet" in page
+    assert "no checkpoint here is age-conditioned" in page
+    assert data["command"] in page
+    for entry in data["disease_signal"][0]["inputs"]:
+        assert f"| {entry['label']} | {entry['balanced_accuracy']:.3f} |" in page
+    # The method pages link to the per-method headings.
+    assert "## `pix2pix`" in page and "## `bi-dpm`" in page
+    for name in data["figures"]:
+        assert f"]({name})" in page
 
 
 def test_mistakes_exit_2_before_any_work(tmp_path, capsys):

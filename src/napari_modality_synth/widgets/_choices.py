@@ -50,6 +50,8 @@ def fitting(
 
 def runs_reverse(info: Any, source: str | None, target: str | None) -> bool:
     """True when ``info`` must run backwards (its target -> its source) for this translation."""
+    if info.card.get("any_to_any"):
+        return False  # one model, every direction: nothing runs backwards
     sources = list((info.card.get("capabilities") or {}).get("sources") or [info.source])
     return source == info.target and target in sources and source not in sources
 
@@ -71,9 +73,28 @@ def methods_with_condition(methods: Mapping[str, Mapping[str, Any]], condition: 
 
 
 def checkpoint_label(info: Any) -> str:
-    """What a checkpoint combo shows: ``name (t1 -> pet, user)``."""
+    """What a checkpoint combo shows: ``name (t1 -> pet, user)``, or for an any-to-any one
+    ``name (any of t1, t1ce, t2, flair, user)``; a model of several sources ``name (t1/pet -> ct, user)``."""
+    if info.card.get("any_to_any"):
+        return f"{info.name} (any of {', '.join(info.card.get('modalities') or [])}, {info.origin})"
     sources = (info.card.get("capabilities") or {}).get("sources") or [info.source]
     return f"{info.name} ({'/'.join(sources)} -> {info.target}, {info.origin})"
+
+
+#: The Translate widget's "To" entry that completes a study: every target an any-to-any
+#: checkpoint reaches from the input's modality, one layer each.
+ALL_MISSING = "(all missing contrasts)"
+
+
+def all_missing_label(targets: Sequence[str]) -> str:
+    """The "To" entry's text, naming what it adds: ``all missing contrasts (t1ce, t2, flair)``."""
+    return f"all missing contrasts ({', '.join(targets)})"
+
+
+def study_targets(info: Any, capabilities: Mapping[str, Any], source: str | None) -> list[str]:
+    """Every target one checkpoint reaches from ``source`` (the contrasts a study lacks when
+    only ``source`` was acquired), in the engine's modality order."""
+    return _ordered({t for s, t in directions(info, capabilities) if s == source})
 
 
 def _ordered(modalities: set[str]) -> list[str]:

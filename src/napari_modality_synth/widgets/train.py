@@ -90,6 +90,11 @@ class TrainWidget(QWidget):
             for modality in ALL_MODALITIES:
                 combo.addItem(modality, modality)
             combo.setCurrentIndex(combo.findData(default))
+        # An any-to-any method (unified) learns every direction among these with one model;
+        # the field replaces From and To for it.
+        self.modalities = QLineEdit("t1,t1ce,t2,flair")
+        self.modalities.setToolTip("comma-separated modalities the one model maps among, "
+                                   "e.g. t1,t1ce,t2,flair; every subject needs all of them")
         self.preset = QComboBox()
         # How the two modalities go together in the data: the kinds the method trains on.
         self.mode = QComboBox()
@@ -123,6 +128,7 @@ class TrainWidget(QWidget):
         form.addRow("Method", self.method)
         form.addRow("From", self.source)
         form.addRow("To", self.target)
+        form.addRow("Modalities", self.modalities)
         form.addRow("Preset", self.preset)
         form.addRow("Data pairing", self.mode)
         form.addRow("Paired fraction", self.paired_fraction)
@@ -177,17 +183,36 @@ class TrainWidget(QWidget):
         data = self.data.text().strip()
         if not data:
             raise UserError("choose the training data: a folder of subjects or a manifest file")
+        modalities = self.chosen_modalities()
         if not self.out.text().strip():
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            name = f"{self.method.currentData()}-{self.source.currentData()}-{self.target.currentData()}"
-            self.out.setText(str(DEFAULT_RUNS / f"{name}-{stamp}"))
+            pair = "any" if modalities else f"{self.source.currentData()}-{self.target.currentData()}"
+            self.out.setText(str(DEFAULT_RUNS / f"{self.method.currentData()}-{pair}-{stamp}"))
         return TrainRequest(
             method=self.method.currentData(), data=Path(data).expanduser(),
-            source=self.source.currentData(), target=self.target.currentData(),
+            source="" if modalities else self.source.currentData(),
+            target="" if modalities else self.target.currentData(), modalities=modalities,
             out=Path(self.out.text().strip()).expanduser(), preset=self.preset.currentData(),
             overrides=self.overrides(), resume=resume, accelerator=self.device.currentData(),
             mode=self.mode.currentData(), paired_fraction=self.paired_fraction.value(),
         )
+
+    def any_to_any(self) -> bool:
+        """Does the chosen method learn every direction among several modalities?"""
+        caps = self.methods.get(self.method.currentData(), {}).get("capabilities", {})
+        return bool(caps.get("any_to_any"))
+
+    def chosen_modalities(self) -> tuple[str, ...]:
+        """The Modalities field as a tuple for an any-to-any method, else (); UserError
+        when it names an unknown modality (the engine checks the rest)."""
+        if not self.any_to_any():
+            return ()
+        mods = tuple(m.strip() for m in self.modalities.text().split(",") if m.strip())
+        unknown = [m for m in mods if m not in ALL_MODALITIES]
+        if unknown:
+            raise UserError(f"Modalities: {', '.join(unknown)} unknown; choose from "
+                            f"{', '.join(ALL_MODALITIES)}, e.g. t1,t1ce,t2,flair")
+        return mods
 
     # --- runs ----------------------------------------------------------------------------
     def start(self) -> GeneratorWorker | None:
@@ -231,8 +256,10 @@ class TrainWidget(QWidget):
             # in progress and leaves a resumable last.ckpt, so reports are never cut short.
             return train(request, sink=report, stop=handle.stop)
 
+        task = (f"among {', '.join(request.modalities)}" if request.modalities
+                else f"{request.source} -> {request.target}")
         self.status.setText(f"{'resuming' if request.resume else 'starting'} {request.method} "
-                            f"{request.source} -> {request.target} in {request.out}")
+                            f"{task} in {request.out}")
         self.worker = handle.start(job, interrupt=False, yielded=self._on_events,
                                    returned=self._on_result, finished=self._update_buttons)
         self._update_buttons()
@@ -289,6 +316,12 @@ class TrainWidget(QWidget):
         if "cpu" in presets:
             self.preset.setCurrentIndex(presets.index("cpu"))
         capabilities = self.methods.get(self.method.currentData(), {}).get("capabilities", {})
+        many = bool(capabilities.get("any_to_any"))
+        for field, hidden in ((self.source, many), (self.target, many), (self.modalities, not many)):
+            field.setHidden(hidden)
+            row_label = self._form.labelForField(field)
+            if row_label is not None:
+                row_label.setHidden(hidden)
         patches = bool(capabilities.get("sliding_window"))
         self.settings["patch_size"].setHidden(not patches)
         label = self._form.labelForField(self.settings["patch_size"])

@@ -3,7 +3,9 @@
 Choices narrow from left to right: the method (``synth_core.list_methods()``), the
 source modality (what its checkpoints accept, by default the input layer's own), the
 target (what they reach from that source), the checkpoint (those that fit, user ones
-newest first, then bundled). The method's capabilities decide which further controls
+newest first, then bundled). For an any-to-any method (unified) the targets end with
+"all missing contrasts": every other modality the checkpoint maps the source to, each added
+as its own layer aligned with the input (the study completed from one scan). The method's capabilities decide which further controls
 show (``_controls.ConditionControls``). Translate runs ``synth_core.translate`` in a
 worker thread; the result is added as ``<input> -> <target> (<method>)`` on the input's
 own grid (same affine) with its provenance (``"Synthetic": true``) in the layer's
@@ -162,8 +164,16 @@ class TranslateWidget(QWidget):
         fill_combo(self.source, [(m, m) for m in sources], prefer=hint, empty="(no checkpoint)")
         source = self.source.currentData()
         targets = _choices.target_options(self.checkpoints, caps, source)
-        fill_combo(self.target, [(m, m) for m in targets], empty="(no checkpoint)")
-        fits = _choices.fitting(self.checkpoints, caps, source, self.target.currentData())
+        items = [(m, m) for m in targets]
+        if caps.get("any_to_any") and len(targets) > 1:
+            items.append((_choices.all_missing_label(targets), _choices.ALL_MISSING))
+        fill_combo(self.target, items, empty="(no checkpoint)")
+        target = self.target.currentData()
+        if target == _choices.ALL_MISSING:
+            fits = [i for i in self.checkpoints
+                    if len(_choices.study_targets(i, caps, source)) > 1]
+        else:
+            fits = _choices.fitting(self.checkpoints, caps, source, target)
         fill_combo(self.checkpoint, [(_choices.checkpoint_label(i), i) for i in fits],
                    empty=_NO_CHECKPOINT)
 
@@ -232,13 +242,24 @@ class TranslateWidget(QWidget):
                          f"as the checkpoint expects")
         options = self.controls.values()
         device = self.device.currentData()
+        caps = self.methods[method]["capabilities"]
+        targets = (_choices.study_targets(info, caps, source) if target == _choices.ALL_MISSING
+                   else [target])
 
         def job(report: Any) -> Any:
             # `translate` is looked up when the job runs (tests stand a fake in for it).
-            return translate(volume, method, target, source=source, checkpoint=str(info.directory),
-                             device=device, progress=lambda f, m: report((f, m)), **options)
+            results = []
+            for k, each in enumerate(targets):
+                def progress(f: float, m: str, k: int = k, each: str = each) -> None:
+                    report(((k + f) / len(targets), f"{each}: {m}" if len(targets) > 1 else m))
 
-        name = result_name(layer.name, target, method)
+                results.append(translate(volume, method, each, source=source,
+                                         checkpoint=str(info.directory), device=device,
+                                         progress=progress, **options))
+            return results if target == _choices.ALL_MISSING else results[0]
+
+        name = (result_name(layer.name, targets[0], method) if len(targets) == 1 else
+                [result_name(layer.name, each, method) for each in targets])
         subject = layer_subject(layer)
         self.button.setEnabled(False)
         self.progress.setValue(0)
@@ -253,7 +274,15 @@ class TranslateWidget(QWidget):
         self.progress.setValue(round(100 * fraction))
         self.status.setText(message)
 
-    def _add_result(self, result: Any, name: str, subject: str | None = None) -> None:
+    def _add_result(self, result: Any, name: str | list[str], subject: str | None = None) -> None:
+        if isinstance(result, list):  # all missing contrasts: one layer per target
+            added = []
+            for each, each_name in zip(result, name, strict=True):
+                self._add_result(each, each_name, subject)
+                added += self.added
+            self.added = added
+            self.status.setText(f"added {len(added)} layers: {', '.join(name)}")
+            return
         if isinstance(result, Failed):
             self.status.setText("failed")
             show_error(result.message)
@@ -263,6 +292,7 @@ class TranslateWidget(QWidget):
             return
         for text in result.warnings:
             show_warning(text)
+        assert isinstance(name, str)
         data, kwargs, _ = volume_to_layer_data(result.volume, name=name, as_labels=False)
         kwargs["metadata"]["provenance"] = result.provenance
         if subject is not None:  # the input's subject: Compare pairs the result with its truth

@@ -219,9 +219,12 @@ def plan_translation(input_path: Path, out_dir: Path, *, method: str, targets: l
     if input_path.is_file() and input_path.suffix.lower() != ".tsv":
         subjects: list[tuple[str, SubjectRecord | None]] = [(file_subject_id(input_path), None)]
         # As for one scan and one target: a modality the file name states is the source.
-        source = source or guess_modality(input_path)
+        named = None if source else guess_modality(input_path)
+        source_from = "from the file name" if named else None
+        source = source or named
     else:
         subjects = list(cohort_subjects(input_path))
+        source_from = None
     inputs = {p.resolve() for _, r in subjects if r is not None for p in r.paths.values()}
     if input_path.is_file():
         inputs.add(input_path.resolve())
@@ -230,7 +233,7 @@ def plan_translation(input_path: Path, out_dir: Path, *, method: str, targets: l
     for target in targets:
         info = zoo.resolve(checkpoint, method=method, source=source, target=target)
         runs_reverse = check_request(info, to=target, age=age, steps=steps, samples=samples,
-                                     temperature=temperature, reverse=reverse)
+                                     temperature=temperature, reverse=reverse, source=source)
         in_modality = source or (info.target if runs_reverse else info.source)
         for sid, record in subjects:
             image, std = output_paths(out_dir, sid, target, samples)
@@ -253,6 +256,8 @@ def plan_translation(input_path: Path, out_dir: Path, *, method: str, targets: l
                        "checkpoint": str(info.directory), "age": subject_age, "steps": steps,
                        "samples": samples, "temperature": temperature, "reverse": reverse,
                        "seed": seed, "memory_budget_mb": memory_budget_mb}
+            if source_from:
+                request["source_from"] = source_from
             job = OutputJob(sid, target, Path(scan), image, std, info, request)
             if resume and is_done(job):
                 plan.skipped.append(job)

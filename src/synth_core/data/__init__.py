@@ -4,6 +4,7 @@ paired / unpaired / partially paired and labelled datasets of 3D volumes, 3D pat
 from synth_core.data.datasets import TranslationDataset, ValidationVolumes
 from synth_core.data.discover import SubjectRecord, discover_subjects, phantom_cohort
 from synth_core.data.labelled import LabelledDataset
+from synth_core.data.multicontrast import MultiContrastDataset, MultiContrastValidation
 from synth_core.data.split import (
     Split,
     recover_split,
@@ -15,6 +16,8 @@ from synth_core.data.store import VolumeStore, target_norm_reference
 
 __all__ = [
     "LabelledDataset",
+    "MultiContrastDataset",
+    "MultiContrastValidation",
     "Split",
     "SubjectRecord",
     "TranslationDataset",

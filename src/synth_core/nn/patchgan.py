@@ -46,6 +46,10 @@ class PatchDiscriminator(nn.Module):
         features: channels of the first layer (pix2pix: 64).
         n_layers: stride-2 convolutions.
         norm: one of ``synth_core.nn.blocks.NORM_KINDS``.
+        n_classes: when above 0, an auxiliary classifier head (Odena et al., 2017, as the
+            unified synthesis model uses it, Liu et al. eq. 3): a second 4x4(x4) convolution
+            on the last shared features, averaged over space to ``(B, n_classes)`` logits;
+            read with :meth:`classify`.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class PatchDiscriminator(nn.Module):
         features: int = 64,
         n_layers: int = 3,
         norm: str = "instance",
+        n_classes: int = 0,
     ) -> None:
         super().__init__()
         if n_layers < 1:
@@ -73,6 +78,9 @@ class PatchDiscriminator(nn.Module):
                                     padding=PADDING, norm=norm, act="leaky_relu"))
         layers.append(conv_nd(spatial_dims)(widths[-1], 1, KERNEL, stride=1, padding=PADDING))
         self.model = nn.Sequential(*layers)
+        self.n_classes = int(n_classes)
+        self.classifier = (conv_nd(spatial_dims)(widths[-1], n_classes, KERNEL, stride=1,
+                                                 padding=PADDING) if n_classes > 0 else None)
         self.receptive_field = receptive_field([KERNEL] * len(self.strides), self.strides)
         self.min_size = self._min_input_size()
 
@@ -93,3 +101,15 @@ class PatchDiscriminator(nn.Module):
         check_spatial_size(x, self.spatial_dims, minimum=self.min_size,
                            context=f"for a PatchGAN with {len(self.strides) - 2} layers")
         return self.model(x)
+
+    def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch scores and class logits of one pass: ``(B, 1, *S')`` and ``(B, n_classes)``.
+
+        The class logits are the classifier head's map averaged over its patches, so every
+        patch votes on the whole image's class."""
+        if self.classifier is None:
+            raise ValueError("this PatchDiscriminator has no classifier head (n_classes=0)")
+        check_spatial_size(x, self.spatial_dims, minimum=self.min_size,
+                           context=f"for a PatchGAN with {len(self.strides) - 2} layers")
+        shared = self.model[:-1](x)
+        return self.model[-1](shared), self.classifier(shared).flatten(2).mean(-1)

@@ -18,8 +18,12 @@ in-place ReLU that fails under DistributedDataParallel), and revlib exposes no i
 which RevGAN's second direction (``C^-1``) needs. The recomputing backward is one small
 ``torch.autograd.Function`` (:class:`_RecomputingCore`): the forward runs without
 building a graph and saves only the core's output; the backward walks the blocks from
-the last to the first, rebuilding each block's input with its inverse and taking that
-block's gradients with a local autograd graph that is freed at once.
+the last to the first. For each block it runs NN1 and NN2 once each, on a small local
+graph: that one evaluation both rebuilds the block's input (``x2 = y2 - NN2(y1)``, then
+``x1 = y1 - NN1(x2)``) and gives the vector-Jacobian products the gradients need
+(:meth:`AdditiveCoupling.backward_pass`), so a training step costs one extra forward
+pass of the core over plain autograd, not two (rebuilding the input with the inverse and
+then running the block forward again on a graph would evaluate each network twice).
 
 Constraints that make the recomputation exact, and DDP-safe:
 
@@ -106,6 +110,67 @@ class AdditiveCoupling(nn.Module):
         x1 = y1 - self.nn1(x2)
         return torch.cat([x1, x2], dim=1)
 
+    def backward_pass(self, out: torch.Tensor, grad_out: torch.Tensor, inverse: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
+        """Rebuild this block's input from its output and back-propagate through it.
+
+        The block ran forward (``inverse=False``: ``out`` = (y1, y2)) or as its inverse
+        (``out`` = (x1, x2)). Each of NN1 and NN2 is evaluated once, on a graph of its own
+        that is freed after its vector-Jacobian product, and that evaluation serves both
+        the reconstruction and the gradients. With ``a = NN2(y1)``, ``b = NN1(x2)``:
+
+        * forward, ``y1 = x1 + b``, ``y2 = x2 + a``: ``g_y1 += J_a^T g_y2``, then
+          ``g_x1 = g_y1``, ``g_x2 = g_y2 + J_b^T g_y1``;
+        * inverse, ``x2 = y2 - a``, ``x1 = y1 - b``: ``g_x2 -= J_b^T g_x1``, then
+          ``g_y2 = g_x2``, ``g_y1 = g_x1 - J_a^T g_x2``.
+
+        Args:
+            out: the block's output, ``(B, 2C, *S)``, without a graph.
+            grad_out: the loss gradient with respect to ``out``.
+            inverse: whether the block ran as its inverse.
+
+        Returns:
+            (its input, the gradient with respect to the input, one gradient or None per
+            parameter of ``self.parameters()`` in that order).
+        """
+        o1, o2 = torch.chunk(out, 2, dim=1)
+        g1, g2 = torch.chunk(grad_out, 2, dim=1)
+        # Forward: the first net to evaluate is NN2 on y1 (o1); its product takes g_y2.
+        # Inverse: NN1 on x2 (o2), taking -g_x1 (the nets are subtracted there).
+        first, second = (self.nn2, self.nn1) if not inverse else (self.nn1, self.nn2)
+        feed, other = (o1, o2) if not inverse else (o2, o1)
+        g_feed, g_other = (g1, g2) if not inverse else (g2, g1)
+        sign = 1.0 if not inverse else -1.0
+        grads: dict[int, torch.Tensor | None] = {}
+
+        def vjp(net: nn.Module, inp: torch.Tensor, grad: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+            """(net(inp) without a graph, J^T grad w.r.t. inp), parameter grads into ``grads``."""
+            inp = inp.detach().requires_grad_(True)
+            own = [p for p in net.parameters() if p.requires_grad]
+            with torch.enable_grad():
+                value = net(inp)
+                found = torch.autograd.grad(value, [inp, *own], grad, allow_unused=True)
+            for p, g in zip(own, found[1:], strict=True):
+                grads[id(p)] = g
+            return value.detach(), found[0]
+
+        # Forward: a = NN2(y1), x2 = y2 - a; inverse: b = NN1(x2), y1 = x1 + b.
+        value, j = vjp(first, feed, sign * g_other)
+        rebuilt_other = other - sign * value  # x2 (forward) or y1 (inverse)
+        g_feed = g_feed + j  # g_y1 (forward) or g_x2 (inverse), complete now
+        # Forward: b = NN1(x2), x1 = y1 - b; inverse: a = NN2(y1), y2 = x2 + a.
+        value, j = vjp(second, rebuilt_other, sign * g_feed)
+        rebuilt_feed = feed - sign * value  # x1 (forward) or y2 (inverse)
+        g_rebuilt_other = g_other + j  # g_x2 (forward) or g_y1 (inverse)
+        if not inverse:  # input (x1, x2), gradients (g_y1, g_x2)
+            inp = torch.cat([rebuilt_feed, rebuilt_other], dim=1)
+            grad_in = torch.cat([g_feed, g_rebuilt_other], dim=1)
+        else:  # input (y1, y2), gradients (g_y1, g_y2 = g_x2)
+            inp = torch.cat([rebuilt_other, rebuilt_feed], dim=1)
+            grad_in = torch.cat([g_rebuilt_other, g_feed], dim=1)
+        return inp, grad_in, [grads.get(id(p)) for p in self.parameters()]
+
 
 def _step(block: AdditiveCoupling, x: torch.Tensor, inverse: bool) -> torch.Tensor:
     return block.inverse(x) if inverse else block(x)
@@ -135,18 +200,10 @@ class _RecomputingCore(torch.autograd.Function):
         params: tuple[torch.Tensor, ...] = ctx.params
         grads: dict[int, torch.Tensor] = {}
         for block in reversed(ctx.order):
-            with torch.no_grad():  # this block's input, from its output
-                x = _step(block, y, not ctx.inverse)
-            x = x.detach().requires_grad_(True)
-            own = [p for p in block.parameters() if p.requires_grad]
-            with torch.enable_grad():
-                out = _step(block, x, ctx.inverse)
-                found = torch.autograd.grad(out, [x, *own], grad_y, allow_unused=True)
-            grad_y = found[0]
-            for p, g in zip(own, found[1:], strict=True):
+            y, grad_y, found = block.backward_pass(y, grad_y, ctx.inverse)
+            for p, g in zip(block.parameters(), found, strict=True):
                 if g is not None:
                     grads[id(p)] = g if id(p) not in grads else grads[id(p)] + g
-            y = x.detach()
         return (grad_y, None, None, *(grads.get(id(p)) for p in params))
 
 

@@ -164,7 +164,9 @@ class SynthesisModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x, y, mask = batch["source"], batch["target"], batch["mask"]
-        request = SynthesisRequest(age=_first_age(batch))
+        code = batch.get("target_code")  # any-to-any models: the direction this subject is scored in
+        request = SynthesisRequest(age=_first_age(batch),
+                                   target_code=None if code is None else int(torch.as_tensor(code).flatten()[0]))
         with torch.no_grad():
             window = patch_window(self._val_method.config.train)
             if self._val_method.config.train.spatial == "2d":  # slice by slice, as translate does

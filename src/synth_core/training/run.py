@@ -29,6 +29,8 @@ from torch.utils.data import DataLoader
 from synth_core import zoo
 from synth_core.data import (
     LabelledDataset,
+    MultiContrastDataset,
+    MultiContrastValidation,
     TranslationDataset,
     ValidationVolumes,
     VolumeStore,
@@ -36,6 +38,7 @@ from synth_core.data import (
     split_subjects,
     target_norm_reference,
 )
+from synth_core.data.multicontrast import check_modality_set
 from synth_core.errors import UserError
 from synth_core.input_check import make_reference
 from synth_core.io import atomic_write_json, check_writable_folder, load_volume
@@ -61,6 +64,7 @@ from synth_core.training.finetune import (
     parent_spacing,
 )
 from synth_core.training.module import SynthesisModule
+from synth_core.volume import ALL_MODALITIES
 
 LAST = "last.ckpt"
 CONFIG = "config.json"
@@ -100,6 +104,9 @@ class TrainRequest:
     precision: str | None = None
     record_shards: bool = False
     init_from: str | None = None  # fine-tune: a checkpoint name, folder or model.safetensors
+    #: An any-to-any method's modalities (``--modalities t1,t1ce,t2,flair``), in the order of
+    #: its code; ``source`` and ``target`` are then the first two (the card says any_to_any).
+    modalities: tuple[str, ...] = ()
 
 
 @dataclass
@@ -188,6 +195,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         logging.getLogger(name).setLevel(logging.WARNING)
     saved = _check_out(request)
     cls = get_method_class(request.method)
+    any_to_any = _check_any_to_any(cls, request)
     check_modalities(cls, request.source, request.target)
     # A resumed run restores its weights from last.ckpt; its parent is in its config.json.
     parent = None
@@ -208,6 +216,12 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         config, changed = parent_config(parent, request.overrides, cls.resumable), {}
     else:
         config, changed = build_config(request.method, request.preset, request.overrides), {}
+    if any_to_any and tuple(config.modalities) != request.modalities:
+        if saved is not None or parent is not None:
+            raise UserError(
+                f"the model was built for modalities {','.join(config.modalities)}, not "
+                f"{','.join(request.modalities)}; repeat its own --modalities or start a new run")
+        config.modalities = request.modalities
     spacing_mm = request.spacing
     if parent is not None and spacing_mm is None:
         spacing_mm = parent_spacing(parent)  # the parent's filters were learnt at its voxel size
@@ -227,22 +241,32 @@ def train(request: TrainRequest, sink: EventSink | None = None,
 
     records = discover_subjects(request.data)
     sources = request.source.split(",")  # several for labelled training (DUIIT's MIX)
-    usable = [r for r in records if sources[0] in r.paths and request.target in r.paths]
+    needed = request.modalities if any_to_any else (sources[0], request.target)
+    usable = [r for r in records if all(m in r.paths for m in needed)]
     if mode == "paired" and len(usable) < 3:
         raise UserError(
-            f"{request.data} has {len(usable)} subjects with both {request.source} and "
-            f"{request.target}; paired training needs at least 3 (train, validation, test)"
+            f"{request.data} has {len(usable)} subjects with all of {', '.join(needed)}; "
+            f"paired training needs at least 3 (train, validation, test)"
         )
     split = split_subjects(usable if mode == "paired" else records, seed=request.split_seed)
     store = VolumeStore(records, spacing=spacing_mm, multiple=config.train.multiple)
-    if mode == "labelled":
+    train_set: Any
+    if any_to_any:
+        train_set = MultiContrastDataset(
+            store, split.train, request.modalities, spatial=config.train.spatial,
+            patch_size=patch, seed=seed, include_self=getattr(config, "include_self", True))
+        val_set: Any = MultiContrastValidation(store, [r for r in split.val if r in usable],
+                                               request.modalities)
+    elif mode == "labelled":
         # Source and target subjects are different people, each with its label; the label
         # scaling (age) or vocabulary (diagnosis) becomes part of the model's config.
-        train_set: Any = LabelledDataset(store, split.train, sources, request.target,
-                                         task=getattr(config, "task", "age"),
-                                         spatial=config.train.spatial, patch_size=patch, seed=seed)
+        train_set = LabelledDataset(store, split.train, sources, request.target,
+                                    task=getattr(config, "task", "age"),
+                                    spatial=config.train.spatial, patch_size=patch, seed=seed)
         if saved is None and parent is None:
             cls.fit_labels(config, train_set.label_summary(), sources)
+        val_set = ValidationVolumes(store, [r for r in split.val if r in usable],
+                                    sources[0], request.target)
     else:
         train_set = TranslationDataset(
             store, split.train, request.source, request.target, mode=mode,
@@ -250,8 +274,8 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             paired_share=getattr(config, "paired_share", None),
             patch_size=patch, seed=seed,
         )
-    val_set = ValidationVolumes(store, [r for r in split.val if r in usable],
-                                sources[0], request.target)
+        val_set = ValidationVolumes(store, [r for r in split.val if r in usable],
+                                    request.source, request.target)
     train_loader = DataLoader(train_set, batch_size=config.train.batch_size, shuffle=False,
                               num_workers=0, drop_last=True)
     val_loader = DataLoader(val_set, batch_size=1, shuffle=False, num_workers=0)
@@ -272,6 +296,11 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         if len(sources) > 1:
             norm_ref["source_references"] = {s: target_norm_reference(
                 store, [r.subject_id for r in split.train if s in r.paths], s) for s in sources}
+    if any_to_any:
+        # A synthesis takes the typical intensity map of its target modality's training scans.
+        norm_ref["references"] = {m: target_norm_reference(
+            store, [r.subject_id for r in split.train if m in r.paths], m)
+            for m in request.modalities}
     run = request.out
     run.mkdir(parents=True, exist_ok=True)
     spacing = _model_spacing(spacing_mm, sources[0], split.train)
@@ -295,11 +324,15 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         | {"description": _data_description(request.data)},
         "intended_use": _intended_use(request.data),
         "input_reference": _input_references(
-            list(split.train), [*sources, request.target]
-            if cls.capabilities.bidirectional else sources, spacing),
+            list(split.train), list(request.modalities) if any_to_any else
+            [*sources, request.target] if cls.capabilities.bidirectional
+            else sources, spacing),
         "age_range": _age_range(split.train),
         "seed": seed,
     }
+    if any_to_any:
+        # The zoo, translate and `models` read these: one checkpoint, every direction.
+        card_base |= {"any_to_any": True, "modalities": list(request.modalities)}
     if lineage is not None:
         card_base["parent"] = lineage
     for stale in run.glob(f".{LAST}.*.tmp"):
@@ -308,6 +341,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         atomic_write_json(run / CONFIG, {
             "method": request.method, "preset": request.preset, "source": request.source,
             "target": request.target, "data": str(request.data), "mode": mode,
+            "modalities": list(request.modalities),
             "paired_fraction": request.paired_fraction, "spacing": spacing_mm,
             "init_from": lineage,
             "split_seed": request.split_seed, "config": dataclasses.asdict(config),
@@ -381,7 +415,8 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             export(module, dict(progress.metrics))
         model_info = zoo.CheckpointInfo(run.name, run, json.loads((run / zoo.CARD).read_text(encoding="utf-8")), "path")
         if request.register and not stopped["flag"]:
-            name = request.name or f"{request.method}-{request.source}-{request.target}-{run.name}"
+            pair = "any" if any_to_any else f"{request.source}-{request.target}"
+            name = request.name or f"{request.method}-{pair}-{run.name}"
             registered = zoo.register_user_checkpoint(run, name)
         sink(ProgressEvent(kind="stopped" if stopped["flag"] else "done", step=module.batches_done,
                            max_steps=config.train.max_steps, metrics=dict(progress.metrics),
@@ -412,6 +447,28 @@ def export_last(run: Path, out: Path) -> zoo.CheckpointInfo:
     module.on_load_checkpoint(ckpt)
     card.pop("validation", None)
     return zoo.save_model(module.inference_copy(), out, card | {"steps": module.batches_done})
+
+
+def _check_any_to_any(cls: type, request: TrainRequest) -> bool:
+    """Whether the run trains an any-to-any model; UserError when the method and the
+    modalities asked for do not go together. Sets ``source``/``target`` to the first two."""
+    if cls.capabilities.any_to_any:
+        if not request.modalities:
+            raise UserError(f"method {request.method!r} learns every direction among several "
+                            "modalities with one model: give --modalities, e.g. "
+                            "--modalities t1,t1ce,t2,flair (instead of --from/--to)")
+        mods = check_modality_set([m.strip() for m in request.modalities])
+        for mod in mods:
+            if mod not in ALL_MODALITIES:
+                raise UserError(f"unknown modality {mod!r} in --modalities; choose from: "
+                                f"{', '.join(ALL_MODALITIES)}")
+        request.modalities = mods
+        request.source, request.target = mods[0], mods[1]
+        return True
+    if request.modalities:
+        raise UserError(f"method {request.method!r} learns one direction: give --from and --to, "
+                        "not --modalities (only any-to-any methods such as unified take it)")
+    return False
 
 
 def _model_spacing(spacing: float | None, source: str, records: list[Any]) -> tuple[float, ...] | None:

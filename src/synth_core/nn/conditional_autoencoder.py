@@ -1,0 +1,156 @@
+"""A modality-agnostic encoder and a decoder conditioned on the target modality (Liu et al.,
+a unified conditional disentanglement framework, section 2.1), in 2D or 3D.
+
+The encoder and decoder are the pix2pix U-Net's two halves (``synth_core.nn.UNet``: the same
+stride-2 4x4(x4) convolutions, widths, norms and skip connections), so a unified model and a
+pairwise pix2pix model share one backbone. The paper conditions the decoder by replicating the
+one-hot code ``m_y`` over space and concatenating it with the encoder's output; we do that, but
+it conditions a U-Net whose decoder normalises per instance poorly: the per-channel offset a
+constant code plane adds is what instance norm subtracts, so what is left of the code after the
+first norm is the period-2 pattern a stride-2 transposed convolution makes of a constant input
+(its even and odd taps differ) and effects at the borders. Every decoder level therefore also
+applies a feature-wise affine map of the code after its normalisation (FiLM, Perez et al.,
+2018): ``h * (1 + g(m)) + b(m)`` with ``g``, ``b`` linear in the one-hot ``m``, i.e. a learned
+scale and shift per target modality and channel, which the next norm does not undo because the
+next level's convolution mixes channels before normalising.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from synth_core.nn.blocks import (
+    LEAKY_SLOPE,
+    InterpConv,
+    check_spatial_size,
+    check_upsample,
+    conv_bias,
+    conv_nd,
+    conv_transpose_nd,
+    make_activation,
+    norm_nd,
+)
+
+
+class FiLM(nn.Module):
+    """Feature-wise scale and shift from a code: ``(B, C, *S), (B, M) -> (B, C, *S)``.
+
+    ``h * (1 + gamma(m)) + beta(m)`` with ``gamma, beta`` linear in ``m``; initialised near
+    the identity (weights N(0, 0.02), biases 0) so training starts from the plain U-Net.
+    """
+
+    def __init__(self, code_size: int, channels: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(code_size, 2 * channels)
+        nn.init.normal_(self.linear.weight, 0.0, 0.02)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, h: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.linear(code).chunk(2, dim=1)
+        shape = (*gamma.shape, *([1] * (h.dim() - 2)))
+        return h * (1 + gamma.view(shape)) + beta.view(shape)
+
+
+class ConditionalEncoder(nn.Module):
+    """The U-Net's down path: ``(B, C_in, *S) -> [level 0, ..., level depth-1]`` features,
+    level ``i`` of shape ``(B, min(features * 2**i, max_features), *S / 2**(i+1))``. The
+    last is the bottleneck; the others are the skip connections. Takes no modality code."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, features: int, depth: int,
+                 max_features: int = 512, norm: str = "instance") -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        self.spatial_dims, self.depth = spatial_dims, depth
+        self.widths = [min(features * 2**i, max_features) for i in range(depth)]
+        conv = conv_nd(spatial_dims)
+        self.down = nn.ModuleList()
+        for i in range(depth):
+            outermost, innermost = i == 0, i == depth - 1
+            level_norm = "none" if outermost or innermost else norm
+            layers: list[nn.Module] = [] if outermost else [nn.LeakyReLU(LEAKY_SLOPE)]
+            c_in = in_channels if outermost else self.widths[i - 1]
+            layers.append(conv(c_in, self.widths[i], 4, stride=2, padding=1,
+                               bias=conv_bias(level_norm)))
+            layers.append(norm_nd(level_norm, spatial_dims, self.widths[i]))
+            self.down.append(nn.Sequential(*layers))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        check_spatial_size(x, self.spatial_dims, multiple=2**self.depth,
+                           context=f"for depth {self.depth}")
+        features = []
+        h = x
+        for down in self.down:
+            h = down(h)
+            features.append(h)
+        return features
+
+
+class ConditionalDecoder(nn.Module):
+    """The U-Net's up path, conditioned on a one-hot code at every level:
+    ``(encoder features, code (B, M)) -> (B, C_out, *S)``.
+
+    The code is replicated over space and concatenated with the bottleneck (the paper's
+    conditioning), and every level applies :class:`FiLM` of the code after its norm (see
+    the module docstring for why both).
+    """
+
+    def __init__(self, spatial_dims: int, out_channels: int, code_size: int, features: int,
+                 depth: int, max_features: int = 512, norm: str = "instance",
+                 final_activation: str | None = "tanh", upsample: str = "transpose") -> None:
+        super().__init__()
+        check_upsample(upsample)
+        self.spatial_dims, self.depth, self.code_size = spatial_dims, depth, code_size
+        widths = [min(features * 2**i, max_features) for i in range(depth)]
+        conv_t = conv_transpose_nd(spatial_dims)
+        self.up = nn.ModuleList()
+        self.film = nn.ModuleList()
+        self.tail = nn.ModuleList()
+        for i in range(depth):
+            outermost, innermost = i == 0, i == depth - 1
+            level_norm = "none" if outermost else norm
+            c_in = widths[i] + code_size if innermost else 2 * widths[i]
+            c_out = out_channels if outermost else widths[i - 1]
+            up = (InterpConv(spatial_dims, c_in, c_out, bias=conv_bias(level_norm))
+                  if upsample == "interp" else
+                  conv_t(c_in, c_out, 4, stride=2, padding=1, bias=conv_bias(level_norm)))
+            self.up.append(nn.Sequential(nn.ReLU(), up, norm_nd(level_norm, spatial_dims, c_out)))
+            self.film.append(FiLM(code_size, c_out))
+            self.tail.append(make_activation(final_activation) if outermost else nn.Identity())
+
+    def forward(self, features: list[torch.Tensor], code: torch.Tensor) -> torch.Tensor:
+        if code.shape != (features[-1].shape[0], self.code_size):
+            raise ValueError(f"code must be (B, {self.code_size}), got {tuple(code.shape)}")
+        bottleneck = features[-1]
+        planes = code.view(*code.shape, *([1] * self.spatial_dims)).expand(
+            *code.shape, *bottleneck.shape[2:])
+        h = torch.cat([bottleneck, planes.to(bottleneck.dtype)], dim=1)
+        for i in reversed(range(self.depth)):
+            h = self.tail[i](self.film[i](self.up[i](h), code))
+            if i > 0:
+                h = torch.cat([features[i - 1], h], dim=1)
+        return h
+
+
+class ConditionalAutoencoder(nn.Module):
+    """``Dec(Enc(x), m_y)``: ``(B, C_in, *S), code (B, M) -> (B, C_out, *S)``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels, out_channels: image channels (1 for one MR contrast).
+        code_size: M, the number of modalities (the one-hot code's length).
+        features, depth, max_features, norm, upsample: as ``synth_core.nn.UNet``.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, code_size: int,
+                 features: int = 64, depth: int = 4, max_features: int = 512,
+                 norm: str = "instance", upsample: str = "transpose") -> None:
+        super().__init__()
+        self.encoder = ConditionalEncoder(spatial_dims, in_channels, features, depth,
+                                          max_features, norm)
+        self.decoder = ConditionalDecoder(spatial_dims, out_channels, code_size, features, depth,
+                                          max_features, norm, upsample=upsample)
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x), code)

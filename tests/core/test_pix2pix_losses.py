@@ -1,0 +1,83 @@
+"""pix2pix's loss weights: the adversarial term can be switched off (the discriminator is then
+never run or stepped, and the engine counts one optimiser step a batch), and an SSIM term can
+be added; the ``cpu-l1`` preset is the native-resolution one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synth_core.errors import UserError
+from synth_core.methods import build_config, get_method_class
+
+
+class _Ctx:
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+        self.global_step = 0
+        self.stepped: list[int] = []
+
+    def optimize(self, index: int, loss: torch.Tensor) -> bool:
+        self.optimizers[index].zero_grad()
+        loss.backward()
+        self.optimizers[index].step()
+        self.stepped.append(index)
+        return True
+
+
+def _method(**overrides):
+    cls = get_method_class("pix2pix")
+    torch.manual_seed(0)
+    return cls(build_config("pix2pix", "tiny", overrides), "t1", "t2")
+
+
+def _batch():
+    g = torch.Generator().manual_seed(3)
+    return {"source": torch.randn(1, 1, 16, 16, 16, generator=g),
+            "target": torch.randn(1, 1, 16, 16, 16, generator=g)}
+
+
+def test_without_the_gan_term_the_discriminator_is_never_run_or_stepped():
+    method = _method(lambda_gan=0.0)
+    assert get_method_class("pix2pix").optimizer_steps_per_batch(method.config) == 1
+    calls = []
+    method.discriminator.register_forward_hook(lambda *a: calls.append(1))
+    before = [p.detach().clone() for p in method.discriminator.parameters()]
+    gen_before = [p.detach().clone() for p in method.generator.parameters()]
+    ctx = _Ctx(method.configure_optimizers())
+    losses = method.adversarial_step(_batch(), ctx)
+    assert ctx.stepped == [0] and not calls
+    assert set(losses) == {"loss", "g_l1"}
+    assert float(losses["loss"]) == pytest.approx(100.0 * float(losses["g_l1"]), rel=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(before, method.discriminator.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(gen_before, method.generator.parameters(), strict=True))
+
+
+def test_with_the_gan_term_both_optimisers_step_as_in_the_paper():
+    method = _method()
+    assert get_method_class("pix2pix").optimizer_steps_per_batch(method.config) == 2
+    ctx = _Ctx(method.configure_optimizers())
+    losses = method.adversarial_step(_batch(), ctx)
+    assert ctx.stepped == [1, 0]
+    assert {"g_gan", "g_l1", "d"} <= set(losses)
+
+
+def test_ssim_term_is_added_with_its_weight():
+    method = _method(lambda_gan=0.0, lambda_ssim=3.0)
+    ctx = _Ctx(method.configure_optimizers())
+    losses = method.adversarial_step(_batch(), ctx)
+    assert 0.0 < float(losses["g_ssim"]) <= 2.0  # 1 - SSIM
+    expected = 100.0 * float(losses["g_l1"]) + 3.0 * float(losses["g_ssim"])
+    assert float(losses["loss"]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_negative_loss_weights_are_refused():
+    with pytest.raises(UserError, match="must not be negative"):
+        _method(lambda_gan=-1.0)
+
+
+def test_cpu_l1_preset_is_l1_only_on_64_cubed_patches():
+    config = build_config("pix2pix", "cpu-l1")
+    assert config.lambda_gan == 0.0 and config.lambda_ssim == 0.0
+    assert tuple(config.train.patch_size) == (64, 64, 64) and config.train.lr == 1e-3
+    assert config.features == 16 and config.upsample == "transpose"

@@ -1,0 +1,303 @@
+"""The unified any-to-any model (Liu et al.) and the engine's any-to-any path: data,
+training, card, zoo, translate with a target code, "complete the study", and the errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_tiny_cohort
+from synth_core import errors as synth_core_errors
+from synth_core import zoo
+from synth_core.cli import main
+from synth_core.methods import SynthesisRequest, build_config, get_method_class
+from synth_core.methods.unified import disentanglement_loss
+from synth_core.nn import PatchDiscriminator
+
+MODS = ("t1", "t1ce", "t2", "flair")
+
+
+def write_multicontrast_cohort(out: Path, n: int = 6) -> Path:
+    """The tiny cohort with T1ce (T1 with a bright rim) and FLAIR (T2 with dark CSF) added."""
+    write_tiny_cohort(out, n=n)
+    for sub in sorted(out.glob("sub-*")):
+        t1 = nib.load(sub / f"{sub.name}_t1.nii.gz")
+        t2 = nib.load(sub / f"{sub.name}_t2.nii.gz").get_fdata()
+        data = t1.get_fdata()
+        rim = np.zeros_like(data)
+        rim[5:8, 5:8, 5:8] = 80.0
+        flair = np.abs(400.0 - t2) * (data > 20)
+        for mod, image in (("t1ce", data + rim), ("flair", flair + 5)):
+            nib.save(nib.Nifti1Image(image.astype(np.float32), t1.affine),
+                     sub / f"{sub.name}_{mod}.nii.gz")
+    return out
+
+
+class _Ctx:
+    """A StepContext without Lightning: plain backward and step."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+        self.global_step = 0
+
+    def optimize(self, index: int, loss: torch.Tensor) -> bool:
+        self.optimizers[index].zero_grad()
+        loss.backward()
+        self.optimizers[index].step()
+        return True
+
+
+def _toy_images(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """Smooth random 2D images in [-1, 1], (n, 1, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 1, size // 4, size // 4, generator=g) * 2 - 1
+    return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear",
+                                           align_corners=False)
+
+
+@pytest.fixture(scope="module")
+def mc_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_multicontrast_cohort(tmp_path_factory.mktemp("multicontrast"))
+
+
+@pytest.fixture(scope="module")
+def unified_run(mc_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
+    from synth_core.training import TrainRequest, train
+
+    out = tmp_path_factory.mktemp("runs") / "unified"
+    return train(TrainRequest(method="unified", data=mc_cohort, source="", target="", out=out,
+                              preset="tiny", modalities=MODS, name="tiny-unified"))
+
+
+# ---------------------------------------------------------------- the losses and networks
+
+def test_disentanglement_loss_is_zero_for_identical_features_and_the_mean_l1_otherwise():
+    a = [torch.randn(2, 4, 8, 8), torch.randn(2, 8, 4, 4)]
+    assert float(disentanglement_loss(a, [t.clone() for t in a])) == 0.0
+    b = [t + 0.5 for t in a]
+    assert float(disentanglement_loss(a, b)) == pytest.approx(0.5, abs=1e-6)
+    c = [a[0], a[1] + 2.0]  # one level off by 2: the mean over the two levels is 1
+    assert float(disentanglement_loss(a, c)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_classifier_head_loss_falls_on_a_toy_problem():
+    """Three classes told apart by their texture's frequency: the auxiliary classifier's
+    cross-entropy falls well below chance (ln 3) within 60 steps."""
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(2, 1, features=8, n_layers=2, n_classes=3)
+    opt = torch.optim.Adam(disc.parameters(), lr=2e-3)
+    xx = torch.arange(32).float()
+    labels = torch.arange(3).repeat(8)
+    grating = torch.stack([torch.sin(xx * (0.3 + 0.9 * k)) for k in labels.tolist()])
+    images = (grating[:, None, :, None] * torch.ones(1, 1, 1, 32)) \
+        + 0.1 * torch.randn(len(labels), 1, 32, 32)
+    losses = []
+    for _ in range(60):
+        _, logits = disc.classify(images)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[0] > 0.9 and losses[-1] < 0.3 * losses[0], losses[::10]
+    patches, logits = disc.classify(images[:2])
+    assert logits.shape == (2, 3) and patches.shape[:2] == (2, 1)
+
+
+def test_classify_needs_the_head():
+    with pytest.raises(ValueError, match="no classifier head"):
+        PatchDiscriminator(2, 1, features=4, n_layers=1).classify(torch.zeros(1, 1, 16, 16))
+
+
+def test_self_reconstruction_is_near_identity_after_a_few_steps():
+    torch.manual_seed(0)
+    config = build_config("unified", "tiny", {"features": 8})
+    method = get_method_class("unified")(config, "t1", "t1ce")
+    ctx = _Ctx(method.configure_optimizers())
+    x = _toy_images(64, 16, seed=1)
+    code = torch.tensor([0, 1, 2, 3] * 2)
+    request = SynthesisRequest(target_code=2)
+    before = float((method.synthesize(x[:8], request)[0] - x[:8]).abs().mean())
+    for step in range(80):
+        batch = x[(step * 8) % 64:(step * 8) % 64 + 8]
+        method.adversarial_step({"source": batch, "target": batch, "source_code": code,
+                                 "target_code": code}, ctx)
+    method.eval()
+    error = float((method.synthesize(x[:8], request)[0] - x[:8]).abs().mean())
+    assert error < 0.08 and error < 0.25 * before, (before, error)
+
+
+def test_one_model_learns_opposite_directions_by_code():
+    """Two toy contrasts of one anatomy ``a`` in [0.2, 1]: ``t1 = a``, ``t2 = -a``. One
+    network learns both directions and the self-reconstructions; the code alone decides the
+    output's sign."""
+    torch.manual_seed(0)
+    config = build_config("unified", "tiny", {"features": 8, "modalities": ["t1", "t2"]})
+    method = get_method_class("unified")(config, "t1", "t2")
+    ctx = _Ctx(method.configure_optimizers())
+    anatomy = 0.6 + 0.4 * _toy_images(64, 16, seed=2)
+
+    def contrast(a: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        return a * (1 - 2 * code.float()).view(-1, 1, 1, 1)
+
+    for step in range(150):
+        a = anatomy[(step * 8) % 64:(step * 8) % 64 + 8]
+        src, tgt = torch.randint(2, (8,)), torch.randint(2, (8,))
+        method.adversarial_step({"source": contrast(a, src), "target": contrast(a, tgt),
+                                 "source_code": src, "target_code": tgt}, ctx)
+    method.eval()
+    probe = anatomy[:8]  # t1 inputs
+    to_t2 = method.synthesize(probe, SynthesisRequest(target_code=1))[0]
+    to_t1 = method.synthesize(probe, SynthesisRequest(target_code=0))[0]
+    assert float((to_t2 + probe).abs().mean()) < 0.15
+    assert float((to_t1 - probe).abs().mean()) < 0.15
+    from_t2 = method.synthesize(-probe, SynthesisRequest(target_code=0))[0]
+    assert float((from_t2 - probe).abs().mean()) < 0.15
+
+
+# ---------------------------------------------------------------- data
+
+def test_multicontrast_items_are_one_subject_with_codes_drawn_evenly(mc_cohort: Path):
+    from synth_core.data import MultiContrastDataset, VolumeStore, discover_subjects
+
+    records = discover_subjects(mc_cohort)
+    store = VolumeStore(records, multiple=4)
+    data = MultiContrastDataset(store, records, MODS, spatial="2d", seed=3,
+                                samples_per_epoch=400)
+    counts = np.zeros((4, 4), int)
+    for i in range(400):
+        item = data[i]
+        s, t = int(item["source_code"]), int(item["target_code"])
+        counts[s, t] += 1
+        if i < 20:
+            sid, z = item["source_id"], None
+            full_s, full_t = store.get(sid, MODS[s])[0], store.get(sid, MODS[t])[0]
+            z = [k for k in range(full_s.shape[-1]) if torch.equal(full_s[..., k], item["source"][0])]
+            assert z and torch.equal(full_t[..., z[0]], item["target"][0])  # one slice, co-registered
+    assert counts.sum(1).min() > 70  # each source about 100 of 400
+    assert np.diag(counts).sum() > 50  # self-reconstruction among the targets
+    again = data[7]
+    assert torch.equal(again["source"], data[7]["source"])
+    assert int(again["target_code"]) == int(data[7]["target_code"])
+
+
+# ---------------------------------------------------------------- training, card, zoo
+
+def test_training_writes_an_any_to_any_card(unified_run):
+    card = json.loads((unified_run.run_dir / "model.json").read_text())
+    assert card["any_to_any"] is True and card["modalities"] == list(MODS)
+    assert card["config"]["modalities"] == list(MODS)
+    assert set(card["normalisation"]["references"]) == set(MODS)
+    assert set(card["input_reference"]) == set(MODS)
+    info = zoo.locate("tiny-unified")
+    assert info.task == "any of t1, t1ce, t2, flair"
+    for source in MODS:
+        for target in MODS:
+            if source != target:
+                assert zoo._fits(info, source, target)
+    assert not zoo._fits(info, "t1", "pet")
+
+
+def test_one_checkpoint_answers_all_12_directions(unified_run, mc_cohort: Path):
+    from synth_core.inference import _cached_method, translate
+    from synth_core.io import load_volume
+
+    info = zoo.locate("tiny-unified")
+    model = _cached_method(str(info.directory), info.sha256, "cpu")
+    for source in MODS:
+        volume = load_volume(mc_cohort / "sub-006" / f"sub-006_{source}.nii.gz")
+        outs = {}
+        for target in MODS:
+            if target == source:
+                continue
+            result = translate(volume, "unified", target, source=source, checkpoint="tiny-unified",
+                               device="cpu")
+            assert result.volume.shape == volume.shape
+            assert np.isfinite(result.volume.data).all()
+            assert result.provenance["Parameters"]["target_code"] == MODS.index(target)
+            assert result.provenance["TargetModality"] == target
+            outs[target] = result
+        assert len(outs) == 3
+    # The network itself answers differently by code (not only the per-target intensity map).
+    x = _toy_images(2, 16)
+    nets = [model.synthesize(x, SynthesisRequest(target_code=k))[0] for k in range(4)]
+    assert all(float((nets[k] - nets[0]).abs().max()) > 1e-6 for k in range(1, 4))
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_cli_completes_a_study(unified_run, mc_cohort: Path, tmp_path: Path, capsys):
+    scan = mc_cohort / "sub-005" / "sub-005_t1.nii.gz"
+    out = tmp_path / "study"
+    code = main(["translate", str(scan), "--method", "unified", "--to", "t1ce,t2,flair",
+                 "-o", str(out), "--checkpoint", "tiny-unified", "--device", "cpu"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "source t1" in err
+    for target in ("t1ce", "t2", "flair"):
+        image = out / "sub-005" / f"sub-005_{target}.nii.gz"
+        side = json.loads((out / "sub-005" / f"sub-005_{target}.json").read_text())
+        assert image.is_file() and side["Synthetic"] is True
+        assert side["TargetModality"] == target and side["SourceModality"] == "t1"
+        assert side["SourceModalityFrom"] == "from the file name"
+        assert nib.load(image).shape == nib.load(scan).shape
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--to", "t2"], "cannot tell which the input is"),           # no --from, no modality in name
+    (["--to", "pet", "--from", "t1"], "not to 'pet'"),            # unsupported target
+    (["--to", "mri", "--from", "t1"], "unknown"),                 # unknown target
+    (["--to", "t1", "--from", "t1"], "names the input's own modality"),
+    (["--to", "t2,t1", "--from", "t1"], "names the input's own modality"),
+    (["--to", "t2", "--from", "pet"], "takes t1, t1ce, t2, flair input"),
+])
+def test_cli_any_to_any_mistakes_are_one_line(unified_run, mc_cohort: Path, tmp_path: Path,
+                                              capsys, args: list[str], message: str):
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes((mc_cohort / "sub-005" / "sub-005_t1.nii.gz").read_bytes())
+    out = tmp_path / ("out" if "," in args[1] else "out.nii.gz")
+    code = main(["translate", str(scan), "--method", "unified", "-o", str(out),
+                 "--checkpoint", "tiny-unified", "--device", "cpu", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "unified", "--from", "t1", "--to", "t2"], "give --modalities"),
+    (["--method", "pix2pix", "--modalities", "t1,t2"], "give --from and --to"),
+    (["--method", "unified", "--modalities", "t1"], "at least two modalities"),
+    (["--method", "unified", "--modalities", "t1,t1"], "names a modality twice"),
+    (["--method", "unified", "--modalities", "t1,t1,t2", "--from", "t1"], "not both"),
+])
+def test_cli_train_modalities_mistakes(mc_cohort: Path, tmp_path: Path, capsys, args, message):
+    code = main(["train", "--data", str(mc_cohort), "--out", str(tmp_path / "run"),
+                 "--preset", "tiny", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_models_lists_the_any_to_any_task(unified_run, capsys):
+    assert main(["models"]) == 0
+    line = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("tiny-unified"))
+    assert "any of t1, t1ce, t2, flair" in line
+
+
+def test_api_takes_the_source_from_a_volume_with_a_stated_modality(unified_run, mc_cohort: Path):
+    from synth_core.inference import translate
+    from synth_core.io import load_volume
+
+    stated = load_volume(mc_cohort / "sub-006" / "sub-006_t2.nii.gz", modality="t2")
+    result = translate(stated, "unified", "flair", checkpoint="tiny-unified", device="cpu")
+    assert result.provenance["SourceModality"] == "t2"
+    assert result.provenance["SourceModalityFrom"] == "the volume's stated modality"
+    guessed = load_volume(mc_cohort / "sub-006" / "sub-006_t2.nii.gz")  # modality guessed
+    assert guessed.metadata["modality_guessed"] is True
+    with pytest.raises(synth_core_errors.UserError, match="cannot tell which the input is"):
+        translate(guessed, "unified", "flair", checkpoint="tiny-unified", device="cpu")
