@@ -187,6 +187,10 @@ def test_a_duiit_checkpoint_translates_each_source_and_reports_its_predicted_age
     with pytest.raises(UserError, match="expects"):
         sc.translate(volume, method="duiit", to="ct", source="t2", checkpoint=str(duiit_run))
     assert any(line.startswith("predicted age: ") for line in result.summary())
+    from synth_core import zoo
+
+    info = zoo.locate(str(duiit_run))
+    assert info.task == "t1,pet -> ct" and info.summary()["source"] == "t1,pet"
 
 
 def test_several_sources_only_for_labelled_methods():
