@@ -278,3 +278,18 @@ def test_the_benchmark_scores_every_row_on_disjoint_subjects(labelled_cohort, tm
     assert all(np.isfinite(v["mse"]) for v in split["rows"].values())
     assert "| pure-ct |" in table(report) and report["units"]["mse"] == "years^2"
     assert -1 <= report["age_signal"]["corr_age_csf_fraction"] <= 1
+
+
+def test_volumes_in_3d_train_and_predict(labelled_cohort):
+    data = _dataset(labelled_cohort, spatial="3d")
+    config = build_config("duiit", "tiny", {"spatial": "3d"})
+    cls = get_method_class("duiit")
+    cls.fit_labels(config, data.label_summary(), ["t1", "pet"])
+    method = cls(config, "t1,pet", "ct")
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=2)))
+    assert batch["sources"].shape == (2, 2, 1, 16, 16, 16)
+    ctx = _RecordGeneratorGradients(method)
+    losses = method.adversarial_step(batch, ctx)
+    assert all(torch.isfinite(v) for v in losses.values())
+    estimate = method.predict_volume(batch["target"][:1])
+    assert np.isfinite(estimate["age"])
