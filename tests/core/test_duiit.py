@@ -293,3 +293,20 @@ def test_volumes_in_3d_train_and_predict(labelled_cohort):
     assert all(torch.isfinite(v) for v in losses.values())
     estimate = method.predict_volume(batch["target"][:1])
     assert np.isfinite(estimate["age"])
+
+
+def test_a_diagnosis_predictor_keeps_its_vocabulary(labelled_cohort):
+    data = _dataset(labelled_cohort, task="diagnosis")
+    config = build_config("duiit", "tiny", {"task": "diagnosis"})
+    cls = get_method_class("duiit")
+    cls.fit_labels(config, data.label_summary(), ["t1", "pet"])
+    assert config.classes == ("AD", "CN")
+    method = cls(config, "t1,pet", "ct")
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=2)))
+    losses = method.adversarial_step(batch, _RecordGeneratorGradients(method))
+    assert torch.isfinite(losses["pred"])
+    volume = data.store.get(batch["target_id"][0], "ct")[None]
+    estimate = method.predict_volume(volume)
+    assert estimate["diagnosis"] in ("AD", "CN")
+    assert sum(estimate["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert method.card_capabilities()["predictor"] == {"task": "diagnosis", "classes": ["AD", "CN"]}
