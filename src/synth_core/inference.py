@@ -307,10 +307,10 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
     # A synthesis has no intensities of its own: it takes the typical map of the training
     # subjects of the modality it is in (older cards lack the source's: then the input's own map).
     reference = card["normalisation"].get("source_reference" if runs_reverse else "target_reference")
-    if runs_reverse and to in (card["normalisation"].get("source_references") or {}):
-        reference = card["normalisation"]["source_references"][to]  # a model of several sources
     if info.any_to_any:
         reference = (card["normalisation"].get("references") or {}).get(to)
+    elif runs_reverse and to in (card["normalisation"].get("source_references") or {}):
+        reference = card["normalisation"]["source_references"][to]  # a model of several sources
     target_params = NormParams.from_dict(reference) if reference else params
     out_modality = to
     mean_n = out.mean(0)

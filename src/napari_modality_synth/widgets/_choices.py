@@ -73,8 +73,8 @@ def methods_with_condition(methods: Mapping[str, Mapping[str, Any]], condition: 
 
 
 def checkpoint_label(info: Any) -> str:
-    """What a checkpoint combo shows: ``name (t1 -> pet, user)``, or for an any-to-any one
-    ``name (any of t1, t1ce, t2, flair, user)``; a model of several sources ``name (t1/pet -> ct, user)``."""
+    """What a checkpoint combo shows: ``name (t1 -> pet, user)``, ``name (t1/pet -> ct, user)``
+    for a model of several sources, or ``name (any of t1, t1ce, t2, flair, user)``."""
     if info.card.get("any_to_any"):
         return f"{info.name} (any of {', '.join(info.card.get('modalities') or [])}, {info.origin})"
     sources = (info.card.get("capabilities") or {}).get("sources") or [info.source]

@@ -275,7 +275,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             patch_size=patch, seed=seed,
         )
         val_set = ValidationVolumes(store, [r for r in split.val if r in usable],
-                                    request.source, request.target)
+                                    sources[0], request.target)
     train_loader = DataLoader(train_set, batch_size=config.train.batch_size, shuffle=False,
                               num_workers=0, drop_last=True)
     val_loader = DataLoader(val_set, batch_size=1, shuffle=False, num_workers=0)
@@ -325,8 +325,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         "intended_use": _intended_use(request.data),
         "input_reference": _input_references(
             list(split.train), list(request.modalities) if any_to_any else
-            [*sources, request.target] if cls.capabilities.bidirectional
-            else sources, spacing),
+            [*sources, request.target] if cls.capabilities.bidirectional else sources, spacing),
         "age_range": _age_range(split.train),
         "seed": seed,
     }
