@@ -264,10 +264,13 @@ def test_augment_refuses_mistakes_in_one_line_before_any_work(labelled_cohort, d
 def test_the_benchmark_scores_every_row_on_disjoint_subjects(labelled_cohort, tmp_path):
     from synth_core.benchmark_duiit import ROWS, Settings, run, table
 
-    settings = Settings(splits=2, n_target=2, n_source=2, n_test=3, translator_steps=2,
+    settings = Settings(splits=2, n_target=2, n_source=2, n_test=3, translator_steps=2,  # tiny
                         translator_batch=2, predictor_steps=2, predictor_batch=4, preset="tiny")
-    report = run(labelled_cohort, tmp_path / "bench", settings, log=lambda line: None)
+    report = run(labelled_cohort, tmp_path / "bench", settings, log=lambda line: None,
+                 tune_pool=labelled_cohort)
     assert set(report["summary"]) == set(ROWS)
+    tuning = report["tuning"]
+    assert tuning["chosen"] == min(tuning["candidates"], key=lambda k: tuning["candidates"][k]["mse"])
     split = json.loads((tmp_path / "bench" / "split-0.json").read_text())
     roles = split["roles"]
     everyone = [s for ids in roles.values() for s in ids]
