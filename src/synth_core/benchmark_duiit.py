@@ -10,6 +10,9 @@ with weight decay, a fixed number of steps) on a different training set:
 
 * ``mean``: no network, the mean age of the CT training subjects (what a predictor must beat);
 * ``pure-ct``: the CT training slices alone;
+* ``oracle-ct``: plus the real CT of the T1 and PET subjects (which the phantom has): what a
+  perfect translator could give at best, and whether this predictor can use the age signal
+  in CT at all when it has enough subjects;
 * ``mix-ct-mri``, ``mix-ct-pet``, ``mix-ct-mri-pet``: plus the T1 / PET / both subjects
   translated to CT by a DUIIT translator trained jointly with its predictor on this split
   (one translator run with both sources serves the three rows: the MRI row uses its T1
@@ -50,7 +53,7 @@ from synth_core.methods import build_config, get_method_class
 from synth_core.nn.gradient_reversal import reverse_gradient
 from synth_core.nn.predictor import Predictor, PredictorSettings
 
-ROWS = ("mean", "pure-ct", "mix-ct-mri", "mix-ct-pet", "mix-ct-mri-pet", "cyclegan-mri",
+ROWS = ("mean", "pure-ct", "oracle-ct", "mix-ct-mri", "mix-ct-pet", "mix-ct-mri-pet", "cyclegan-mri",
         "cyclegan-pet", "simple-augment", "transfer", "dann", "duiit-joint")
 TARGET, MRI, PET = "ct", "t1", "pet"
 #: Slices whose brain-mask area is at least this share of the subject's largest (as training).
@@ -338,6 +341,7 @@ def run_split(store: VolumeStore, ids: list[str], settings: Settings, split: int
     rows["mean"] = errors(np.full(len(truth), float(train.ages.mean())), truth)
     log(f"split {split} mean: MSE {rows['mean']['mse']:.1f} years^2")
     score("pure-ct", train)
+    score("oracle-ct", Subjects.join([train, brain_slices(store, roles[MRI] + roles[PET], TARGET, f)]))
     score("simple-augment", train, transform=simple_augment(seed))
     t0 = time.perf_counter()
     pretrained, _, _ = train_predictor(mri, settings, seed + 1)

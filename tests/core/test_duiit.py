@@ -279,6 +279,7 @@ def test_the_benchmark_scores_every_row_on_disjoint_subjects(labelled_cohort, tm
     guess = np.mean([ages[s] for s in roles["train"]])
     assert split["rows"]["mean"]["mse"] == pytest.approx(np.mean([(guess - ages[s]) ** 2 for s in roles["test"]]))
     assert all(np.isfinite(v["mse"]) for v in split["rows"].values())
+    assert split["rows"]["oracle-ct"]["mse"] >= 0
     assert "| pure-ct |" in table(report) and report["units"]["mse"] == "years^2"
     assert -1 <= report["age_signal"]["corr_age_csf_fraction"] <= 1
 
