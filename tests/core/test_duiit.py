@@ -314,3 +314,21 @@ def test_a_diagnosis_predictor_keeps_its_vocabulary(labelled_cohort):
     assert estimate["diagnosis"] in ("AD", "CN")
     assert sum(estimate["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert method.card_capabilities()["predictor"] == {"task": "diagnosis", "classes": ["AD", "CN"]}
+
+
+def test_translate_from_the_command_line_prints_the_predicted_age(labelled_cohort, duiit_run, tmp_path):
+    import contextlib
+    import io
+
+    from synth_core.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["translate", str(labelled_cohort / "sub-004" / "sub-004_pet.nii.gz"), "-o",
+                     str(tmp_path / "ct.nii.gz"), "--method", "duiit", "--checkpoint", str(duiit_run),
+                     "--to", "ct", "--no-input-check"])
+    assert code == 0
+    assert "source: pet (from the file name)" in out.getvalue()
+    assert "predicted age: " in out.getvalue()
+    side = json.loads((tmp_path / "ct.json").read_text())
+    assert side["Synthetic"] is True and side["Prediction"]["units"] == "years"
