@@ -40,6 +40,7 @@ from synth_core.inference import translate
 from synth_core.input_check import check_input
 from synth_core.input_check import score as fingerprint_score
 from synth_core.io import atomic_write_text
+from synth_core.methods import Method, get_method_class
 from synth_core.metrics import evaluate, scoring_kind
 from synth_core.phantom import PRESETS, generate_subject
 from synth_core.phantom.parameters import GREY_REGIONS, LABEL_IDS, PET_REGIONS
@@ -354,7 +355,9 @@ def _ood_report(info: CheckpointInfo, subjects: list[Any]) -> dict[str, Any] | N
     """AUROC of other modalities passed as the checkpoint's source, against true sources."""
     source = info.source
     reference = (info.card.get("input_reference") or {}).get(source)
-    likelihood = info.method == "dual-glow"  # the one method with an input likelihood
+    # A method with its own input likelihood overrides Method.out_of_distribution.
+    likelihood = (get_method_class(info.method).out_of_distribution
+                  is not Method.out_of_distribution)
     if reference is None and not likelihood:
         return None
     check: dict[str, list[float]] = {}
