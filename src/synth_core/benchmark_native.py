@@ -10,11 +10,13 @@
   ``FlopCounterMode`` on one window, times the windows run, over the time spent in them);
 - the two U-Net upsamplings (transposed convolution, interpolation plus convolution) on
   one window, and trilinear resampling 4 mm -> 1 mm with scipy and with SimpleITK;
+- where a 1 mm ``translate`` spends its time: imports, reading, loading the checkpoint, the
+  translation, writing (a fresh process);
 - CLI start-up: ``modality-synth models`` and a 1 mm ``translate`` end to end, as
   subprocesses, beside a bare ``python -c pass``.
 
-Without a bundled 1 mm pix2pix checkpoint, an untrained one of the ``cpu`` preset at 1 mm
-stands in: speed and memory do not depend on the weights' values.
+Without a bundled 1 mm pix2pix checkpoint, an untrained one of the ``cpu-l1`` preset (64^3
+windows) at 1 mm stands in: speed and memory do not depend on the weights' values.
 """
 
 from __future__ import annotations
@@ -56,15 +58,16 @@ def mni_t1_1mm(path: Path) -> Path:
     return path
 
 
-def stand_in_checkpoint(out: Path, patch: int = 96) -> Path:
-    """An untrained ``cpu``-preset pix2pix at 1 mm trained-on-patches card (for timing only)."""
+def stand_in_checkpoint(out: Path, patch: int = 64) -> Path:
+    """An untrained ``cpu-l1``-preset pix2pix with a 1 mm trained-on-patches card (for timing
+    only: the network, window and card of the 1 mm runs, without their weights)."""
     from synth_core import zoo
     from synth_core.methods import build_config, get_method_class
 
-    config = build_config("pix2pix", "cpu", {"patch_size": patch})
+    config = build_config("pix2pix", "cpu-l1", {"patch_size": patch})
     method = get_method_class("pix2pix")(config, "t1", "t2").eval()
     zoo.save_model(method, out, {
-        "method": "pix2pix", "source": "t1", "target": "t2", "preset": "cpu",
+        "method": "pix2pix", "source": "t1", "target": "t2", "preset": "cpu-l1",
         "config": __import__("dataclasses").asdict(config),
         "capabilities": method.capabilities.to_dict(), "spacing": [1.0, 1.0, 1.0],
         "patch_size": [patch] * 3, "multiple": config.train.multiple,
@@ -78,7 +81,7 @@ def _checkpoint(tmp: Path) -> tuple[str, str]:
     for info in list_checkpoints("pix2pix", "t1", "t2"):
         if info.name == FINE_CHECKPOINT:
             return str(info.directory), info.name
-    return str(stand_in_checkpoint(tmp / "stand-in")), "untrained stand-in (cpu preset)"
+    return str(stand_in_checkpoint(tmp / "stand-in")), "untrained stand-in (cpu-l1 preset)"
 
 
 def child_translate_1mm(input_path: str, checkpoint: str) -> dict[str, Any]:
@@ -121,16 +124,59 @@ def child_translate_1mm(input_path: str, checkpoint: str) -> dict[str, Any]:
             "threads": torch.get_num_threads()}
 
 
-def upsampling_seconds(size: int = 64, repeats: int = 3) -> dict[str, float]:
-    """Forward seconds of the ``cpu`` pix2pix U-Net on one size^3 window, per upsampling."""
+def child_translate_stages(input_path: str, checkpoint: str, out_path: str) -> dict[str, Any]:
+    """Where a 1 mm ``translate`` spends its time, stage by stage, in a fresh process (call it
+    through ``benchmark._in_child``): the imports the CLI's translate needs, reading the input,
+    loading the checkpoint, ``translate`` itself (reorient, normalise, the network in windows,
+    back to the input's grid) and writing the NIfTI and its sidecar. The interpreter's own
+    start-up is not included (``cli_startup`` measures it)."""
+    begin = time.perf_counter()
     import torch
 
-    from synth_core.nn import UNet
+    from synth_core import cli, inference  # noqa: F401  (what a CLI translate imports)
+    from synth_core.io import load_volume, save_volume
+    from synth_core.methods import get_method_class
+
+    get_method_class("pix2pix")
+    stages = {"imports_s": time.perf_counter() - begin}
+    start = time.perf_counter()
+    volume = load_volume(input_path, modality="t1")
+    stages["read_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    info = inference.zoo.resolve(checkpoint, method="pix2pix", target="t2")
+    inference._cached_method(str(info.directory), info.sha256, "cpu")
+    stages["load_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    result = inference.translate(volume, "pix2pix", "t2", checkpoint=checkpoint, device="cpu")
+    stages["translate_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    save_volume(result.volume, out_path, overwrite=True)
+    stages["save_s"] = time.perf_counter() - start
+    stages["total_s"] = time.perf_counter() - begin
+    stages["threads"] = torch.get_num_threads()
+    return stages
+
+
+def upsampling_seconds(size: int = 64, repeats: int = 3) -> dict[str, float]:
+    """Forward seconds of the ``cpu`` pix2pix U-Net on one size^3 window, per upsampling:
+    transposed convolutions as the U-Net runs them (the output level through
+    ``synth_core.nn.subpixel``), the same with every level a plain ``ConvTranspose3d``, and
+    interpolation plus convolution."""
+    import torch
+
+    from synth_core.nn import UNet, unet
 
     x = torch.randn(1, 1, size, size, size)
     out = {}
-    for kind in ("transpose", "interp"):
-        net = UNet(3, 1, 1, features=16, depth=4, dropout=0.0, upsample=kind).eval()
+    default = unet.SUBPIXEL_MAX_CHANNELS
+    for label, kind, subpixel in (("transpose", "transpose", default),
+                                  ("transpose_plain", "transpose", 0),
+                                  ("interp", "interp", default)):
+        unet.SUBPIXEL_MAX_CHANNELS = subpixel
+        try:
+            net = UNet(3, 1, 1, features=16, depth=4, dropout=0.0, upsample=kind).eval()
+        finally:
+            unet.SUBPIXEL_MAX_CHANNELS = default
         with torch.no_grad():
             net(x)
             best = float("inf")
@@ -138,7 +184,7 @@ def upsampling_seconds(size: int = 64, repeats: int = 3) -> dict[str, float]:
                 start = time.perf_counter()
                 net(x)
                 best = min(best, time.perf_counter() - start)
-        out[kind] = best
+        out[label] = best
     return out
 
 
@@ -214,8 +260,15 @@ def run_native(report: dict[str, Any], quick: bool = False) -> dict[str, Any]:
               f"SimpleITK {r['simpleitk']:.2f} s")
         native["upsampling_s"] = upsampling_seconds(64, 2 if quick else 3)
         up = native["upsampling_s"]
-        print(f"U-Net forward on 64^3: transposed convolution {up['transpose']:.2f} s, "
+        print(f"U-Net forward on 64^3: transposed convolutions {up['transpose']:.2f} s "
+              f"(all plain ConvTranspose3d: {up['transpose_plain']:.2f} s), "
               f"interpolation + convolution {up['interp']:.2f} s")
+        stages = _in_child("child_translate_stages", input_path=str(t1), checkpoint=checkpoint,
+                           out_path=str(tmp / "stages_t2.nii.gz"), module="synth_core.benchmark_native")
+        native["translate_stages"] = stages
+        if "error" not in stages:
+            print("1 mm translate by stage (fresh process, after the interpreter's start-up): "
+                  + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items() if k.endswith("_s")))
         native["cli"] = cli_startup(t1, checkpoint, tmp, 2 if quick else 3)
         c = native["cli"]
         print(f"CLI start-up: python -c pass {c['python_s']:.2f} s, models {c['models_s']:.2f} s "

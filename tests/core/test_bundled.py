@@ -15,6 +15,7 @@ from synth_core.heldout import (
     HELDOUT_SEED,
     SCALE_RATIO_RANGE,
     floor_verdict,
+    heldout_preset,
     scale_check,
     score_mask,
 )
@@ -24,6 +25,8 @@ from synth_core.metrics import evaluate
 
 BUNDLED = zoo._scan(zoo.bundled_dir(), "bundled")
 SCALE_SUBJECTS = 5  # the first subjects of the held-out cohort: a median over doses, fast
+# A 1 mm subject takes a minute or more to generate: a 1 mm checkpoint is checked on one.
+SCALE_SUBJECTS_BY_PRESET = {"small": SCALE_SUBJECTS, "full": 2, "fine": 1}
 
 
 def _directions(info: zoo.CheckpointInfo) -> list[bool]:
@@ -89,9 +92,10 @@ def test_bundled_output_is_in_its_targets_units(info, reverse):
             (info.card.get("heldout") or {}).get("directions", {}).get(f"{src}->{tgt}", {})
             .get("rows", [])}
     conditions = get_method_class(info.method).capabilities.conditions
+    preset = heldout_preset(info.card)
     scales = []
-    for index in range(SCALE_SUBJECTS):
-        subject = generate_subject(index, seed=HELDOUT_SEED, preset="small")
+    for index in range(SCALE_SUBJECTS_BY_PRESET[preset]):
+        subject = generate_subject(index, seed=HELDOUT_SEED, preset=preset)
         mask = score_mask(subject, tgt)
         result = translate(subject.volumes[src], info.method, tgt, source=src,
                            checkpoint=str(info.directory), device="cpu",
