@@ -2,10 +2,12 @@
 
 Usage (from a clean clone; figures in docs/methods/revgan.md):
 
-    modality-synth phantom train-data --subjects 12 --seed 0 --preset small
-    modality-synth phantom test-data --subjects 4 --seed 7 --preset small
+    modality-synth phantom train-data --subjects 10 --seed 0 --preset full
+    modality-synth phantom test-data --subjects 4 --seed 7 --preset full
     python scripts/revgan_tables.py --train train-data --test test-data \
         --checkpoint sr=RUN_DIR [--checkpoint ct=RUN_DIR ...] [--only sr] [--json OUT.json]
+
+The CT baselines are fitted on the ``--train`` subjects (the ones the models trained on).
 
 Every row is scored with ``synth_core.metrics.evaluate(..., normalise=True)``: MR in the
 brain mask after each volume's 1st-99th percentiles map to [0, 1]; CT in HU inside the head

@@ -10,6 +10,9 @@ with weight decay, a fixed number of steps) on a different training set:
 
 * ``mean``: no network, the mean age of the CT training subjects (what a predictor must beat);
 * ``pure-ct``: the CT training slices alone;
+* ``oracle-ct``: plus the real CT of the T1 and PET subjects (which the phantom has): what a
+  perfect translator could give at best, and whether this predictor can use the age signal
+  in CT at all when it has enough subjects;
 * ``mix-ct-mri``, ``mix-ct-pet``, ``mix-ct-mri-pet``: plus the T1 / PET / both subjects
   translated to CT by a DUIIT translator trained jointly with its predictor on this split
   (one translator run with both sources serves the three rows: the MRI row uses its T1
@@ -50,13 +53,14 @@ from synth_core.methods import build_config, get_method_class
 from synth_core.nn.gradient_reversal import reverse_gradient
 from synth_core.nn.predictor import Predictor, PredictorSettings
 
-ROWS = ("mean", "pure-ct", "mix-ct-mri", "mix-ct-pet", "mix-ct-mri-pet", "cyclegan-mri",
+ROWS = ("mean", "pure-ct", "oracle-ct", "mix-ct-mri", "mix-ct-pet", "mix-ct-mri-pet", "cyclegan-mri",
         "cyclegan-pet", "simple-augment", "transfer", "dann", "duiit-joint")
 TARGET, MRI, PET = "ct", "t1", "pet"
 #: Slices whose brain-mask area is at least this share of the subject's largest (as training).
 MIN_SLICE_FRACTION = 0.05
-#: CSF in the phantom's CT: below this many HU inside the brain mask (brain tissue is above).
-CSF_HU = 15.0
+#: CSF in the phantom's CT: below this many HU inside the brain mask, halfway between its CSF
+#: (12 HU) and white matter (30 HU).
+CSF_HU = 21.0
 
 
 @dataclass
@@ -76,6 +80,8 @@ class Settings:
     lambda_pred: float = 1e-3
     seed: int = 0
     preset: str = "cpu"
+    #: the predictor's slices: brain-mask area at least this share of the subject's largest
+    slice_fraction: float = MIN_SLICE_FRACTION
 
 
 # ---------------------------------------------------------------- data of one split
@@ -103,13 +109,14 @@ class Subjects:
                         torch.cat([p.ages for p in parts]))
 
 
-def brain_slices(store: VolumeStore, ids: list[str], modality: str) -> Subjects:
-    """Every subject's axial slices with enough brain (the slices training draws)."""
+def brain_slices(store: VolumeStore, ids: list[str], modality: str,
+                 fraction: float = MIN_SLICE_FRACTION) -> Subjects:
+    """Every subject's axial slices whose brain-mask area is at least ``fraction`` of its largest."""
     images, owner, ages = [], [], []
     for i, sid in enumerate(ids):
         volume, mask = store.get(sid, modality)[0], store.mask(sid)[0]
         area = mask.sum(dim=(0, 1)).double()
-        keep = torch.nonzero(area >= max(1.0, MIN_SLICE_FRACTION * float(area.max()))).flatten()
+        keep = torch.nonzero(area >= max(1.0, fraction * float(area.max()))).flatten()
         images.append(volume[:, :, keep].permute(2, 0, 1).unsqueeze(1))
         owner.append(torch.full((len(keep),), i, dtype=torch.long))
         ages.append(float(store.records[sid].age))
@@ -315,10 +322,11 @@ def run_split(store: VolumeStore, ids: list[str], settings: Settings, split: int
     started = time.perf_counter()
     roles = split_roles(ids, settings, split)
     seed = settings.seed + 1000 * split
-    train = brain_slices(store, roles["train"], TARGET)
-    test = brain_slices(store, roles["test"], TARGET)
-    mri = brain_slices(store, roles[MRI], MRI)
-    pet = brain_slices(store, roles[PET], PET)
+    f = settings.slice_fraction
+    train = brain_slices(store, roles["train"], TARGET, f)
+    test = brain_slices(store, roles["test"], TARGET, f)
+    mri = brain_slices(store, roles[MRI], MRI, f)
+    pet = brain_slices(store, roles[PET], PET, f)
     truth = test.ages.numpy()
     rows: dict[str, dict[str, float]] = {}
     timing: dict[str, float] = {}
@@ -333,6 +341,7 @@ def run_split(store: VolumeStore, ids: list[str], settings: Settings, split: int
     rows["mean"] = errors(np.full(len(truth), float(train.ages.mean())), truth)
     log(f"split {split} mean: MSE {rows['mean']['mse']:.1f} years^2")
     score("pure-ct", train)
+    score("oracle-ct", Subjects.join([train, brain_slices(store, roles[MRI] + roles[PET], TARGET, f)]))
     score("simple-augment", train, transform=simple_augment(seed))
     t0 = time.perf_counter()
     pretrained, _, _ = train_predictor(mri, settings, seed + 1)
@@ -358,6 +367,45 @@ def run_split(store: VolumeStore, ids: list[str], settings: Settings, split: int
             "timing": timing}
 
 
+#: Predictor settings ``tune_predictor`` chooses among (names for the record).
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "base": {},
+    "central-slices": {"slice_fraction": 0.5},
+    "slow": {"predictor_lr": 3e-4, "predictor_steps": 100},
+    "central-slow": {"slice_fraction": 0.5, "predictor_lr": 3e-4, "predictor_steps": 100},
+    "central-strong-decay": {"slice_fraction": 0.5, "weight_decay": 1e-2},
+}
+
+
+def tune_predictor(pool: Path, settings: Settings, splits: int = 3,
+                   log: Callable[[str], None] = print) -> tuple[Settings, dict[str, Any]]:
+    """Choose the predictor's settings (``CANDIDATES``) on CT alone, on another phantom pool
+    than the benchmark's (so no test subject of the benchmark takes part): per tuning split,
+    ``n_target`` training and up to ``n_test`` test subjects; the lowest mean squared error
+    over the splits wins. Returns the chosen settings and every candidate's scores."""
+    records = [r for r in discover_subjects(pool) if r.age is not None and TARGET in r.paths]
+    store = VolumeStore(records, multiple=4)
+    ids = sorted(r.subject_id for r in records)
+    scores: dict[str, Any] = {}
+    for name, change in CANDIDATES.items():
+        trial = Settings(**(asdict(settings) | change))
+        mse, guess = [], []
+        for split in range(splits):
+            order = [ids[i] for i in np.random.default_rng([0x7E, split]).permutation(len(ids))]
+            train_ids = sorted(order[:settings.n_target])
+            test_ids = sorted(order[settings.n_target:settings.n_target + settings.n_test])
+            train = brain_slices(store, train_ids, TARGET, trial.slice_fraction)
+            test = brain_slices(store, test_ids, TARGET, trial.slice_fraction)
+            net, mean, sd = train_predictor(train, trial, trial.seed + split)
+            mse.append(errors(predict_subjects(net, mean, sd, test), test.ages.numpy())["mse"])
+            guess.append(errors(np.full(len(test.ages), float(train.ages.mean())), test.ages.numpy())["mse"])
+        scores[name] = {"mse": float(np.mean(mse)), "mean_guess_mse": float(np.mean(guess)), **change}
+        log(f"tuning {name}: MSE {scores[name]['mse']:.1f} years^2 (mean guess {np.mean(guess):.1f})")
+    best = min(scores, key=lambda k: scores[k]["mse"])
+    return Settings(**(asdict(settings) | CANDIDATES[best])), {"chosen": best, "candidates": scores,
+                                                               "pool": str(pool), "splits": splits}
+
+
 def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean and SD (over splits) of each row's MSE and MAE."""
     out = {}
@@ -374,11 +422,22 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def run(pool: Path, out: Path, settings: Settings | None = None,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        log: Callable[[str], None] = print, tune_pool: Path | None = None) -> dict[str, Any]:
     """Every split not yet in ``out`` (``split-K.json``; a killed run resumes), then
-    ``results.json`` with the summary, the settings and the CT age signal."""
+    ``results.json`` with the summary, the settings and the CT age signal. With
+    ``tune_pool``, the predictor's settings are first chosen there (``tune_predictor``)."""
     settings = settings or Settings()
     torch.set_num_threads(1)
+    tuning = None
+    if tune_pool is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        file = out / "tuning.json"
+        if file.is_file():
+            tuning = json.loads(file.read_text())
+            settings = Settings(**(asdict(settings) | CANDIDATES[tuning["chosen"]]))
+        else:
+            settings, tuning = tune_predictor(tune_pool, settings, log=log)
+            atomic_write_json(file, tuning)
     records = [r for r in discover_subjects(pool) if r.age is not None
                and all(m in r.paths for m in (TARGET, MRI, PET))]
     store = VolumeStore(records, multiple=4)
@@ -393,7 +452,8 @@ def run(pool: Path, out: Path, settings: Settings | None = None,
         result = run_split(store, ids, settings, split, log) | {"settings": asdict(settings)}
         atomic_write_json(file, result, overwrite=True)
         results.append(result)
-    report = {"pool": str(pool), "settings": asdict(settings), "summary": summarise(results),
+    report = {"pool": str(pool), "settings": asdict(settings), "tuning": tuning,
+              "summary": summarise(results),
               "age_signal": age_signal(store, ids),
               "cpu_seconds": float(sum(r["seconds"] for r in results)), "units": {
                   "mse": "years^2", "mae": "years"}}

@@ -150,12 +150,13 @@ def depth_limit(mode: str, probes: tuple[int, int] = (2, 8), verify: bool = True
 
 
 def run_revgan_memory(out: Path, quick: bool = False, limit: bool = True,
-                      verify: tuple[str, ...] = ("plain",)) -> list[dict[str, Any]]:
+                      verify: tuple[str, ...] = (), timed_steps: int = 1) -> list[dict[str, Any]]:
     """Write ``out/revgan-memory.json`` (the records) and ``out/revgan-depth-limit.json``;
     print both as tables. ``quick``: a 32^3 patch (8 times cheaper), no depth limit.
-    ``verify``: the modes whose predicted depth limit is also measured (the reversible
-    core's RSS does not grow with depth, so its prediction is the 64-block cap, and one
-    step of it on a whole volume takes minutes)."""
+    ``verify``: the modes whose predicted depth limit is also measured (one step of a deep
+    core on a whole volume takes minutes on one thread; by default the limit is the
+    extrapolation, and the record says so). ``timed_steps``: steps timed per record after
+    the warm-up (a depth-32 step at 64^3 takes about half a minute on one thread)."""
     out.mkdir(parents=True, exist_ok=True)
     shape = (PATCH // 2 if quick else PATCH,) * 3
     records = []
@@ -164,7 +165,7 @@ def run_revgan_memory(out: Path, quick: bool = False, limit: bool = True,
     print("depth  mode        saved MB  core saved MB  peak RSS MB  s/step")
     for depth in DEPTHS:
         for mode in MODES:
-            r = _in_child(depth=depth, mode=mode, shape=shape)
+            r = _in_child(depth=depth, mode=mode, shape=shape, timed_steps=timed_steps)
             records.append(r)
             # Written after every record, so an interrupted run keeps what it measured.
             atomic_write_json(out / "revgan-memory.json", records, overwrite=True)

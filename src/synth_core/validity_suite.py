@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from synth_core._version import __version__
 from synth_core.errors import ModalityMismatch, UserError
@@ -39,6 +40,7 @@ from synth_core.inference import translate
 from synth_core.input_check import check_input
 from synth_core.input_check import score as fingerprint_score
 from synth_core.io import atomic_write_text
+from synth_core.methods import Method, get_method_class
 from synth_core.metrics import evaluate, scoring_kind
 from synth_core.phantom import PRESETS, generate_subject
 from synth_core.phantom.parameters import GREY_REGIONS, LABEL_IDS, PET_REGIONS
@@ -242,8 +244,13 @@ def _direction_report(info: CheckpointInfo, source: str, target: str, healthy: l
         scores.append(evaluate(pred, noisy, mask=mask, normalise=True, modality=target))
         floors.append(noise_floor(clean, noisy, target, mask))
         if kind == "mr":
-            invented.append(hallucination_volume(pred, clean, brain, noise_sd(noisy, clean, brain),
-                                                 voxel_mm3))
+            sd = noise_sd(noisy, clean, brain)
+            invented.append({**hallucination_volume(pred, clean, brain, sd, voxel_mm3),
+                             # A model that invents nothing but loses detail: the truth
+                             # blurred by one voxel, judged the same way (the scale).
+                             "blurred_truth_mm3": hallucination_volume(
+                                 ndi.gaussian_filter(np.asarray(clean, np.float64), 1.0),
+                                 clean, brain, sd, voxel_mm3)["volume_mm3"]})
     score_mean, score_sd = _stats(scores, METRICS)
     floor_mean, floor_sd = _stats(floors, METRICS)
     report: dict[str, Any] = {
@@ -257,6 +264,7 @@ def _direction_report(info: CheckpointInfo, source: str, target: str, healthy: l
             "per_subject_mm3": [r["volume_mm3"] for r in invented],
             "regions": [r["regions"] for r in invented],
             "largest_mm3": [r["largest_mm3"] for r in invented],
+            "blurred_truth_mm3": _mean(invented, ("blurred_truth_mm3",))["blurred_truth_mm3"],
             "brain_mm3": float(np.mean([(s.volumes["brainmask"].data > 0).sum() * voxel_mm3
                                         for s in healthy])),
             "definition": "connected (26) brain regions of >= 5 voxels departing > 3 noise SD "
@@ -347,7 +355,9 @@ def _ood_report(info: CheckpointInfo, subjects: list[Any]) -> dict[str, Any] | N
     """AUROC of other modalities passed as the checkpoint's source, against true sources."""
     source = info.source
     reference = (info.card.get("input_reference") or {}).get(source)
-    likelihood = info.method == "dual-glow"  # the one method with an input likelihood
+    # A method with its own input likelihood overrides Method.out_of_distribution.
+    likelihood = (get_method_class(info.method).out_of_distribution
+                  is not Method.out_of_distribution)
     if reference is None and not likelihood:
         return None
     check: dict[str, list[float]] = {}

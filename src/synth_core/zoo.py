@@ -79,7 +79,7 @@ class CheckpointInfo:
         """What it translates, in words: ``t1 -> t2``, or ``any of t1, t2, flair``."""
         if self.any_to_any:
             return f"any of {', '.join(self.modalities)}"
-        return f"{self.source} -> {self.target}"
+        return f"{','.join(model_sources(self))} -> {self.target}"
 
     @property
     def sha256(self) -> str:
@@ -92,7 +92,8 @@ class CheckpointInfo:
     def summary(self) -> dict[str, Any]:
         """The row ``modality-synth models`` prints."""
         return {
-            "name": self.name, "method": self.method, "source": self.source, "target": self.target,
+            "name": self.name, "method": self.method, "source": ",".join(model_sources(self)),
+            "target": self.target,
             "any_to_any": self.any_to_any, "modalities": self.modalities, "task": self.task,
             "preset": self.card.get("preset"), "spacing": self.card.get("spacing"),
             "patch_size": self.card.get("patch_size"), "origin": self.origin, "default": self.default,

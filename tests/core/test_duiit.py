@@ -187,6 +187,10 @@ def test_a_duiit_checkpoint_translates_each_source_and_reports_its_predicted_age
     with pytest.raises(UserError, match="expects"):
         sc.translate(volume, method="duiit", to="ct", source="t2", checkpoint=str(duiit_run))
     assert any(line.startswith("predicted age: ") for line in result.summary())
+    from synth_core import zoo
+
+    info = zoo.locate(str(duiit_run))
+    assert info.task == "t1,pet -> ct" and info.summary()["source"] == "t1,pet"
 
 
 def test_several_sources_only_for_labelled_methods():
@@ -260,10 +264,13 @@ def test_augment_refuses_mistakes_in_one_line_before_any_work(labelled_cohort, d
 def test_the_benchmark_scores_every_row_on_disjoint_subjects(labelled_cohort, tmp_path):
     from synth_core.benchmark_duiit import ROWS, Settings, run, table
 
-    settings = Settings(splits=2, n_target=2, n_source=2, n_test=3, translator_steps=2,
+    settings = Settings(splits=2, n_target=2, n_source=2, n_test=3, translator_steps=2,  # tiny
                         translator_batch=2, predictor_steps=2, predictor_batch=4, preset="tiny")
-    report = run(labelled_cohort, tmp_path / "bench", settings, log=lambda line: None)
+    report = run(labelled_cohort, tmp_path / "bench", settings, log=lambda line: None,
+                 tune_pool=labelled_cohort)
     assert set(report["summary"]) == set(ROWS)
+    tuning = report["tuning"]
+    assert tuning["chosen"] == min(tuning["candidates"], key=lambda k: tuning["candidates"][k]["mse"])
     split = json.loads((tmp_path / "bench" / "split-0.json").read_text())
     roles = split["roles"]
     everyone = [s for ids in roles.values() for s in ids]
@@ -272,5 +279,56 @@ def test_the_benchmark_scores_every_row_on_disjoint_subjects(labelled_cohort, tm
     guess = np.mean([ages[s] for s in roles["train"]])
     assert split["rows"]["mean"]["mse"] == pytest.approx(np.mean([(guess - ages[s]) ** 2 for s in roles["test"]]))
     assert all(np.isfinite(v["mse"]) for v in split["rows"].values())
+    assert split["rows"]["oracle-ct"]["mse"] >= 0
     assert "| pure-ct |" in table(report) and report["units"]["mse"] == "years^2"
     assert -1 <= report["age_signal"]["corr_age_csf_fraction"] <= 1
+
+
+def test_volumes_in_3d_train_and_predict(labelled_cohort):
+    data = _dataset(labelled_cohort, spatial="3d")
+    config = build_config("duiit", "tiny", {"spatial": "3d"})
+    cls = get_method_class("duiit")
+    cls.fit_labels(config, data.label_summary(), ["t1", "pet"])
+    method = cls(config, "t1,pet", "ct")
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=2)))
+    assert batch["sources"].shape == (2, 2, 1, 16, 16, 16)
+    ctx = _RecordGeneratorGradients(method)
+    losses = method.adversarial_step(batch, ctx)
+    assert all(torch.isfinite(v) for v in losses.values())
+    estimate = method.predict_volume(batch["target"][:1])
+    assert np.isfinite(estimate["age"])
+
+
+def test_a_diagnosis_predictor_keeps_its_vocabulary(labelled_cohort):
+    data = _dataset(labelled_cohort, task="diagnosis")
+    config = build_config("duiit", "tiny", {"task": "diagnosis"})
+    cls = get_method_class("duiit")
+    cls.fit_labels(config, data.label_summary(), ["t1", "pet"])
+    assert config.classes == ("AD", "CN")
+    method = cls(config, "t1,pet", "ct")
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=2)))
+    losses = method.adversarial_step(batch, _RecordGeneratorGradients(method))
+    assert torch.isfinite(losses["pred"])
+    volume = data.store.get(batch["target_id"][0], "ct")[None]
+    estimate = method.predict_volume(volume)
+    assert estimate["diagnosis"] in ("AD", "CN")
+    assert sum(estimate["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert method.card_capabilities()["predictor"] == {"task": "diagnosis", "classes": ["AD", "CN"]}
+
+
+def test_translate_from_the_command_line_prints_the_predicted_age(labelled_cohort, duiit_run, tmp_path):
+    import contextlib
+    import io
+
+    from synth_core.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["translate", str(labelled_cohort / "sub-004" / "sub-004_pet.nii.gz"), "-o",
+                     str(tmp_path / "ct.nii.gz"), "--method", "duiit", "--checkpoint", str(duiit_run),
+                     "--to", "ct", "--no-input-check"])
+    assert code == 0
+    assert "source: pet (from the file name)" in out.getvalue()
+    assert "predicted age: " in out.getvalue()
+    side = json.loads((tmp_path / "ct.json").read_text())
+    assert side["Synthetic"] is True and side["Prediction"]["units"] == "years"

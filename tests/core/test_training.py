@@ -312,3 +312,16 @@ def test_export_callback_keeps_the_best_or_the_last_validation():
             callback.on_validation_end(trainer, SimpleNamespace(batches_done=step))
         assert exported == expected, keep
         assert callback.best == 21.0
+
+
+def test_a_folder_without_participants_tsv_trains_and_validates(tiny_cohort, tmp_path):
+    """Scans alone, no participants.tsv: validation batches still collate (no label is "")."""
+    import shutil
+
+    data = tmp_path / "scans-only"
+    shutil.copytree(tiny_cohort, data)
+    for table in data.glob("participants.*"):
+        table.unlink()
+    result = train(_request(data, tmp_path / "run", overrides={"train.max_steps": 2,
+                                                                "train.val_every": 1}))
+    assert (result.run_dir / "model.safetensors").exists()

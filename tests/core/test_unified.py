@@ -123,7 +123,7 @@ def test_self_reconstruction_is_near_identity_after_a_few_steps():
     code = torch.tensor([0, 1, 2, 3] * 2)
     request = SynthesisRequest(target_code=2)
     before = float((method.synthesize(x[:8], request)[0] - x[:8]).abs().mean())
-    for step in range(80):
+    for step in range(120):
         batch = x[(step * 8) % 64:(step * 8) % 64 + 8]
         method.adversarial_step({"source": batch, "target": batch, "source_code": code,
                                  "target_code": code}, ctx)
@@ -301,3 +301,46 @@ def test_api_takes_the_source_from_a_volume_with_a_stated_modality(unified_run, 
     assert guessed.metadata["modality_guessed"] is True
     with pytest.raises(synth_core_errors.UserError, match="cannot tell which the input is"):
         translate(guessed, "unified", "flair", checkpoint="tiny-unified", device="cpu")
+
+
+def test_heldout_scores_any_direction_of_an_any_to_any_checkpoint(unified_run):
+    from synth_core.heldout import heldout_scores
+
+    info = zoo.locate("tiny-unified")
+    entry = heldout_scores(str(info.directory), "unified", subjects=1, seed=1000,
+                           direction=("t2", "flair"), lesion_fraction=1.0)
+    assert entry["direction"] == "t2->flair" and entry["cohort"]["lesion_fraction"] == 1.0
+    assert "--lesion-fraction 1" in entry["cohort"]["command"]
+    assert 0.0 <= entry["scores"]["ssim"] <= 1.0 and entry["checkpoint_sha256"] == info.sha256
+
+
+def test_benchmark_report_tables(tmp_path: Path):
+    from synth_core import benchmark_unified as bench
+
+    ways = bench.directions()
+    assert len(ways) == 12 and ("t1", "t1ce") in ways
+    scores = {name: {f"{s}->{t}": {"ssim": base + 0.01 * i, "psnr": 20.0, "mae": 0.1,
+                                   "lesion_ratio": 0.9, "subjects": 2}
+                     for i, (s, t) in enumerate(ways)}
+              for name, base in (("unified", 0.70), ("pix2pix", 0.75))}
+    text = bench.report({"scores": scores}, tmp_path).read_text()
+    assert text.count("\n| t1->t1ce |") == 2 and "in 0 of 12 directions" in text
+    assert json.loads((tmp_path / "unified.json").read_text())["scores"] == scores
+
+
+def test_3d_model_steps_and_answers_each_code():
+    torch.manual_seed(0)
+    config = build_config("unified", "tiny", {"spatial": "3d"})
+    method = get_method_class("unified")(config, "t1", "t1ce")
+    ctx = _Ctx(method.configure_optimizers())
+    x = torch.rand(2, 1, 16, 16, 16) * 2 - 1
+    codes = torch.tensor([0, 3])
+    losses = method.adversarial_step({"source": x, "target": x.flip(-1), "source_code": codes,
+                                      "target_code": codes.flip(0)}, ctx)
+    assert all(torch.isfinite(v) for v in losses.values())
+    method.eval()
+    outs = [method.synthesize(x[:1], SynthesisRequest(target_code=k)) for k in range(4)]
+    assert outs[0].shape == (1, 1, 1, 16, 16, 16)
+    assert float((outs[1] - outs[2]).abs().max()) > 0
+    with pytest.raises(synth_core_errors.UserError, match="needs a target"):
+        method.synthesize(x[:1], SynthesisRequest())

@@ -147,3 +147,36 @@ def test_cohort_mistakes_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_markdown_of_an_age_conditioned_stochastic_model():
+    # The branches the current bundle does not reach (no bundled model is age-conditioned or
+    # stochastic), rendered from a hand-made report entry.
+    from synth_core.validity_report import render_markdown
+
+    scores = {k: 0.5 for k in suite.METRICS}
+    entry = {
+        "name": "glow", "method": "dual-glow", "sha256": "ab" * 32, "origin": "path",
+        "title": "DUAL-GLOW", "preset": "small", "voxel_mm": 4.0,
+        "directions": [{"source": "t1", "target": "pet", "units": "PET", "subjects": 2,
+                        "normalisation": "pet-p95", "scores": scores, "scores_sd": scores,
+                        "noise_floor": scores, "noise_floor_sd": scores,
+                        "hallucination": None, "lesions": None}],
+        "counterfactual_age": {"slope_ratio": 0.78, "leak_ratio": 0.61, "correlation": 0.42,
+                               "subjects": 2, "regions": []},
+        "uncertainty": {"direction": "t1->pet", "samples": 8, "correlation": -0.03,
+                        "coverage": 0.609, "calibrated_coverage": 7 / 9, "subjects": 3},
+        "ood": {"source": "t1", "input_check": None,
+                "likelihood": {"auroc": 0.9, "per_kind": {"t2": 1.0, "ct": 0.8},
+                               "inputs": {"t1": 4, "t2": 4, "ct": 4}}},
+    }
+    report = {"command": "modality-synth benchmark --suite validity --out OUT", "version": "x",
+              "seconds": 60.0, "cohort": {"seed": 11, "preset": "small", "voxel_mm": 4.0,
+                                          "healthy_subjects": 2, "lesioned_subjects": 0,
+                                          "lesions": [], "disease_subjects": 0},
+              "checkpoints": [entry], "disease_signal": [], "figures": [], "not_measured": []}
+    page = render_markdown(report)
+    assert "| `glow` | 0.78 | 0.61 | 0.42 | 2 |" in page
+    assert "| `glow` | t1->pet | 8 | -0.03 | 0.609 | 0.778 | 3 |" in page
+    assert "| `glow` | likelihood | 0.900 | T2 1.00, CT 0.80 | 4 / 8 |" in page
+    assert "## `dual-glow`" in page and "Not measured: too few AD or CN" in page

@@ -274,8 +274,8 @@ class ValidationVolumes(Sequence):
     """Full-volume pairs of held-out subjects, for MAE / PSNR / SSIM during training.
 
     Items: ``source``, ``target`` float32 (1, X, Y, Z), ``mask`` bool (1, X, Y, Z),
-    ``age`` float32 scalar (years, NaN unknown), ``label`` (str or None),
-    ``subject_id``. Subjects lacking either modality are left out.
+    ``age`` float32 scalar (years, NaN unknown), ``label`` (str; empty when the data has no
+    ``participants.tsv`` or no label for the subject, so batches collate), ``subject_id``. Subjects lacking either modality are left out.
     """
 
     def __init__(
@@ -297,7 +297,7 @@ class ValidationVolumes(Sequence):
             "target": self.store.get(sid, self.target),
             "mask": self.store.mask(sid),
             "age": torch.tensor(math.nan if record.age is None else record.age, dtype=torch.float32),
-            "label": record.label,
+            "label": record.label or "",
             "subject_id": sid,
         }
 

@@ -411,7 +411,7 @@ def _from_dict(kind: type, data: dict[str, Any]) -> Any:
 def check_modalities(cls: type[Method], source: str, target: str) -> None:
     """Known modalities, source unlike target. ``source`` may list several modalities
     separated by commas for a method that trains on labelled data (translating each)."""
-    sources = source.split(",")
+    sources = source.split(",") if isinstance(source, str) else [source]
     if len(sources) > 1 and "labelled" not in cls.capabilities.data:
         raise UserError(f"method {cls.key!r} takes one source modality, not {source!r}; "
                         "give one --from")

@@ -56,6 +56,9 @@ class UnifiedConfig:
         features, depth, upsample: the U-Net backbone split into Enc and Dec (as pix2pix;
             the paper's 2D backbone on 256x256 slices has 8 levels).
         norm: "instance".
+        film_gain: how fast the decoder's per-target scales and shifts learn
+            (``synth_core.nn.conditional_autoencoder.FiLM``; not in the paper, whose decoder
+            takes the code by concatenation only).
         disc_features, disc_layers: the PatchGAN (pix2pix's 64, 3).
         gan_mode: "vanilla" (eq. 2's log loss).
         lambda_l1: weight of eq. 1 (paper: 1).
@@ -79,6 +82,7 @@ class UnifiedConfig:
     depth: int = 8
     upsample: str = "transpose"
     norm: str = "instance"
+    film_gain: float = 10.0
     disc_features: int = 64
     disc_layers: int = 3
     gan_mode: str = "vanilla"
@@ -161,7 +165,8 @@ class Unified(Method):
         m = len(self.modalities)
         self.autoencoder = ConditionalAutoencoder(dims, 1, 1, m, features=config.features,
                                                   depth=config.depth, norm=config.norm,
-                                                  upsample=config.upsample)
+                                                  upsample=config.upsample,
+                                                  film_gain=config.film_gain)
         self.discriminator = PatchDiscriminator(dims, 1, features=config.disc_features,
                                                 n_layers=config.disc_layers, norm=config.norm,
                                                 n_classes=m)

@@ -50,7 +50,7 @@ def _save(plt: Any, fig: Any, path: Path) -> Path:
 
 def accuracy_bars(section: dict[str, Any], path: Path) -> Path:
     """Balanced accuracy per input with its 95 % interval; chance and the T1 ceiling marked."""
-    plt, fig = _figure(6.4, 0.45 * len(section["inputs"]) + 1.2)
+    plt, fig = _figure(8.5, 0.45 * len(section["inputs"]) + 1.3)
     ax = fig.add_subplot(1, 1, 1)
     rows = section["inputs"][::-1]
     y = np.arange(len(rows))
@@ -67,13 +67,13 @@ def accuracy_bars(section: dict[str, Any], path: Path) -> Path:
     if ceiling is not None:
         ax.axvline(ceiling - section["goal_gap"], color="tab:blue", lw=0.8, ls="--")
     ax.set_xlim(0.3, 1.02)
-    ax.set_xlabel("balanced accuracy, AD against CN (95 % bootstrap interval)")
+    ax.set_xlabel("balanced accuracy, AD against CN (95 % interval)")
     return _save(plt, fig, path)
 
 
 def lesion_ratios(rows: list[dict[str, Any]], path: Path) -> Path:
     """Lesion contrast ratio (synthetic over true) per checkpoint, direction and lesion."""
-    plt, fig = _figure(6.4, 0.35 * max(len(rows), 1) + 1.2)
+    plt, fig = _figure(7.5, 0.35 * max(len(rows), 1) + 1.3)
     ax = fig.add_subplot(1, 1, 1)
     y = np.arange(len(rows))
     ax.barh(y, [r["ratio"] for r in rows], color="tab:purple")
