@@ -24,9 +24,14 @@ bench: $(VENV)/.setup-done
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_plugin.py
 
-# docs/results.md: every bundled checkpoint on a held-out phantom cohort (a few CPU minutes).
+# docs/results.md: the validity report of every bundled checkpoint on a held-out phantom cohort
+# (`modality-synth benchmark --suite validity`, about five CPU minutes), with its figures.
 results: $(VENV)/.setup-done
-	OMP_NUM_THREADS=1 $(PY) scripts/make_results.py --write docs/results.md
+	rm -rf results-report
+	OMP_NUM_THREADS=1 $(VENV)/bin/modality-synth benchmark --suite validity --out results-report
+	cp results-report/validity.md docs/results.md
+	rm -rf docs/validity-figures
+	cp -r results-report/validity-figures docs/validity-figures
 
 clean:
-	rm -rf $(VENV) build dist demo_out bench_out results-cohort
+	rm -rf $(VENV) build dist demo_out bench_out results-report

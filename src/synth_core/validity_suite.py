@@ -363,8 +363,8 @@ def _ood_report(info: CheckpointInfo, subjects: list[Any]) -> dict[str, Any] | N
     check: dict[str, list[float]] = {}
     bits: dict[str, list[float]] = {}
     centre = None
-    for kind in OOD_KINDS:
-        if kind != source and kind not in subjects[0].volumes:
+    for kind in [source] + [k for k in OOD_KINDS if k != source]:
+        if kind not in subjects[0].volumes:
             continue
         for subject in subjects:
             data = subject.volumes[kind].data
@@ -636,6 +636,7 @@ def run_validity(out: Path, seed: int | None = None, quick: bool = False,
         entry["ood"] = _ood_report(info, subjects.healthy(preset)[:s.ood])
         entries.append(entry)
 
+    main_preset = cohort_preset or "small"
     sections = []
     for preset in presets:
         s = settings.for_preset(preset)
@@ -643,6 +644,8 @@ def run_validity(out: Path, seed: int | None = None, quick: bool = False,
             continue
         pet_models = [info for info in models if grid[info.name] == preset
                       and ("t1", "pet") in _directions(info)]
+        if not pet_models and preset != main_preset:
+            continue  # the references alone are shown once, at the cohort's own grid
         section = _disease_section(preset, subjects, pet_models, s, seed, say)
         if section is not None:
             sections.append(section)
@@ -652,7 +655,6 @@ def run_validity(out: Path, seed: int | None = None, quick: bool = False,
     named = "".join(f" --checkpoint {name}" for name in (checkpoints or []))
     command = ("modality-synth benchmark --suite validity --out OUT" + chosen + named
                + (" --quick" if quick else ""))
-    main_preset = cohort_preset or "small"
     report = {
         "suite": "validity", "version": __version__, "command": command,
         "cohort": {"seed": seed, "preset": main_preset,

@@ -33,10 +33,19 @@ def _figure(width: float, height: float) -> Any:
     return plt, plt.figure(figsize=(width, height), dpi=100)
 
 
-def _save(plt: Any, fig: Any, path: Path) -> Path:
+def _temporary(path: Path) -> str:
+    """A temporary file beside ``path``, readable as a plain new file would be (umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".png")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    tmp = _temporary(path)
     try:
         fig.tight_layout()
         fig.savefig(tmp, format="png")
@@ -100,9 +109,7 @@ def change_maps(true_change: np.ndarray, synthetic_change: np.ndarray, title: st
                 ax.set_title(f"{name} change", fontsize=9, loc="left")
     fig.colorbar(shown, ax=fig.axes, shrink=0.6, label="change in SUVR (older minus younger)")
     fig.suptitle(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".png")
-    os.close(fd)
+    tmp = _temporary(path)
     try:
         fig.savefig(tmp, format="png")  # no tight_layout: the shared colour bar
         os.replace(tmp, path)
