@@ -106,10 +106,12 @@ class SuiteSettings:
     def for_preset(self, preset: str) -> SuiteSettings:
         if preset == "small":
             return self
-        # 2 mm: 8 times the voxels; 1 mm: 64 times (and seconds per subject to draw).
+        # 2 mm: 8 times the voxels; 1 mm: 64 times (and seconds per subject to draw), so
+        # two healthy subjects and one with lesions there (one and one with --quick).
         scale = 4 if preset == "full" else 16
         return SuiteSettings(
-            healthy=max(1, self.healthy // scale), lesioned=max(1, self.lesioned // scale),
+            healthy=max(min(2, self.healthy), self.healthy // scale),
+            lesioned=max(1, self.lesioned // scale),
             disease=0 if preset == "fine" else max(40, self.disease // scale), folds=self.folds,
             samples=self.samples, uncertainty_subjects=1, ood=max(2, self.ood // scale))
 
