@@ -160,6 +160,9 @@ def _age(report: dict[str, Any]) -> list[str]:
     aged = [c for c in report["checkpoints"] if c["counterfactual_age"] is not None]
     if not aged:
         lines.append("| (no checkpoint here is age-conditioned) | – | – | – | – |")
+        lines += ["", "A model you train is measured by naming it: `modality-synth benchmark "
+                  "--suite validity --checkpoint RUN_DIR` (the DUAL-GLOW page shows such a run "
+                  "and its figures)."]
     for c in aged:
         a = c["counterfactual_age"]
         lines.append(f"| `{c['name']}` | {_fmt(a['slope_ratio'], 2)} | "
@@ -184,6 +187,8 @@ def _uncertainty(report: dict[str, Any]) -> list[str]:
     sampled = [c for c in report["checkpoints"] if c["uncertainty"] is not None]
     if not sampled:
         lines.append("| (no checkpoint here is stochastic) | – | – | – | – | – | – |")
+        lines += ["", "A sampling model you train (DUAL-GLOW with `--samples K`) is measured "
+                  "with `--checkpoint RUN_DIR`, as above."]
     for c in sampled:
         u = c["uncertainty"]
         lines.append(f"| `{c['name']}` | {u['direction']} | {u['samples']} | "
