@@ -245,24 +245,32 @@ class TranslationDataset(Dataset):
         plane = mask if z is None else mask[..., z]
         if (sid, z) not in self._mask_index:
             self._mask_index[(sid, z)] = np.flatnonzero(plane.numpy()).astype(np.int64)
-        inside = self._mask_index[(sid, z)]
-        size = np.asarray(self.patch_size)
-        bounds = np.asarray(plane.shape)
-        best, best_fill = np.zeros_like(size), -1.0
-        for _ in range(_PATCH_TRIES if inside.size else 1):
-            if inside.size:
-                centre = np.array(np.unravel_index(inside[rng.integers(inside.size)], plane.shape))
-            else:  # a 2D draw on a slice without mask (cannot happen for listed slices)
-                centre = rng.integers(0, bounds)
-            corner = np.clip(centre - size // 2, 0, bounds - size)
-            window = tuple(slice(int(c), int(c + s)) for c, s in zip(corner, size, strict=True))
-            fill = float(plane[window].float().mean())
-            if fill > best_fill:
-                best, best_fill = corner, fill
-            if fill >= 0.5:
-                break
-        window = tuple(slice(int(c), int(c + s)) for c, s in zip(best, size, strict=True))
+        window = mask_window(plane, self._mask_index[(sid, z)], self.patch_size, rng)
         return prefix + window + ((z,) if z is not None else ())
+
+
+def mask_window(plane: torch.Tensor, inside: np.ndarray, size: Sequence[int],
+                rng: np.random.Generator) -> tuple[slice, ...]:
+    """A window of ``size`` in the mask ``plane`` (2D or 3D), centred on a random voxel of
+    ``inside`` (the flat indices of its mask voxels) and clipped to the bounds, re-drawn up to
+    ``_PATCH_TRIES`` times until at least half of it is mask (the fullest drawn otherwise):
+    the brain-weighted patch every training dataset draws."""
+    size_ = np.asarray(size)
+    bounds = np.asarray(plane.shape)
+    best, best_fill = np.zeros_like(size_), -1.0
+    for _ in range(_PATCH_TRIES if inside.size else 1):
+        if inside.size:
+            centre = np.array(np.unravel_index(inside[rng.integers(inside.size)], plane.shape))
+        else:  # a 2D draw on a slice without mask (cannot happen for listed slices)
+            centre = rng.integers(0, bounds)
+        corner = np.clip(centre - size_ // 2, 0, bounds - size_)
+        window = tuple(slice(int(c), int(c + s)) for c, s in zip(corner, size_, strict=True))
+        fill = float(plane[window].float().mean())
+        if fill > best_fill:
+            best, best_fill = corner, fill
+        if fill >= 0.5:
+            break
+    return tuple(slice(int(c), int(c + s)) for c, s in zip(best, size_, strict=True))
 
 
 def _crop(volume: torch.Tensor, location: tuple[slice | int, ...]) -> torch.Tensor:

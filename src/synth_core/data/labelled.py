@@ -25,14 +25,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from synth_core.data.datasets import SPATIAL, _crop
+from synth_core.data.datasets import SPATIAL, _crop, mask_window
 from synth_core.data.discover import SubjectRecord
 from synth_core.data.store import VolumeStore
 from synth_core.errors import UserError
 
 TASKS = ("age", "diagnosis")
 _POOLS, _ITEM = 0x4C41424C, 0x4C495445
-_PATCH_TRIES = 8
 
 
 class LabelledDataset(Dataset):
@@ -86,6 +85,7 @@ class LabelledDataset(Dataset):
         for modality, ids in self.pools.items():
             store.preload(ids, [modality])
         self._slices: dict[str, np.ndarray] = {}
+        self._mask_index: dict[str, np.ndarray] = {}
         total = sum(len(self._units(ids)) for ids in self.pools.values())
         self.samples_per_epoch = total if samples_per_epoch is None else int(samples_per_epoch)
         if self.samples_per_epoch < 1:
@@ -180,22 +180,12 @@ class LabelledDataset(Dataset):
 
     def _patch(self, sid: str, rng: np.random.Generator) -> tuple[slice, ...]:
         mask = self.store.mask(sid)[0]
-        inside = np.flatnonzero(mask.numpy())
         size = np.asarray(self.patch_size)
-        bounds = np.asarray(mask.shape)
-        if np.any(size > bounds):
-            raise UserError(f"patch size {tuple(size)} does not fit data of shape {tuple(bounds)}")
-        best, best_fill = np.zeros(3, dtype=np.int64), -1.0
-        for _ in range(_PATCH_TRIES):
-            centre = np.array(np.unravel_index(inside[rng.integers(inside.size)], mask.shape))
-            corner = np.clip(centre - size // 2, 0, bounds - size)
-            window = tuple(slice(int(c), int(c + s)) for c, s in zip(corner, size, strict=True))
-            fill = float(mask[window].float().mean())
-            if fill > best_fill:
-                best, best_fill = corner, fill
-            if fill >= 0.5:
-                break
-        return (slice(None),) + tuple(slice(int(c), int(c + s)) for c, s in zip(best, size, strict=True))
+        if np.any(size > np.asarray(mask.shape)):
+            raise UserError(f"patch size {tuple(size)} does not fit data of shape {tuple(mask.shape)}")
+        if sid not in self._mask_index:
+            self._mask_index[sid] = np.flatnonzero(mask.numpy()).astype(np.int64)
+        return (slice(None),) + mask_window(mask, self._mask_index[sid], self.patch_size, rng)
 
     def _labels(self, sid: str) -> tuple[float, int]:
         record = self.store.records[sid]
