@@ -359,7 +359,11 @@ def model_input(volume: Volume, card: dict[str, Any], modality: str) -> tuple[np
 def _prediction(model: Method, synthesis: np.ndarray, work: Volume, modality: str,
                 card: dict[str, Any], dev: torch.device) -> dict[str, Any] | None:
     """The estimate of a model's own predictor (DUIIT's age regressor) for its synthesis
-    (normalised, padded), over the input's foreground; None for models without one."""
+    (normalised, padded), over the input's foreground; None for models without one (their
+    card names no predictor: the foreground mask is not computed for them)."""
+    about = (card.get("capabilities") or {}).get("predictor")
+    if not about:
+        return None
     mask, _ = pad_to_multiple(foreground_mask(work.data, modality).astype(np.uint8),
                               int(card.get("multiple", 16)), value=0)
     with torch.no_grad():
@@ -367,7 +371,6 @@ def _prediction(model: Method, synthesis: np.ndarray, work: Volume, modality: st
                                         torch.from_numpy(mask.astype(bool))[None, None].to(dev))
     if estimate is None:
         return None
-    about = (card.get("capabilities") or {}).get("predictor") or {}
     if "age" in estimate:
         estimate = {"age": round(float(estimate["age"]), 2), "units": "years"}
     return estimate | {"Task": about.get("task"),
