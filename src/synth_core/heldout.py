@@ -39,21 +39,21 @@ CT_MAE_FLOOR_HU = 40.0  # CT: MAE inside the head <= 40 HU
 SCALE_RATIO_RANGE = (0.8, 1.25)  # median over subjects of synthetic / true brain median
 CT_SCALE_HU = 10.0  # CT: |median over subjects of (synthetic - true head median)| <= 10 HU
 SCORE_KEYS = ("mae", "psnr", "ssim", "corrcoef")
-#: Phantom preset of each model spacing (mm): a checkpoint is scored at its own resolution.
-PRESET_FOR_SPACING = {4.0: "small", 2.0: "full", 1.0: "fine"}
 
 
 def heldout_preset(card: dict[str, Any]) -> str:
     """The phantom preset a checkpoint is scored on: the one at its card's spacing (a card
-    without one is a 4 mm model, ``small``)."""
+    without one is a 4 mm model, ``small``); a spacing no preset has is refused."""
+    from synth_core.phantom.parameters import PRESETS, nearest_preset
+
     spacing = card.get("spacing")
     if not spacing:
         return HELDOUT_PRESET
-    key = float(max(spacing))
-    if key not in PRESET_FOR_SPACING:
+    preset = nearest_preset([max(spacing)])  # the coarsest axis decides
+    if PRESETS[preset].spacing_mm != float(max(spacing)):
         raise UserError(f"no phantom preset has the checkpoint's spacing {spacing} mm; score it "
                         "on a cohort of your own with --cohort DIR")
-    return PRESET_FOR_SPACING[key]
+    return preset
 
 
 class _CohortSubject:

@@ -43,7 +43,7 @@ from synth_core.io import atomic_write_text
 from synth_core.methods import Method, get_method_class
 from synth_core.metrics import evaluate, scoring_kind
 from synth_core.phantom import PRESETS, generate_subject
-from synth_core.phantom.parameters import GREY_REGIONS, LABEL_IDS, PET_REGIONS
+from synth_core.phantom.parameters import GREY_REGIONS, LABEL_IDS, PET_REGIONS, nearest_preset
 from synth_core.phantom.template import template_maps
 from synth_core.validity import (
     age_change_agreement,
@@ -144,11 +144,7 @@ def check_request(out: Path, seed: int, checkpoints: list[CheckpointInfo]) -> No
 
 def preset_for(info: CheckpointInfo) -> str:
     """The phantom grid at the card's voxel size (``small`` when the card states none)."""
-    spacing = info.card.get("spacing")
-    if not spacing:
-        return "small"
-    size = float(np.mean(spacing))
-    return min(PRESETS, key=lambda name: abs(PRESETS[name].spacing_mm - size))
+    return nearest_preset(info.card.get("spacing"))
 
 
 def _directions(info: CheckpointInfo) -> list[tuple[str, str]]:

@@ -7,6 +7,7 @@ number once. Units: mm, ms, years, HU, SUV (g/ml), mM (gadolinium).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,17 @@ PRESETS: dict[str, PhantomPreset] = {
     "full": PhantomPreset("full", 2.0, (96, 112, 96)),
     "small": PhantomPreset("small", 4.0, (48, 64, 48)),
 }
+
+
+
+def nearest_preset(spacing_mm: Sequence[float] | None) -> str:
+    """The preset whose voxel size is nearest the mean of ``spacing_mm`` (``small``, 4 mm,
+    when no spacing is given): the grid a checkpoint is scored on at its own resolution."""
+    if not spacing_mm:
+        return "small"
+    size = float(np.mean(spacing_mm))
+    return min(PRESETS, key=lambda name: abs(PRESETS[name].spacing_mm - size))
+
 
 MODALITIES_WRITTEN: tuple[str, ...] = (
     "t1", "t1ce", "t2", "flair", "pet", "ct", "t1-lowres", "ct-sharp", "ct-smooth",
