@@ -115,7 +115,10 @@ def test_presets() -> None:
     assert (sr.variant, sr.norm, sr.residual, sr.train.lr) == ("srcnn", "none", True, 1e-3)
     assert (sr.train.patch_size, sr.train.max_steps) == ((24, 24, 24), 800)
     cpu = build_config("revgan", "cpu")
-    assert (cpu.train.patch_size, cpu.train.max_steps) == ((32, 32, 32), 300)
+    assert (cpu.variant, cpu.gan_weight, cpu.lambda_ssim) == ("resnet", 0.0, 200.0)
+    assert (cpu.train.patch_size, cpu.train.lr) == (None, 1e-3)  # whole volumes
+    gan = build_config("revgan", "cpu-gan")
+    assert (gan.train.patch_size, gan.train.max_steps, gan.gan_weight) == ((32, 32, 32), 300, 1.0)
 
 
 @pytest.fixture(scope="module")
