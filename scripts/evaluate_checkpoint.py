@@ -13,7 +13,8 @@ phantom folder written with ``--clean`` (``modality-synth phantom DIR --seed S -
 --subjects N --clean``) instead of generating them again: its seed and preset apply. ``--write-card`` stores the result under
 ``heldout.directions["SRC->TGT"]`` in the card (atomically; the weights and their sha256 are
 untouched). A bidirectional checkpoint is scored both ways when ``--both`` is given; an
-any-to-any checkpoint is scored in every direction among its modalities (``--lesion-fraction``
+any-to-any checkpoint is scored in every direction among its modalities; one with several
+sources (a labelled ``duiit`` model) is scored from the one ``--from`` names (``--lesion-fraction``
 gives that share of the cohort a tumour, as ``phantom --lesion-fraction`` does).
 """
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="read the subjects from this phantom folder (written with --clean)")
     p.add_argument("--lesion-fraction", type=float, default=0.0,
                    help="share of the generated cohort with a tumour (any-to-any MR models)")
+    p.add_argument("--from", dest="source", default=None,
+                   help="the source to score of a model with several (duiit --from t1,pet)")
     p.add_argument("--write-card", action="store_true")
     args = p.parse_args(argv)
     info = locate(args.checkpoint)
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                                seed=args.seed, subjects=args.subjects, preset=args.preset,
                                cohort=args.cohort,
                                direction=way if isinstance(way, tuple) else None,
-                               lesion_fraction=args.lesion_fraction)
+                               lesion_fraction=args.lesion_fraction, source=args.source)
         seconds = time.perf_counter() - start
         s, f = entry["scores"], entry["noise_floor"]
         c = entry["cohort"]
@@ -79,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             "python scripts/evaluate_checkpoint.py NAME " + ("--both " if args.both else "")
             + ("--cohort heldout " if args.cohort else "")
             + (f"--lesion-fraction {args.lesion_fraction:g} " if args.lesion_fraction else "")
+            + (f"--from {args.source} " if args.source else "")
             + "--write-card")
         atomic_write_text(card_path, json.dumps(card, indent=2) + "\n", overwrite=True)
         print(f"wrote the held-out scores into {info.name}'s card")

@@ -7,8 +7,9 @@ spacing. This module scores, on the same held-out subjects and with the same sco
 translator could produce:
 
 - ``noise-free``: the subject's own noise-free CT (the noise floor);
-- ``tanh-range``: the noise-free CT clipped to -1000..1000 HU, the range a generator ending in
-  tanh can give (the model range [-1, 1] is that CT window, ``preprocess.CT_WINDOW``);
+- ``clipped-1000``: the noise-free CT clipped to -1000..1000 HU, all a generator ending in tanh
+  could give under the former CT window (``preprocess.LEGACY_CT_WINDOW``; the window now
+  reaches 3200 HU);
 - ``nominal-bone``: the noise-free CT with the subject's bone density replaced by the
   population's (``CT_HU["bone"]``); everything else exact. A subject's bone density is drawn
   independently of every MR and PET parameter, so no source image tells it;
@@ -34,7 +35,7 @@ from scipy import ndimage as ndi
 
 from synth_core.metrics import evaluate
 
-REFERENCES = ("noise-free", "tanh-range", "nominal-bone", "blurred-half", "blurred",
+REFERENCES = ("noise-free", "clipped-1000", "nominal-bone", "blurred-half", "blurred",
               "shifted-half", "shifted", "atlas-mean", "atlas-median")
 
 
@@ -91,7 +92,7 @@ def reference_volumes(subject: Any, bone: np.ndarray,
     def moved(step: float) -> list[np.ndarray]:
         return [_shifted(clean, axis, sign * step) for axis in range(3) for sign in (1, -1)]
 
-    return {"noise-free": clean, "tanh-range": np.clip(clean, -1000.0, 1000.0),
+    return {"noise-free": clean, "clipped-1000": np.clip(clean, -1000.0, 1000.0),
             "nominal-bone": nominal, "blurred-half": ndi.gaussian_filter(clean, 0.5),
             "blurred": ndi.gaussian_filter(clean, 1.0), "shifted-half": moved(0.5),
             "shifted": moved(1.0), **atlases}

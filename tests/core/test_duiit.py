@@ -332,3 +332,18 @@ def test_translate_from_the_command_line_prints_the_predicted_age(labelled_cohor
     assert "predicted age: " in out.getvalue()
     side = json.loads((tmp_path / "ct.json").read_text())
     assert side["Synthetic"] is True and side["Prediction"]["units"] == "years"
+
+
+def test_heldout_scores_each_source_of_a_several_source_model(duiit_run, monkeypatch):
+    import synth_core.inference as inference
+    from synth_core.heldout import heldout_scores
+
+    # The toy cohort's scans do not look like the phantom's: skip the input check.
+    translate = inference.translate
+    monkeypatch.setattr(inference, "translate",
+                        lambda *a, **k: translate(*a, **k, check_modality=False))
+    entry = heldout_scores(str(duiit_run), "duiit", subjects=1, source="pet")
+    assert entry["direction"] == "pet->ct" and entry["mask"].startswith("head")
+    assert np.isfinite(entry["scores"]["mae"]) and "passes" in entry["floor"]
+    with pytest.raises(UserError, match="not from t2"):
+        heldout_scores(str(duiit_run), "duiit", subjects=1, source="t2")

@@ -69,8 +69,9 @@ class DUIITConfig(AdversarialSettings):
         classes: the diagnosis vocabulary (class index -> name), set from the data.
         sources: the source modalities, in the order of the networks; set from the run.
         final_activation: the generators' last activation: "tanh" (CycleGAN's) bounds the
-            output to the model range [-1, 1], which is -1000..1000 HU for CT, below the
-            skull's bone (about 1500 HU); "none" leaves it unbounded.
+            output to the model range [-1, 1] (for CT the card's window: -1200..3200 HU, or
+            -1000..1000 HU for models made before it widened, below the skull's bone at
+            about 1500 HU); "none" leaves it unbounded.
     """
 
     features: int = 64
