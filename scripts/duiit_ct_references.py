@@ -2,12 +2,16 @@
 
     python scripts/duiit_ct_references.py OUT.json [--seed 1000] [--subjects 8]
         [--preset small] [--atlas-seed 7] [--atlas-subjects 48]
+    python scripts/duiit_ct_references.py OUT.json --checkpoint NAME|PATH --from t1,pet
 
 Scores reference volumes (the noise-free CT, it with the population's bone density, blurred
 or moved by part of a voxel, the training subjects' mean CT) against the noisy CT of held-out
 phantom subjects exactly as ``scripts/evaluate_checkpoint.py`` scores a model, and measures
 what the T1 and PET show of the skull (``synth_core.benchmark_duiit_ct``). No training; the
 subjects are generated from their seeds. Prints markdown tables; OUT.json holds everything.
+With ``--checkpoint``, it instead says where a duiit CT model's error is: per label group
+(brain, skull, scalp) of the same subjects, the mean predicted and true CT and the MAE, for
+each source ``--from`` names.
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ import json
 import sys
 from pathlib import Path
 
-from synth_core.benchmark_duiit_ct import ct_references, skull_profile, source_visibility
+from synth_core.benchmark_duiit_ct import (
+    ct_references,
+    label_errors,
+    skull_profile,
+    source_visibility,
+)
 from synth_core.heldout import HELDOUT_PRESET, HELDOUT_SEED, HELDOUT_SUBJECTS
 from synth_core.io import atomic_write_text
 
@@ -30,7 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default=HELDOUT_PRESET)
     p.add_argument("--atlas-seed", type=int, default=7)
     p.add_argument("--atlas-subjects", type=int, default=48)
+    p.add_argument("--checkpoint", default=None, help="a duiit CT model to break down by label")
+    p.add_argument("--from", dest="sources", default="t1", help="its sources to score, e.g. t1,pet")
     args = p.parse_args(argv)
+    if args.checkpoint:
+        result = {}
+        print("| source | label | predicted (HU) | true (HU) | MAE (HU) |\n|---|---|---|---|---|")
+        for source in args.sources.split(","):
+            result[source] = label_errors(args.checkpoint, source, seed=args.seed,
+                                          subjects=args.subjects, preset=args.preset)
+            for group, row in result[source].items():
+                print(f"| {source} | {group} | {row['predicted']:.0f} | {row['true']:.0f} | "
+                      f"{row['mae']:.0f} |")
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n", overwrite=True)
+        return 0
     if args.atlas_seed == args.seed:
         print("error: the atlas seed is the held-out seed; give another --atlas-seed",
               file=sys.stderr)

@@ -178,3 +178,29 @@ def skull_profile(*, seed: int, index: int, preset: str) -> list[dict[str, float
                      "t1": float(subject.volumes["t1"].data[cx, y, cz]),
                      "pet": float(subject.volumes["pet"].data[cx, y, cz])})
     return rows
+
+
+LABEL_GROUPS = {"brain": tuple(range(1, 14)), "skull": (14,), "scalp": (15,)}
+
+
+def label_errors(checkpoint: str, source: str, *, seed: int, subjects: int,
+                 preset: str) -> dict[str, dict[str, float]]:
+    """Where a CT model's error is: per label group (brain 1-13, skull 14, scalp 15) of the
+    held-out subjects, the mean predicted and true CT (HU) and the MAE (HU), means over
+    subjects; ``checkpoint`` translates from ``source`` (one of its sources)."""
+    from synth_core.inference import translate
+    from synth_core.phantom import generate_subject
+
+    rows: dict[str, dict[str, list[float]]] = {g: {} for g in LABEL_GROUPS}
+    for index in range(subjects):
+        subject = generate_subject(index, seed=seed, preset=preset)
+        labels = subject.volumes["labels"].data
+        truth = subject.volumes["ct"].data
+        pred = translate(subject.volumes[source], "duiit", "ct", source=source,
+                         checkpoint=checkpoint).volume.data
+        for group, ids in LABEL_GROUPS.items():
+            mask = np.isin(labels, ids)
+            for key, value in (("predicted", pred[mask].mean()), ("true", truth[mask].mean()),
+                               ("mae", np.abs(pred[mask] - truth[mask]).mean())):
+                rows[group].setdefault(key, []).append(float(value))
+    return {g: {k: float(np.mean(v)) for k, v in row.items()} for g, row in rows.items()}
