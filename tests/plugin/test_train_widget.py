@@ -235,3 +235,5 @@ def test_a_several_source_duiit_model_from_the_widget(make_napari_viewer, qtbot,
     translator.target.setCurrentIndex(translator.target.findData("ct"))
     names = [translator.checkpoint.itemText(i) for i in range(translator.checkpoint.count())]
     assert any(text.startswith("duiit-t1+pet-ct-run") for text in names), names
+    sources = [translator.source.itemData(i) for i in range(translator.source.count())]
+    assert {"t1", "pet"} <= set(sources), sources
