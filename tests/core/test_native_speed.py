@@ -77,3 +77,30 @@ def test_a_card_without_upsample_loads_the_transposed_layers():
     inner = flat[0, 0, 4:-4, 4:-4, 4:-4]
     even, odd = inner[::2].mean(), inner[1::2].mean()
     assert abs(float(even - odd)) < 1e-3 * (1 + float(inner.abs().mean()))
+
+
+def _blobs(seed: int) -> np.ndarray:
+    """A 3D mask of a few closed shells (enclosed holes) and loose voxels, some at the border."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices((30, 26, 22)).astype(np.float32)
+    mask = np.zeros((30, 26, 22), dtype=bool)
+    for _ in range(4):
+        centre = rng.uniform([10, 10, 10], [20, 16, 12])[:, None, None, None]
+        radius = np.sqrt(((grid - centre) ** 2).sum(0))
+        outer = rng.uniform(4, 9.5)
+        mask |= (radius < outer) & (radius > outer - rng.uniform(1.5, 3))
+    return mask | (rng.random(mask.shape) < 0.02)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sitk_fill_holes_and_distance_equal_scipy(seed):
+    from synth_core.preprocess import distance_inside, fill_holes
+
+    mask = _blobs(seed)
+    filled = fill_holes(mask)
+    assert filled.sum() > mask.sum()  # the shells enclose holes, so the test can fail
+    np.testing.assert_array_equal(filled, ndimage.binary_fill_holes(mask))
+    expected = ndimage.distance_transform_edt(filled)
+    assert expected.max() > 3
+    np.testing.assert_allclose(distance_inside(filled), expected, atol=1e-4)
+    np.testing.assert_array_equal(fill_holes(mask[:, :, 5]), ndimage.binary_fill_holes(mask[:, :, 5]))
