@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 
 from synth_core.errors import ModalityMismatch
-from synth_core.preprocess import distance_inside, fit_normalisation, foreground_mask, normalise
+from synth_core.preprocess import (
+    LEGACY_CT_WINDOW,
+    distance_inside,
+    fit_normalisation,
+    foreground_mask,
+    normalise,
+)
 from synth_core.volume import base_modality
 
 #: Fractions of the foreground at which the fingerprint reads the normalised intensities.
@@ -67,7 +73,9 @@ def fingerprint(data: np.ndarray, modality: str, mask: np.ndarray | None = None)
     ``mask`` its ``foreground_mask`` when the caller has it already.
     """
     mask = foreground_mask(data, modality) if mask is None else mask
-    params = fit_normalisation(data, modality, mask=mask)
+    # A fixed CT window, whatever a checkpoint trained with: the references in the cards
+    # were fingerprinted with this one.
+    params = fit_normalisation(data, modality, mask=mask, ct_window=LEGACY_CT_WINDOW)
     values = normalise(data.astype(np.float64), params)
     depth = distance_inside(mask)
     depth = depth / max(float(depth.max()), 1e-6)

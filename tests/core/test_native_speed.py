@@ -104,3 +104,29 @@ def test_sitk_fill_holes_and_distance_equal_scipy(seed):
     assert expected.max() > 3
     np.testing.assert_allclose(distance_inside(filled), expected, atol=1e-4)
     np.testing.assert_array_equal(fill_holes(mask[:, :, 5]), ndimage.binary_fill_holes(mask[:, :, 5]))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_parallel_gzip_is_one_standard_member(threads, monkeypatch, tmp_path):
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    from synth_core import io
+
+    monkeypatch.setattr(io, "GZIP_PIECE", 1000)  # many pieces, the last one short
+    rng = np.random.default_rng(threads)
+    data = rng.normal(size=5321).astype(np.float32).tobytes() + bytes(7000)
+    packed = io.gzip_parallel(data, threads=threads)
+    assert gzip.decompress(packed) == data
+    # One member: a raw inflater started after the 10-byte header stops exactly at the trailer.
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    assert inflater.decompress(packed[10:]) == data and len(inflater.unused_data) == 8
+    assert gzip.decompress(io.gzip_parallel(b"", threads=threads)) == b""
+    vol = io.Volume(rng.normal(size=(9, 8, 7)).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
+    path = io.save_volume(vol, tmp_path / "v.nii.gz", provenance={"Method": "test"})
+    image = nib.load(path)
+    np.testing.assert_array_equal(np.asarray(image.dataobj), vol.data)
+    np.testing.assert_array_equal(image.affine, vol.affine)
+    assert image.header["descrip"].tobytes().startswith(b"SYNTHETIC")
