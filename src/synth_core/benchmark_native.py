@@ -58,11 +58,21 @@ def mni_t1_1mm(path: Path) -> Path:
     return path
 
 
-def stand_in_checkpoint(out: Path, patch: int = 64) -> Path:
+def stand_in_checkpoint(out: Path, patch: int = 64, reference: Path | None = None) -> Path:
     """An untrained ``cpu-l1``-preset pix2pix with a 1 mm trained-on-patches card (for timing
-    only: the network, window and card of the 1 mm runs, without their weights)."""
+    only: the network, window and card of the 1 mm runs, without their weights). With a
+    ``reference`` T1 the card carries an input reference made from it, as a trained card
+    does, so ``translate`` runs the input check's fingerprint as it would for a real one."""
     from synth_core import zoo
     from synth_core.methods import build_config, get_method_class
+
+    extra = {}
+    if reference is not None:
+        from synth_core.input_check import make_reference
+        from synth_core.io import load_volume
+
+        data = load_volume(reference, modality="t1").data
+        extra["input_reference"] = {"t1": make_reference([data, data], "t1")}
 
     config = build_config("pix2pix", "cpu-l1", {"patch_size": patch})
     method = get_method_class("pix2pix")(config, "t1", "t2").eval()
@@ -71,17 +81,19 @@ def stand_in_checkpoint(out: Path, patch: int = 64) -> Path:
         "config": __import__("dataclasses").asdict(config),
         "capabilities": method.capabilities.to_dict(), "spacing": [1.0, 1.0, 1.0],
         "patch_size": [patch] * 3, "multiple": config.train.multiple,
-        "normalisation": {"source": "per-volume"}, "note": "untrained stand-in for timing"})
+        "normalisation": {"source": "per-volume"}, "note": "untrained stand-in for timing",
+        **extra})
     return out
 
 
-def _checkpoint(tmp: Path) -> tuple[str, str]:
+def _checkpoint(tmp: Path, reference: Path | None = None) -> tuple[str, str]:
     from synth_core.zoo import list_checkpoints
 
     for info in list_checkpoints("pix2pix", "t1", "t2"):
         if info.name == FINE_CHECKPOINT:
             return str(info.directory), info.name
-    return str(stand_in_checkpoint(tmp / "stand-in")), "untrained stand-in (cpu-l1 preset)"
+    return (str(stand_in_checkpoint(tmp / "stand-in", reference=reference)),
+            "untrained stand-in (cpu-l1 preset)")
 
 
 def child_translate_1mm(input_path: str, checkpoint: str) -> dict[str, Any]:
@@ -146,14 +158,28 @@ def child_translate_stages(input_path: str, checkpoint: str, out_path: str) -> d
     info = inference.zoo.resolve(checkpoint, method="pix2pix", target="t2")
     inference._cached_method(str(info.directory), info.sha256, "cpu")
     stages["load_s"] = time.perf_counter() - start
+    model = inference._cached_method(str(info.directory), info.sha256, "cpu")
+    plain, network = model.synthesize, [0.0]
+
+    def timed(*args: Any) -> Any:
+        begin = time.perf_counter()
+        out = plain(*args)
+        network[0] += time.perf_counter() - begin
+        return out
+
+    model.synthesize = timed  # type: ignore[method-assign]
     start = time.perf_counter()
     result = inference.translate(volume, "pix2pix", "t2", checkpoint=checkpoint, device="cpu")
     stages["translate_s"] = time.perf_counter() - start
+    model.synthesize = plain  # type: ignore[method-assign]
+    stages["of_which_network"] = network[0]
     start = time.perf_counter()
     save_volume(result.volume, out_path, overwrite=True)
     stages["save_s"] = time.perf_counter() - start
     stages["total_s"] = time.perf_counter() - begin
     stages["threads"] = torch.get_num_threads()
+    # nibabel imports pydicom whenever it is installed (the dev extra): about 0.3 s of imports.
+    stages["pydicom_imported"] = "pydicom" in sys.modules
     return stages
 
 
@@ -240,7 +266,7 @@ def run_native(report: dict[str, Any], quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         t1 = mni_t1_1mm(tmp / "mni_t1.nii.gz")
-        checkpoint, name = _checkpoint(tmp)
+        checkpoint, name = _checkpoint(tmp, reference=t1)
         native["checkpoint"] = name
         run = _in_child("child_translate_1mm", input_path=str(t1), checkpoint=checkpoint,
                         module="synth_core.benchmark_native")
@@ -268,7 +294,10 @@ def run_native(report: dict[str, Any], quick: bool = False) -> dict[str, Any]:
         native["translate_stages"] = stages
         if "error" not in stages:
             print("1 mm translate by stage (fresh process, after the interpreter's start-up): "
-                  + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items() if k.endswith("_s")))
+                  + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items() if k.endswith("_s"))
+                  + f" (translate's network {stages['of_which_network']:.2f} s; pydicom "
+                  + ("imported by nibabel, a development-only dependency"
+                     if stages["pydicom_imported"] else "not installed") + ")")
         native["cli"] = cli_startup(t1, checkpoint, tmp, 2 if quick else 3)
         c = native["cli"]
         print(f"CLI start-up: python -c pass {c['python_s']:.2f} s, models {c['models_s']:.2f} s "

@@ -443,7 +443,10 @@ def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: f
     caps = model.capabilities
     spatial_mode = model.config.train.spatial
     if spatial_mode == "2d":
-        return synthesize_slices(model, x, request, progress=progress), "slices"
+        out = synthesize_slices(model, x, request, progress=progress)
+        if flip:  # the mirrored pass, mirrored back: input (B, C, X, ...), output (K, B, C, X, ...)
+            out = (out + synthesize_slices(model, x.flip(2), request).flip(3)) / 2
+        return out, "slices"
     voxels = int(np.prod(x.shape[2:]))
     needed_mb = voxels * model_bytes_per_voxel(model) / 2**20  # samples are drawn one at a time
     if window is None and not (whole and needed_mb <= budget_mb):
