@@ -230,3 +230,12 @@ def test_cli_refuses_a_bad_patch_size_before_any_work(wide_cohort: Path, tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and "runs on whole volumes only" in err and "drop patch_size" in err
     assert not out.exists()
+
+
+def test_cli_train_takes_the_split_seed(wide_cohort: Path, tmp_path) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "--method", "pix2pix", "--preset", "tiny", "--data", str(wide_cohort),
+                 "--from", "t1", "--to", "t2", "--out", str(out), "--set", "patch_size=16",
+                 "--max-steps", "1", "--val-every", "1", "--split-seed", "3", "--no-register"])
+    assert code == 0
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["split_seed"] == 3
