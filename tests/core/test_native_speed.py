@@ -130,3 +130,16 @@ def test_parallel_gzip_is_one_standard_member(threads, monkeypatch, tmp_path):
     np.testing.assert_array_equal(np.asarray(image.dataobj), vol.data)
     np.testing.assert_array_equal(image.affine, vol.affine)
     assert image.header["descrip"].tobytes().startswith(b"SYNTHETIC")
+
+
+def test_preparation_figures_run_on_a_small_scan(tmp_path):
+    from synth_core import io
+    from synth_core.benchmark_native import preparation_seconds
+
+    grid = np.indices((24, 26, 20)).astype(np.float32)
+    head = (((grid - np.array([12, 13, 10])[:, None, None, None]) ** 2).sum(0) < 64).astype(np.float32)
+    path = io.save_volume(io.Volume(100 * head + 1, np.eye(4)), tmp_path / "t1.nii.gz")
+    figures = preparation_seconds(path, repeats=1)
+    assert {"fill_holes_scipy", "fill_holes_simpleitk", "distance_scipy", "distance_simpleitk",
+            "gzip_1_thread"} <= set(figures)
+    assert all(v > 0 for v in figures.values())
