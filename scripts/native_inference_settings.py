@@ -2,7 +2,7 @@
 whole-volume pass, each with and without flip averaging, scored and timed side by side.
 
     python scripts/native_inference_settings.py CHECKPOINT SUBJECT_DIR [SUBJECT_DIR ...]
-        [--from t1] [--to t2] [--window 96]
+        [--from t1] [--to t2] [--window 96] [--patch-only]
 
 Each SUBJECT_DIR is a phantom subject folder (``COHORT/sub-XXX``, any cohort: the validation
 and test subjects of a training cohort, which the run never trained on, choose the setting;
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from", dest="source", default="t1")
     p.add_argument("--to", dest="target", default="t2")
     p.add_argument("--window", type=int, default=96, help="the larger window to try (voxels)")
+    p.add_argument("--patch-only", action="store_true",
+                   help="only the patch's windows, with and without flip (to compare checkpoints)")
     args = p.parse_args(argv)
     info = locate(args.checkpoint)
     patch = info.card.get("patch_size")
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("whole volume", {"whole": True, "flip": False}),
                 ("windows of the patch + flip", {"whole": False, "flip": True}),
                 ("whole volume + flip", {"whole": True, "flip": True})]
+    if args.patch_only:
+        settings = [settings[0], settings[3]]
     print("| subject | setting | seconds | peak RSS (MB) | SSIM | PSNR (dB) | MAE |")
     print("|---|---|---|---|---|---|---|")
     for folder in args.subjects:
