@@ -344,3 +344,34 @@ def test_3d_model_steps_and_answers_each_code():
     assert float((outs[1] - outs[2]).abs().max()) > 0
     with pytest.raises(synth_core_errors.UserError, match="needs a target"):
         method.synthesize(x[:1], SynthesisRequest())
+
+
+def test_dice_scores_are_monai_dice_per_label_and_nan_without_truth():
+    from synth_core import benchmark_unified as bench
+
+    truth = np.zeros((8, 8, 8), dtype=np.int64)
+    truth[2:4, 2:4, 2:4] = 1  # tumour, 8 voxels
+    truth[4:6, 2:4, 2:4] = 2  # oedema, 8 voxels
+    assert bench.dice_scores(truth, truth) == {"lesion": 1.0, "tumour": 1.0, "oedema": 1.0}
+    pred = truth.copy()
+    pred[pred == 2] = 1  # the oedema called tumour: whole lesion right, each label half
+    scores = bench.dice_scores(pred, truth)
+    assert scores["lesion"] == 1.0 and scores["oedema"] == 0.0
+    assert abs(scores["tumour"] - 2 * 8 / (16 + 8)) < 1e-6
+    healthy = bench.dice_scores(np.zeros_like(truth), np.zeros_like(truth))
+    assert all(np.isnan(v) for v in healthy.values())
+
+
+def test_segmenter_input_and_target_from_phantom_labels():
+    from synth_core import benchmark_unified as bench
+    from synth_core.phantom import generate_subject
+
+    subject = generate_subject(0, seed=3, preset="small", lesion="tumour")
+    mask = subject.volumes["brainmask"].data > 0
+    image = bench.segmenter_input(subject.volumes, mask)
+    assert image.shape == (4, *mask.shape) and image.dtype == np.float32
+    assert float(np.abs(image[:, ~mask]).max()) == 0.0
+    target = bench.segmenter_target(np.asarray(subject.volumes["labels"].data))
+    assert set(np.unique(target)) <= {0, 1, 2} and (target == 1).any()
+    net = bench.make_segmenter()
+    assert bench.segment(net.eval(), image).shape == mask.shape

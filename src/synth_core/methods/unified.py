@@ -38,6 +38,7 @@ from synth_core.methods.base import (
     StepContext,
     SynthesisRequest,
     TrainSettings,
+    constant_then_linear_decay,
     register,
 )
 from synth_core.nn import GANLoss, PatchDiscriminator, init_weights
@@ -66,6 +67,11 @@ class UnifiedConfig:
         beta: weight of the adversarial loss, eq. 2 (paper: 0.5).
         lambda1: the autoencoder's modality-classification weight, eq. 3 in eq. 6 (paper: 1).
         lambda2: the discriminator's modality-classification weight, eq. 7 (paper: 1).
+        lambda_brain: weight of an extra L1 between ``x~_y`` and ``x_y`` averaged inside the
+            brain mask only (not in the paper; 0 turns it off). Each contrast is normalised
+            over the whole head, where the scalp is brightest, so the brain's tissues span a
+            tenth of the range and a whole-volume L1 is mostly about the head's outline: a
+            model can get it low while ignoring the target code inside the brain.
         lambda_disentangle: weight of the feature-level disentanglement, eq. 5 (not stated in
             the paper: 1; 0 is the ablation).
         dis_classifies_fakes: the discriminator's classifier also learns the synthesized
@@ -75,6 +81,8 @@ class UnifiedConfig:
         lr_dis: the discriminator's learning rate (paper: 1e-4; ``train.lr`` is Enc and
             Dec's, paper 1e-3).
         beta1, beta2: Adam's (paper: momentum 0.5).
+        decay_start: share of ``max_steps`` after which both learning rates fall linearly
+            to 0 (1.0, constant, is the paper's: it states none).
     """
 
     modalities: tuple[str, ...] = BRAIN_MR
@@ -91,12 +99,14 @@ class UnifiedConfig:
     beta: float = 0.5
     lambda1: float = 1.0
     lambda2: float = 1.0
+    lambda_brain: float = 0.0
     lambda_disentangle: float = 1.0
     dis_classifies_fakes: bool = False
     include_self: bool = True
     lr_dis: float = 1e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    decay_start: float = 1.0
     train: TrainSettings = field(default_factory=lambda: TrainSettings(
         max_steps=20_000, lr=1e-3, batch_size=64, spatial="2d", multiple=256, val_every=1000,
         checkpoint_every=500))
@@ -156,7 +166,8 @@ class Unified(Method):
                                 any_to_any=True, adversarial=True)
     config_class = UnifiedConfig
     presets = {"cpu": _cpu, "cpu-3d": _cpu3d, "paper": _paper, "tiny": _tiny}
-    resumable = ("lambda_l1", "alpha", "beta", "lambda1", "lambda2", "lambda_disentangle")
+    resumable = ("lambda_l1", "alpha", "beta", "lambda1", "lambda2", "lambda_disentangle",
+                 "lambda_brain", "decay_start")
 
     def __init__(self, config: UnifiedConfig, source: str, target: str) -> None:
         super().__init__(config, source, target)
@@ -182,6 +193,9 @@ class Unified(Method):
         betas = (c.beta1, c.beta2)
         return [torch.optim.Adam(self.autoencoder.parameters(), lr=c.train.lr, betas=betas),
                 torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_dis, betas=betas)]
+
+    def lr_lambda(self, step: int) -> float:
+        return constant_then_linear_decay(step, self.config.train.max_steps, self.config.decay_start)
 
     def code(self, index: torch.Tensor) -> torch.Tensor:
         """One-hot codes ``(B, M)`` float32 of modality indices ``(B,)``."""
@@ -211,16 +225,21 @@ class Unified(Method):
         loss_adv = self.gan_loss(score, True)
         loss_mc = F.cross_entropy(logits, tgt)
         loss_l1 = F.l1_loss(fake, y)
+        loss_brain = fake.new_zeros(())
+        if c.lambda_brain > 0 and "mask" in batch:
+            brain = batch["mask"].to(fake.dtype)
+            loss_brain = ((fake - y).abs() * brain).sum() / brain.sum().clamp(min=1.0)
         enc_fake = self.autoencoder.encoder(fake)
         loss_cycle = F.l1_loss(self.autoencoder.decoder(enc_fake, m_x), x)
         loss_disen = disentanglement_loss(enc_fake, enc_x)
-        loss = (c.lambda_l1 * loss_l1 + c.alpha * loss_cycle + c.beta * loss_adv
+        loss = (c.lambda_l1 * loss_l1 + c.lambda_brain * loss_brain + c.alpha * loss_cycle + c.beta * loss_adv
                 + c.lambda1 * loss_mc + c.lambda_disentangle * loss_disen)
         ctx.optimize(0, loss)
         self.discriminator.requires_grad_(True)
         with torch.no_grad():
             accuracy = (real_class.argmax(1) == src).float().mean()
-        return {"loss": loss.detach(), "l1": loss_l1.detach(), "cycle": loss_cycle.detach(),
+        return {"loss": loss.detach(), "l1": loss_l1.detach(), "brain_l1": loss_brain.detach(),
+                "cycle": loss_cycle.detach(),
                 "g_adv": loss_adv.detach(), "g_mc": loss_mc.detach(),
                 "disentangle": loss_disen.detach(), "d_adv": loss_adv_d.detach(),
                 "d_mc": loss_mc_d.detach(), "d_accuracy": accuracy}
