@@ -33,6 +33,7 @@ from synth_core.methods import (
 from synth_core.nn.sliding_window import sliding_window
 from synth_core.preprocess import (
     NormParams,
+    card_ct_window,
     denormalise,
     fit_normalisation,
     foreground_mask,
@@ -349,7 +350,7 @@ def model_input(volume: Volume, card: dict[str, Any], modality: str) -> tuple[np
     spacing = tuple(card.get("spacing") or ras.spacing)
     work = ras if np.allclose(ras.spacing, spacing, rtol=1e-3) else resample(ras, spacing, order=1)
     mask = foreground_mask(work.data, modality)
-    params = fit_normalisation(work.data, modality, mask=mask)
+    params = fit_normalisation(work.data, modality, mask=mask, ct_window=card_ct_window(card))
     x = normalise(work.data, params).astype(np.float32)
     background = float(normalise(np.zeros(1, dtype=np.float32), params)[0])
     padded, pad_info = pad_to_multiple(x, int(card.get("multiple", 16)), value=background)

@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from synth_core.errors import ModalityMismatch
-from synth_core.preprocess import fit_normalisation, foreground_mask, normalise
+from synth_core.preprocess import LEGACY_CT_WINDOW, fit_normalisation, foreground_mask, normalise
 from synth_core.volume import base_modality
 
 #: Fractions of the foreground at which the fingerprint reads the normalised intensities.
@@ -67,7 +67,9 @@ def fingerprint(data: np.ndarray, modality: str) -> np.ndarray:
     ``data`` (X, Y, Z) in the modality's own units; ``modality`` the one it is said to be.
     """
     mask = foreground_mask(data, modality)
-    params = fit_normalisation(data, modality, mask=mask)
+    # A fixed CT window, whatever a checkpoint trained with: the references in the cards
+    # were fingerprinted with this one.
+    params = fit_normalisation(data, modality, mask=mask, ct_window=LEGACY_CT_WINDOW)
     values = normalise(data.astype(np.float64), params)
     depth = ndimage.distance_transform_edt(mask)
     depth = depth / max(float(depth.max()), 1e-6)

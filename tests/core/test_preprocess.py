@@ -228,10 +228,12 @@ def test_pet_without_reference_scales_by_the_95th_foreground_percentile():
     assert params.hi == pytest.approx(3.0 * params.suvr_scale, rel=1e-12)
 
 
-def test_ct_window_maps_minus_1000_and_1000_hu_onto_minus_one_and_one():
+def test_ct_window_maps_its_ends_onto_minus_one_and_one():
     data, _ = _scan("ct")
     params = fit_normalisation(data, "ct")
-    np.testing.assert_allclose(normalise(np.array([-1000.0, 0.0, 1000.0]), params), [-1, 0, 1])
+    np.testing.assert_allclose(normalise(np.array([-1200.0, 1000.0, 3200.0]), params), [-1, 0, 1])
+    legacy = fit_normalisation(data, "ct", ct_window=(0.0, 1000.0))
+    np.testing.assert_allclose(normalise(np.array([-1000.0, 0.0, 1000.0]), legacy), [-1, 0, 1])
     narrow = fit_normalisation(data, "ct", ct_window=(40.0, 40.0))
     np.testing.assert_allclose(normalise(np.array([0.0, 80.0]), narrow), [-1, 1])
 

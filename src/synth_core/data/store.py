@@ -48,7 +48,9 @@ class VolumeStore:
         shape: tuple[int, int, int] | None = None,
         multiple: int = 16,
         order: int = 1,
+        ct_window: tuple[float, float] = preprocess.CT_WINDOW,
     ) -> None:
+        self.ct_window = ct_window  # (centre, half-width) in HU of every CT modality's map
         self.records: dict[str, SubjectRecord] = {r.subject_id: r for r in records}
         if not self.records:
             raise UserError("no subjects to load: check the data folder or manifest")
@@ -204,7 +206,8 @@ class VolumeStore:
         # Normalising training data inside the brain mask instead shifts T1 intensities
         # (bright scalp fat is outside the brain) and the model then sees other inputs at
         # inference. The brain mask still guides patch sampling and validation metrics.
-        params = preprocess.fit_normalisation(data, _physics(modality) or modality)
+        params = preprocess.fit_normalisation(data, _physics(modality) or modality,
+                                              ct_window=self.ct_window)
         normed, _ = preprocess.pad_to_multiple(preprocess.normalise(data, params), self.multiple)
         self._params[(subject_id, modality)] = params
         self._volumes[(subject_id, modality)] = torch.from_numpy(np.ascontiguousarray(normed[None]))

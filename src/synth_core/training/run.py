@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
-from synth_core import zoo
+from synth_core import preprocess, zoo
 from synth_core.data import (
     LabelledDataset,
     MultiContrastDataset,
@@ -249,7 +249,16 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             f"paired training needs at least 3 (train, validation, test)"
         )
     split = split_subjects(usable if mode == "paired" else records, seed=request.split_seed)
-    store = VolumeStore(records, spacing=spacing_mm, multiple=config.train.multiple)
+    # CT's intensity window: a resumed run keeps its own (runs that recorded none used the
+    # legacy one), a fine-tuned one its parent's, a new one today's.
+    if saved is not None:
+        ct_window = tuple(saved.get("ct_window") or preprocess.LEGACY_CT_WINDOW)
+    elif parent is not None:
+        ct_window = preprocess.card_ct_window(parent.card)
+    else:
+        ct_window = preprocess.CT_WINDOW
+    store = VolumeStore(records, spacing=spacing_mm, multiple=config.train.multiple,
+                        ct_window=ct_window)
     train_set: Any
     if any_to_any:
         train_set = MultiContrastDataset(
@@ -318,7 +327,8 @@ def train(request: TrainRequest, sink: EventSink | None = None,
         # translates in windows of it. None: whole volumes (or whole slices in 2D).
         "patch_size": list(patch) if patch else None,
         "multiple": config.train.multiple,
-        "normalisation": {"source": "per-volume, synth_core.preprocess.fit_normalisation"} | norm_ref,
+        "normalisation": {"source": "per-volume, synth_core.preprocess.fit_normalisation",
+                          "ct_window": list(ct_window)} | norm_ref,
         "training_data": training_data_summary(request.data, records, split, mode=mode,
                                                split_seed=request.split_seed)
         | {"description": _data_description(request.data)},
@@ -342,7 +352,7 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             "target": request.target, "data": str(request.data), "mode": mode,
             "modalities": list(request.modalities),
             "paired_fraction": request.paired_fraction, "spacing": spacing_mm,
-            "init_from": lineage,
+            "init_from": lineage, "ct_window": list(ct_window),
             "split_seed": request.split_seed, "config": dataclasses.asdict(config),
             "created": _now(),
         })
