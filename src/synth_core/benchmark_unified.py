@@ -94,7 +94,11 @@ def train_unified(data: Path, out: Path, steps: int, *, ablation: bool = False) 
                   source="", target="", modalities=MODALITIES, preset="cpu", overrides=overrides)
 
 
-PAIRWISE = {"spatial": "2d", "batch_size": BATCH, "val_every": 100_000}
+#: The pairwise models' settings: the unified ``cpu`` preset's backbone, batch, learning
+#: rate and schedule, and its objective where pix2pix has the term (L1 100, 1 - SSIM 200,
+#: no adversarial term).
+PAIRWISE = {"spatial": "2d", "batch_size": BATCH, "val_every": 100_000, "lr": 1e-3,
+            "lambda_gan": 0.0, "lambda_ssim": 200.0}
 
 
 def train_pairwise(data: Path, out: Path, total_seconds: float,
@@ -379,3 +383,21 @@ def score_segmentation(seg_dir: Path, models: dict[str, Callable[[str, str], str
                                  for k in ("lesion", *LESION_LABELS)}
         log(f"{name}: " + "; ".join(f"{g} lesion {v['lesion']:.3f}" for g, v in out[name].items()))
     return out
+
+
+def dice_report(dice: dict[str, Any], out: Path) -> Path:
+    """Write ``dice.json`` and the markdown table ``dice.md``; return the latter."""
+    atomic_write_json(out / "dice.json", dice, overwrite=True)
+    parts = ("lesion", *LESION_LABELS)
+    lines = ["| inputs | " + " | ".join(f"Dice {p}" for p in parts) + " |",
+             "|---|" + "---|" * len(parts)]
+    for name, groups in dice.items():
+        if not isinstance(groups, dict) or name == "cohort":
+            continue
+        for group, values in groups.items():
+            label = group if name == "real" else f"{name}, {group.replace('from ', '')} real + 3 synthesized"
+            if group == "mean":
+                label = f"**{name}, mean over the real contrast**"
+            lines.append(f"| {label} | " + " | ".join(f"{values[p]:.3f}" for p in parts) + " |")
+    text = "\n".join(lines) + f"\n\n{dice.get('subjects', 0)} held-out subjects with a lesion\n"
+    return atomic_write_text(out / "dice.md", text, overwrite=True)
