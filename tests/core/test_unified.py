@@ -375,3 +375,36 @@ def test_segmenter_input_and_target_from_phantom_labels():
     assert set(np.unique(target)) <= {0, 1, 2} and (target == 1).any()
     net = bench.make_segmenter()
     assert bench.segment(net.eval(), image).shape == mask.shape
+
+
+def test_cpu_preset_objective_and_learning_rate_decay():
+    config = build_config("unified", "cpu", {})
+    assert (config.beta, config.lambda1) == (0.0, 0.0) and config.lambda_ssim > 0
+    method = get_method_class("unified")(config, "t1", "t2")
+    total = config.train.max_steps
+    assert method.lr_lambda(0) == 1.0 and method.lr_lambda(total // 2 - 1) == 1.0
+    assert 0.0 < method.lr_lambda(3 * total // 4) < 1.0 and method.lr_lambda(total) == 0.0
+    assert get_method_class("unified")(build_config("unified", "paper", {}), "t1", "t2").lr_lambda(
+        10**6) == 1.0
+
+
+def test_brain_and_ssim_terms_enter_the_loss_only_when_weighted():
+    torch.manual_seed(0)
+    x = _toy_images(2)
+    codes = torch.tensor([0, 1])
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    mask[..., 4:12, 4:12] = True
+    batch = {"source": x, "target": -x, "source_code": codes, "target_code": codes.flip(0),
+             "mask": mask}
+    plain = get_method_class("unified")(build_config("unified", "tiny", {}), "t1", "t2")
+    losses = plain.adversarial_step(batch, _Ctx(plain.configure_optimizers()))
+    assert float(losses["brain_l1"]) == 0.0 and float(losses["ssim_loss"]) == 0.0
+    torch.manual_seed(0)
+    weighted = get_method_class("unified")(
+        build_config("unified", "tiny", {"lambda_brain": 1.0, "lambda_ssim": 1.0}), "t1", "t2")
+    with torch.no_grad():
+        fake = weighted.autoencoder(x, weighted.code(codes.flip(0)))
+    expected = float((fake + x).abs()[mask].mean())
+    losses = weighted.adversarial_step(batch, _Ctx(weighted.configure_optimizers()))
+    assert abs(float(losses["brain_l1"]) - expected) < 1e-5
+    assert 0.0 < float(losses["ssim_loss"]) <= 2.0

@@ -205,6 +205,8 @@ class Unified(Method):
                 torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_dis, betas=betas)]
 
     def lr_lambda(self, step: int) -> float:
+        if self.config.decay_start >= 1.0:  # the paper's constant rate, also past max_steps
+            return 1.0
         return constant_then_linear_decay(step, self.config.train.max_steps, self.config.decay_start)
 
     def code(self, index: torch.Tensor) -> torch.Tensor:
