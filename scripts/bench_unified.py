@@ -5,11 +5,15 @@
     python scripts/bench_unified.py ablation --data DATA --out OUT --steps 2400
     python scripts/bench_unified.py pairwise --data DATA --out OUT
     python scripts/bench_unified.py score    --out OUT [--seed 1000 --subjects 8 --lesion-fraction 0.75]
+    python scripts/bench_unified.py segmenter --data DATA --out OUT --steps 600
+    python scripts/bench_unified.py dice     --out OUT [--seed 1000 --subjects 8 --lesion-fraction 0.75]
 
 Each stage keeps what an earlier call finished, so the stages can run as separate jobs.
 ``pairwise`` gives the twelve models together the unified run's wall time (read from
 OUT/unified/bench_run.json). ``score`` writes OUT/unified.json and OUT/unified.md (the tables
-of docs/methods/unified.md).
+of docs/methods/unified.md). ``segmenter`` trains the tumour segmenter on DATA's real
+contrasts; ``dice`` scores it on the held-out subjects with real and synthesized contrasts
+(OUT/dice.json, OUT/dice.md).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from synth_core.errors import UserError
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=["unified", "ablation", "pairwise", "score"])
+    p.add_argument("stage", choices=["unified", "ablation", "pairwise", "score", "segmenter", "dice"])
     p.add_argument("--data", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=2400)
@@ -41,6 +45,18 @@ def main(argv: list[str] | None = None) -> int:
         unified = json.loads((args.out / "unified" / "bench_run.json").read_text())
         entry = bench.train_pairwise(args.data, args.out, unified["seconds"])
         (args.out / "pairwise.json").write_text(json.dumps(entry, indent=2))
+    elif args.stage == "segmenter":
+        print(bench.train_segmenter(args.data, args.out / "segmenter", args.steps))
+    elif args.stage == "dice":
+        cohort = bench.heldout_cohort(args.seed, args.subjects, args.lesion_fraction)
+        models = {"unified": lambda s, t: str(args.out / "unified"),
+                  "pix2pix": lambda s, t: str(args.out / f"pix2pix-{s}-{t}"),
+                  "ablation": lambda s, t: str(args.out / "ablation")}
+        models = {k: v for k, v in models.items() if Path(v("t1", "t2")).is_dir()}
+        dice = bench.score_segmentation(args.out / "segmenter", models, cohort)
+        dice["cohort"] = {"seed": args.seed, "subjects": args.subjects,
+                          "lesion_fraction": args.lesion_fraction}
+        print(bench.dice_report(dice, args.out).read_text())
     else:
         cohort = bench.heldout_cohort(args.seed, args.subjects, args.lesion_fraction)
         models = {"unified": lambda s, t: str(args.out / "unified"),

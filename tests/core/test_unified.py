@@ -344,3 +344,67 @@ def test_3d_model_steps_and_answers_each_code():
     assert float((outs[1] - outs[2]).abs().max()) > 0
     with pytest.raises(synth_core_errors.UserError, match="needs a target"):
         method.synthesize(x[:1], SynthesisRequest())
+
+
+def test_dice_scores_are_monai_dice_per_label_and_nan_without_truth():
+    from synth_core import benchmark_unified as bench
+
+    truth = np.zeros((8, 8, 8), dtype=np.int64)
+    truth[2:4, 2:4, 2:4] = 1  # tumour, 8 voxels
+    truth[4:6, 2:4, 2:4] = 2  # oedema, 8 voxels
+    assert bench.dice_scores(truth, truth) == {"lesion": 1.0, "tumour": 1.0, "oedema": 1.0}
+    pred = truth.copy()
+    pred[pred == 2] = 1  # the oedema called tumour: whole lesion right, each label half
+    scores = bench.dice_scores(pred, truth)
+    assert scores["lesion"] == 1.0 and scores["oedema"] == 0.0
+    assert abs(scores["tumour"] - 2 * 8 / (16 + 8)) < 1e-6
+    healthy = bench.dice_scores(np.zeros_like(truth), np.zeros_like(truth))
+    assert all(np.isnan(v) for v in healthy.values())
+
+
+def test_segmenter_input_and_target_from_phantom_labels():
+    from synth_core import benchmark_unified as bench
+    from synth_core.phantom import generate_subject
+
+    subject = generate_subject(0, seed=3, preset="small", lesion="tumour")
+    mask = subject.volumes["brainmask"].data > 0
+    image = bench.segmenter_input(subject.volumes, mask)
+    assert image.shape == (4, *mask.shape) and image.dtype == np.float32
+    assert float(np.abs(image[:, ~mask]).max()) == 0.0
+    target = bench.segmenter_target(np.asarray(subject.volumes["labels"].data))
+    assert set(np.unique(target)) <= {0, 1, 2} and (target == 1).any()
+    net = bench.make_segmenter()
+    assert bench.segment(net.eval(), image).shape == mask.shape
+
+
+def test_cpu_preset_objective_and_learning_rate_decay():
+    config = build_config("unified", "cpu", {})
+    assert (config.beta, config.lambda1) == (0.0, 0.0) and config.lambda_ssim > 0
+    method = get_method_class("unified")(config, "t1", "t2")
+    total = config.train.max_steps
+    assert method.lr_lambda(0) == 1.0 and method.lr_lambda(total // 2 - 1) == 1.0
+    assert 0.0 < method.lr_lambda(3 * total // 4) < 1.0 and method.lr_lambda(total) == 0.0
+    assert get_method_class("unified")(build_config("unified", "paper", {}), "t1", "t2").lr_lambda(
+        10**6) == 1.0
+
+
+def test_brain_and_ssim_terms_enter_the_loss_only_when_weighted():
+    torch.manual_seed(0)
+    x = _toy_images(2)
+    codes = torch.tensor([0, 1])
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    mask[..., 4:12, 4:12] = True
+    batch = {"source": x, "target": -x, "source_code": codes, "target_code": codes.flip(0),
+             "mask": mask}
+    plain = get_method_class("unified")(build_config("unified", "tiny", {}), "t1", "t2")
+    losses = plain.adversarial_step(batch, _Ctx(plain.configure_optimizers()))
+    assert float(losses["brain_l1"]) == 0.0 and float(losses["ssim_loss"]) == 0.0
+    torch.manual_seed(0)
+    weighted = get_method_class("unified")(
+        build_config("unified", "tiny", {"lambda_brain": 1.0, "lambda_ssim": 1.0}), "t1", "t2")
+    with torch.no_grad():
+        fake = weighted.autoencoder(x, weighted.code(codes.flip(0)))
+    expected = float((fake + x).abs()[mask].mean())
+    losses = weighted.adversarial_step(batch, _Ctx(weighted.configure_optimizers()))
+    assert abs(float(losses["brain_l1"]) - expected) < 1e-5
+    assert 0.0 < float(losses["ssim_loss"]) <= 2.0
