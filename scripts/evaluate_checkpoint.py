@@ -2,7 +2,7 @@
 the figures into its card (the ``heldout`` block ``modality-synth models`` prints).
 
     python scripts/evaluate_checkpoint.py NAME|PATH [--reverse] [--seed S] [--subjects N]
-        [--preset small|full|fine] [--cohort DIR] [--write-card]
+        [--preset small|full|fine] [--cohort DIR] [--flip] [--write-card]
 
 Each subject of the phantom cohort drawn with seed S (default: ``heldout.HELDOUT_SEED``,
 one no bundled checkpoint was trained on) is translated and scored in the project's scoring
@@ -13,7 +13,8 @@ phantom folder written with ``--clean`` (``modality-synth phantom DIR --seed S -
 --subjects N --clean``) instead of generating them again: its seed and preset apply. ``--write-card`` stores the result under
 ``heldout.directions["SRC->TGT"]`` in the card (atomically; the weights and their sha256 are
 untouched). A bidirectional checkpoint is scored both ways when ``--both`` is given; an
-any-to-any checkpoint is scored in every direction among its modalities (``--lesion-fraction``
+any-to-any checkpoint is scored in every direction among its modalities; one with several
+sources (a labelled ``duiit`` model) is scored from the one ``--from`` names (``--lesion-fraction``
 gives that share of the cohort a tumour, as ``phantom --lesion-fraction`` does).
 """
 
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="read the subjects from this phantom folder (written with --clean)")
     p.add_argument("--lesion-fraction", type=float, default=0.0,
                    help="share of the generated cohort with a tumour (any-to-any MR models)")
+    p.add_argument("--from", dest="source", default=None,
+                   help="the source to score of a model with several (duiit --from t1,pet)")
+    p.add_argument("--flip", action="store_true",
+                   help="average in the left-right mirrored pass; with --write-card the card's "
+                        "inference block then says so, so translate runs the way it was scored")
     p.add_argument("--write-card", action="store_true")
     args = p.parse_args(argv)
     info = locate(args.checkpoint)
@@ -58,13 +64,17 @@ def main(argv: list[str] | None = None) -> int:
                                seed=args.seed, subjects=args.subjects, preset=args.preset,
                                cohort=args.cohort,
                                direction=way if isinstance(way, tuple) else None,
-                               lesion_fraction=args.lesion_fraction)
+                               lesion_fraction=args.lesion_fraction, source=args.source,
+                               flip=True if args.flip else None)
         seconds = time.perf_counter() - start
         s, f = entry["scores"], entry["noise_floor"]
         c = entry["cohort"]
         print(f"{info.name} {entry['direction']}: {c['subjects']} subjects of phantom seed "
               f"{c['seed']} ({c['preset']}), {seconds:.0f} s")
         print(f"  units: {entry['units']}; inside the {entry['mask']}")
+        ran = entry["inference"]
+        print(f"  ran: {'whole volume' if ran['window'] == 'whole' else ran['window']}"
+              f"{', flip averaged' if ran['flip'] else ''}")
         for key in ("mae", "psnr", "ssim", "corrcoef"):
             print(f"  {key:<9} {s[key]:9.4f} +- {entry['scores_sd'][key]:.4f}   "
                   f"noise floor {f[key]:9.4f}")
@@ -75,10 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         heldout = card.setdefault("heldout", {"directions": {}})
         heldout["directions"][entry["direction"]] = entry
     if args.write_card:
+        if args.flip:
+            card["inference"] = {**card.get("inference", {}), "flip": True}
         card["heldout"]["command"] = (
             "python scripts/evaluate_checkpoint.py NAME " + ("--both " if args.both else "")
             + ("--cohort heldout " if args.cohort else "")
             + (f"--lesion-fraction {args.lesion_fraction:g} " if args.lesion_fraction else "")
+            + (f"--from {args.source} " if args.source else "")
+            + ("--flip " if args.flip else "")
             + "--write-card")
         atomic_write_text(card_path, json.dumps(card, indent=2) + "\n", overwrite=True)
         print(f"wrote the held-out scores into {info.name}'s card")

@@ -8,6 +8,10 @@ Usage (from a clean clone; figures in docs/methods/revgan.md):
         --checkpoint sr=RUN_DIR [--checkpoint ct=RUN_DIR ...] [--only sr] [--json OUT.json]
 
 The CT baselines are fitted on the ``--train`` subjects (the ones the models trained on).
+A ``--test`` folder written with ``--clean`` (the noise-free twin of every modality) adds
+references no model can beat by training: the noise-free target (the noise floor), the
+noise-free source (perfect denoising that recovers no detail) and, for the CT kernels, the
+fitted filter applied to the noise-free source.
 
 Every row is scored with ``synth_core.metrics.evaluate(..., normalise=True)``: MR in the
 brain mask after each volume's 1st-99th percentiles map to [0, 1]; CT in HU inside the head
@@ -59,6 +63,22 @@ def _score(rows: dict[str, list[dict[str, Any]]], name: str, pred: np.ndarray | 
         evaluate(data, target.data, mask=mask, normalise=True, modality=target.modality))
 
 
+def _references(rows: dict[str, list[dict[str, Any]]], subject: Path, source: str, target: str,
+                fitted: Any, tgt: Volume, mask: np.ndarray) -> None:
+    """The no-training rows of a subject written with ``--clean``: noise-free target and
+    source, and the fitted filter on the noise-free source, each against the acquired target."""
+    if not (subject / f"{subject.name}_{target}_clean.nii.gz").exists():
+        return
+    clean_src = _load(subject, f"{source}_clean").data
+    _score(rows, f"reference: noise-free {target} (the noise floor)",
+           _load(subject, f"{target}_clean").data, tgt, mask)
+    _score(rows, f"reference: noise-free {source} (denoised, no detail recovered)", clean_src,
+           tgt, mask)
+    if fitted is not None:
+        _score(rows, f"reference: fitted {fitted.kind} on the noise-free {source}",
+               fitted.apply(clean_src), tgt, mask)
+
+
 def run(train: Path, test: Path, checkpoints: dict[str, list[str]],
         only: set[str] | None = None) -> dict[str, Any]:
     tables: dict[str, Any] = {}
@@ -83,6 +103,7 @@ def run(train: Path, test: Path, checkpoints: dict[str, list[str]],
                 label = (f"fitted {fitted.kind} (sigma {fitted.sigma:.2f} vox"
                          + (f", amount {fitted.amount:.2f})" if fitted.kind == "unsharp" else ")"))
                 _score(rows, label, fitted.apply(src.data), tgt, mask)
+            _references(rows, subject, source, target, fitted, tgt, mask)
             for ckpt in checkpoints.get(key, []):
                 res = translate(src, "revgan", target, source=source, checkpoint=ckpt, device="cpu")
                 _score(rows, f"revgan {Path(ckpt).name}", res.volume, tgt, mask)

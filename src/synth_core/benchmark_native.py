@@ -10,6 +10,8 @@
   ``FlopCounterMode`` on one window, times the windows run, over the time spent in them);
 - the two U-Net upsamplings (transposed convolution, interpolation plus convolution) on
   one window, and trilinear resampling 4 mm -> 1 mm with scipy and with SimpleITK;
+- the steps around the network, each beside what it replaced: hole filling and the input
+  check's depth map (scipy, SimpleITK), and the output's gzip on one thread and on every core;
 - where a 1 mm ``translate`` spends its time: imports, reading, loading the checkpoint, the
   translation, writing (a fresh process);
 - CLI start-up: ``modality-synth models`` and a 1 mm ``translate`` end to end, as
@@ -58,11 +60,21 @@ def mni_t1_1mm(path: Path) -> Path:
     return path
 
 
-def stand_in_checkpoint(out: Path, patch: int = 64) -> Path:
+def stand_in_checkpoint(out: Path, patch: int = 64, reference: Path | None = None) -> Path:
     """An untrained ``cpu-l1``-preset pix2pix with a 1 mm trained-on-patches card (for timing
-    only: the network, window and card of the 1 mm runs, without their weights)."""
+    only: the network, window and card of the 1 mm runs, without their weights). With a
+    ``reference`` T1 the card carries an input reference made from it, as a trained card
+    does, so ``translate`` runs the input check's fingerprint as it would for a real one."""
     from synth_core import zoo
     from synth_core.methods import build_config, get_method_class
+
+    extra = {}
+    if reference is not None:
+        from synth_core.input_check import make_reference
+        from synth_core.io import load_volume
+
+        data = load_volume(reference, modality="t1").data
+        extra["input_reference"] = {"t1": make_reference([data, data], "t1")}
 
     config = build_config("pix2pix", "cpu-l1", {"patch_size": patch})
     method = get_method_class("pix2pix")(config, "t1", "t2").eval()
@@ -71,17 +83,19 @@ def stand_in_checkpoint(out: Path, patch: int = 64) -> Path:
         "config": __import__("dataclasses").asdict(config),
         "capabilities": method.capabilities.to_dict(), "spacing": [1.0, 1.0, 1.0],
         "patch_size": [patch] * 3, "multiple": config.train.multiple,
-        "normalisation": {"source": "per-volume"}, "note": "untrained stand-in for timing"})
+        "normalisation": {"source": "per-volume"}, "note": "untrained stand-in for timing",
+        **extra})
     return out
 
 
-def _checkpoint(tmp: Path) -> tuple[str, str]:
+def _checkpoint(tmp: Path, reference: Path | None = None) -> tuple[str, str]:
     from synth_core.zoo import list_checkpoints
 
     for info in list_checkpoints("pix2pix", "t1", "t2"):
         if info.name == FINE_CHECKPOINT:
             return str(info.directory), info.name
-    return str(stand_in_checkpoint(tmp / "stand-in")), "untrained stand-in (cpu-l1 preset)"
+    return (str(stand_in_checkpoint(tmp / "stand-in", reference=reference)),
+            "untrained stand-in (cpu-l1 preset)")
 
 
 def child_translate_1mm(input_path: str, checkpoint: str) -> dict[str, Any]:
@@ -146,14 +160,28 @@ def child_translate_stages(input_path: str, checkpoint: str, out_path: str) -> d
     info = inference.zoo.resolve(checkpoint, method="pix2pix", target="t2")
     inference._cached_method(str(info.directory), info.sha256, "cpu")
     stages["load_s"] = time.perf_counter() - start
+    model = inference._cached_method(str(info.directory), info.sha256, "cpu")
+    plain, network = model.synthesize, [0.0]
+
+    def timed(*args: Any) -> Any:
+        begin = time.perf_counter()
+        out = plain(*args)
+        network[0] += time.perf_counter() - begin
+        return out
+
+    model.synthesize = timed  # type: ignore[method-assign]
     start = time.perf_counter()
     result = inference.translate(volume, "pix2pix", "t2", checkpoint=checkpoint, device="cpu")
     stages["translate_s"] = time.perf_counter() - start
+    model.synthesize = plain  # type: ignore[method-assign]
+    stages["of_which_network"] = network[0]
     start = time.perf_counter()
     save_volume(result.volume, out_path, overwrite=True)
     stages["save_s"] = time.perf_counter() - start
     stages["total_s"] = time.perf_counter() - begin
     stages["threads"] = torch.get_num_threads()
+    # nibabel imports pydicom whenever it is installed (the dev extra): about 0.3 s of imports.
+    stages["pydicom_imported"] = "pydicom" in sys.modules
     return stages
 
 
@@ -209,6 +237,41 @@ def resampling_seconds(repeats: int = 2) -> dict[str, float]:
     return out
 
 
+def preparation_seconds(t1_path: Path, repeats: int = 2) -> dict[str, float]:
+    """Best-of seconds of the steps around the network on a 1 mm T1, each beside what it
+    replaced: filling the foreground mask's holes (scipy, SimpleITK), the input check's
+    depth map (scipy's Euclidean distance transform, SimpleITK's Maurer map), and gzip
+    compression of a 1 mm float32 synthetic-like volume (the T1 plus 1 % noise, as little
+    compressible as a network's output) on one thread and on every core."""
+    import numpy as np
+    from scipy import ndimage
+
+    from synth_core.io import gzip_parallel, load_volume
+    from synth_core.preprocess import distance_inside, fill_holes, foreground_mask
+
+    data = load_volume(t1_path, modality="t1").data
+    mask = foreground_mask(data, "t1")
+    noisy = data + np.random.default_rng(0).normal(0, 0.01 * float(data.max()), data.shape)
+    raw = noisy.astype(np.float32).tobytes()
+    cores = os.environ.get("OMP_NUM_THREADS", "")
+    threads = int(cores) if cores.isdigit() and int(cores) > 0 else (os.cpu_count() or 1)
+    steps = {"fill_holes_scipy": lambda: ndimage.binary_fill_holes(mask),
+             "fill_holes_simpleitk": lambda: fill_holes(mask),
+             "distance_scipy": lambda: ndimage.distance_transform_edt(mask),
+             "distance_simpleitk": lambda: distance_inside(mask),
+             "gzip_1_thread": lambda: gzip_parallel(raw, threads=1),
+             f"gzip_{threads}_threads": lambda: gzip_parallel(raw, threads=threads)}
+    out = {}
+    for name, step in steps.items():
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            best = min(best, time.perf_counter() - start)
+        out[name] = best
+    return out
+
+
 def _wall(args: list[str], repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -240,7 +303,7 @@ def run_native(report: dict[str, Any], quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         t1 = mni_t1_1mm(tmp / "mni_t1.nii.gz")
-        checkpoint, name = _checkpoint(tmp)
+        checkpoint, name = _checkpoint(tmp, reference=t1)
         native["checkpoint"] = name
         run = _in_child("child_translate_1mm", input_path=str(t1), checkpoint=checkpoint,
                         module="synth_core.benchmark_native")
@@ -263,12 +326,18 @@ def run_native(report: dict[str, Any], quick: bool = False) -> dict[str, Any]:
         print(f"U-Net forward on 64^3: transposed convolutions {up['transpose']:.2f} s "
               f"(all plain ConvTranspose3d: {up['transpose_plain']:.2f} s), "
               f"interpolation + convolution {up['interp']:.2f} s")
+        native["preparation_s"] = preparation_seconds(t1)
+        print("around the network (1 mm T1): "
+              + ", ".join(f"{k.replace('_', ' ')} {v:.2f} s" for k, v in native["preparation_s"].items()))
         stages = _in_child("child_translate_stages", input_path=str(t1), checkpoint=checkpoint,
                            out_path=str(tmp / "stages_t2.nii.gz"), module="synth_core.benchmark_native")
         native["translate_stages"] = stages
         if "error" not in stages:
             print("1 mm translate by stage (fresh process, after the interpreter's start-up): "
-                  + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items() if k.endswith("_s")))
+                  + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items() if k.endswith("_s"))
+                  + f" (translate's network {stages['of_which_network']:.2f} s; pydicom "
+                  + ("imported by nibabel, a development-only dependency"
+                     if stages["pydicom_imported"] else "not installed") + ")")
         native["cli"] = cli_startup(t1, checkpoint, tmp, 2 if quick else 3)
         c = native["cli"]
         print(f"CLI start-up: python -c pass {c['python_s']:.2f} s, models {c['models_s']:.2f} s "

@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", default=None, help="name of the registered checkpoint")
     t.add_argument("--init-from", default=None, metavar="NAME|PATH",
                    help="fine-tune: start from this checkpoint's weights and architecture")
+    t.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the train / validation / test split by subject (default 0)")
     t.add_argument("--no-register", action="store_true", help="do not add the model to the user zoo")
     t.add_argument("--record-shards", action="store_true", help=argparse.SUPPRESS)
 
@@ -321,7 +323,7 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset, overrides=overrides, resume=args.resume, devices=args.devices,
         num_nodes=args.num_nodes, accelerator=args.device, mode=args.mode,
         paired_fraction=args.paired_fraction, register=not args.no_register, name=args.name,
-        record_shards=args.record_shards, init_from=args.init_from,
+        record_shards=args.record_shards, init_from=args.init_from, split_seed=args.split_seed,
     )
     if not args.data.exists():
         raise UserError(f"data {args.data} does not exist; pass a phantom-style folder or a manifest TSV")

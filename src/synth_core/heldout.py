@@ -124,7 +124,8 @@ def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
                    seed: int = HELDOUT_SEED, subjects: int = HELDOUT_SUBJECTS,
                    preset: str | None = None, device: str = "cpu",
                    cohort: Path | None = None, direction: tuple[str, str] | None = None,
-                   lesion_fraction: float = 0.0) -> dict[str, Any]:
+                   lesion_fraction: float = 0.0, source: str | None = None,
+                   flip: bool | None = None) -> dict[str, Any]:
     """Translate ``subjects`` phantom subjects of cohort ``seed`` and score them.
 
     Args:
@@ -143,6 +144,11 @@ def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
         lesion_fraction: share of the cohort's subjects with a tumour, as ``phantom
             --lesion-fraction`` draws them (the any-to-any MR models are scored with tumours,
             which make T1ce differ from T1).
+        source: the input modality of a checkpoint with several sources (a labelled
+            ``duiit`` model, ``--from t1,pet``): score that one's translator (its first
+            otherwise).
+        flip: average in the left-right mirrored pass (``translate(flip=...)``); None: as
+            the card's ``inference`` block says.
 
     Returns:
         The card's ``heldout`` entry for this direction: cohort, direction, mask, the
@@ -162,6 +168,12 @@ def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
         if not info.any_to_any:
             raise UserError(f"checkpoint {info.name!r} has one direction; drop the direction")
         src, tgt = direction
+    if source is not None:
+        sources = list(zoo.model_sources(info))
+        if reverse or source not in sources:
+            raise UserError(f"checkpoint {info.name!r} translates from {', '.join(sources)} to "
+                            f"{info.target}, not from {source}: give one of them")
+        src = source
     lesions = _lesion_plan(subjects, seed, lesion_fraction, 0.0)
     conditions = get_method_class(info.method).capabilities.conditions
     folders: list[Path] = []
@@ -189,7 +201,8 @@ def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
         truth = subject.volumes[tgt]
         age = float(subject.age) if "age" in conditions else None
         result = translate(subject.volumes[src], info.method, tgt, source=src,
-                           checkpoint=str(info.directory), age=age, device=device)
+                           checkpoint=str(info.directory), age=age, device=device, flip=flip)
+        ran = result.provenance["Parameters"]
         scores = evaluate(result.volume, truth, mask=mask, normalise=True, modality=tgt)
         floor = evaluate(subject.clean[tgt], truth, mask=mask, normalise=True, modality=tgt)
         rows.append({"subject": subject.subject_id,
@@ -206,6 +219,7 @@ def heldout_scores(checkpoint: str, method: str, *, reverse: bool = False,
                               f"--seed {seed} --preset {preset} --clean"
                               + (f" --lesion-fraction {lesion_fraction:g}" if lesion_fraction else "")},
         "direction": f"{src}->{tgt}",
+        "inference": {"window": ran.get("window"), "flip": bool(ran.get("flip"))},
         "mask": "head (phantom labels > 0)" if kind == "ct" else "brain mask",
         "normalisation": scores["normalisation"],
         "units": scores["units"] + "; PSNR in dB",

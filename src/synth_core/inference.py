@@ -207,7 +207,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
               device: str = "auto", memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
               window: tuple[int, int, int] | None = None, seed: int = 0,
               progress: Callable[[float, str], None] | None = None,
-              source_from: str | None = None, check_modality: bool = True) -> TranslationResult:
+              source_from: str | None = None, check_modality: bool = True,
+              whole: bool | None = None, flip: bool | None = None) -> TranslationResult:
     """Synthesize modality ``to`` from ``volume`` with a trained ``method``.
 
     Args:
@@ -223,6 +224,11 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
         device: "auto", "cpu" or "cuda".
         memory_budget_mb: above this estimate, run in overlapping windows.
         window: force sliding windows of this size (voxels at the model's spacing).
+        whole: run a patch-trained 3D model on the whole volume in one pass (when it fits
+            the memory budget) instead of windows of its patch; None: the card's
+            ``inference.window`` ("whole" or a size) decides, else windows of the patch.
+        flip: also run the left-right mirrored input and average the two (test-time
+            augmentation; twice the network time); None: the card's ``inference.flip``.
         seed: for stochastic sampling.
         progress: called with (fraction, message).
         source_from: how ``source`` was known, for the record (default "given"; the CLI
@@ -262,11 +268,12 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
 
     report(0.05, "preparing volume")
     _check_size(volume, card)
-    padded, (ras, orientation, work, params, pad_info) = model_input(volume, card, in_modality)
+    padded, (ras, orientation, work, params, pad_info, mask) = model_input(volume, card, in_modality)
     if check_modality:
         input_check = check_input(work.data, in_modality,
                                   (card.get("input_reference") or {}).get(in_modality),
-                                  name=f"the input (taken as {in_modality}, {source_from})")
+                                  name=f"the input (taken as {in_modality}, {source_from})",
+                                  mask=mask)
     else:
         input_check = {"modality": in_modality, "skipped": "at the user's request"}
 
@@ -293,8 +300,9 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
         warnings.append(str(ood["warning"]))
 
     report(0.2, "synthesizing")
-    out = _run(model, tensor, request, memory_budget_mb, window,
-               lambda f: report(0.2 + 0.7 * f, "synthesizing"))
+    window, whole, flip = inference_settings(card, window, whole, flip)
+    out, ran_on = _run(model, tensor, request, memory_budget_mb, window,
+                       lambda f: report(0.2 + 0.7 * f, "synthesizing"), whole=whole, flip=flip)
     out = out[:, 0, 0].float().cpu().numpy()  # (K, X, Y, Z)
     finite = np.isfinite(out)
     if not finite.all():
@@ -328,9 +336,10 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
                              samples=samples, temperature=temperature, reverse=runs_reverse,
                              device=str(dev), seed=seed, ood=ood, source_from=source_from,
                              defaulted=defaulted, input_check=input_check,
+                             window=ran_on, flip=flip,
                              **({"target_code": target_code} if target_code is not None else {}))
     provenance["Resolution"] = grids
-    prediction = None if runs_reverse else _prediction(model, mean_n, work, in_modality, card, dev)
+    prediction = None if runs_reverse else _prediction(model, mean_n, mask, card, dev)
     if prediction is not None:
         provenance["Prediction"] = prediction
     result = _back_to_input(mean, work, ras, orientation, out_modality, provenance)
@@ -345,7 +354,8 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
 def model_input(volume: Volume, card: dict[str, Any], modality: str) -> tuple[np.ndarray, tuple]:
     """A scan as the model sees it: RAS, the card's voxel size, normalised in its own
     foreground, padded to the card's multiple. Returns the (X, Y, Z) float32 array and what
-    undoing it needs: (ras, orientation, resampled volume, normalisation, padding)."""
+    undoing it needs: (ras, orientation, resampled volume, normalisation, padding), then the
+    foreground mask of the resampled volume (the input check reuses it)."""
     ras, orientation = reorient_to_ras(volume)
     spacing = tuple(card.get("spacing") or ras.spacing)
     work = ras if np.allclose(ras.spacing, spacing, rtol=1e-3) else resample(ras, spacing, order=1)
@@ -354,18 +364,18 @@ def model_input(volume: Volume, card: dict[str, Any], modality: str) -> tuple[np
     x = normalise(work.data, params).astype(np.float32)
     background = float(normalise(np.zeros(1, dtype=np.float32), params)[0])
     padded, pad_info = pad_to_multiple(x, int(card.get("multiple", 16)), value=background)
-    return padded, (ras, orientation, work, params, pad_info)
+    return padded, (ras, orientation, work, params, pad_info, mask)
 
 
-def _prediction(model: Method, synthesis: np.ndarray, work: Volume, modality: str,
+def _prediction(model: Method, synthesis: np.ndarray, foreground: np.ndarray,
                 card: dict[str, Any], dev: torch.device) -> dict[str, Any] | None:
     """The estimate of a model's own predictor (DUIIT's age regressor) for its synthesis
-    (normalised, padded), over the input's foreground; None for models without one (their
-    card names no predictor: the foreground mask is not computed for them)."""
+    (normalised, padded), over the input's foreground (its mask on the model's grid); None
+    for models without one (their card names no predictor)."""
     about = (card.get("capabilities") or {}).get("predictor")
     if not about:
         return None
-    mask, _ = pad_to_multiple(foreground_mask(work.data, modality).astype(np.uint8),
+    mask, _ = pad_to_multiple(foreground.astype(np.uint8),
                               int(card.get("multiple", 16)), value=0)
     with torch.no_grad():
         estimate = model.predict_volume(torch.from_numpy(np.ascontiguousarray(synthesis))[None, None].to(dev),
@@ -405,18 +415,51 @@ def _mm(spacing: list[float]) -> str:
     return " x ".join(f"{v:g}" for v in spacing)
 
 
+def inference_settings(card: dict[str, Any], window: tuple[int, int, int] | None,
+                       whole: bool | None, flip: bool | None
+                       ) -> tuple[tuple[int, int, int] | None, bool, bool]:
+    """(window, whole, flip) for one translation: the caller's choices, else the card's.
+
+    A card's optional ``inference`` block records how its model was scored and should run:
+    ``window`` is "whole" (one pass over the volume, for a patch-trained model whose scores
+    held with it) or a size in voxels, ``flip`` true averages the left-right mirrored pass
+    in. An explicit ``window`` wins over both whole-volume settings."""
+    settings = card.get("inference") or {}
+    if window is None and whole is None:
+        chosen = settings.get("window")
+        if chosen == "whole":
+            whole = True
+        elif chosen is not None:
+            window = tuple(int(v) for v in chosen)  # type: ignore[assignment]
+    if flip is None:
+        flip = bool(settings.get("flip", False))
+    return window, bool(whole) and window is None, flip
+
+
 def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: float,
-         window: tuple[int, int, int] | None, progress: Callable[[float], None]) -> torch.Tensor:
+         window: tuple[int, int, int] | None, progress: Callable[[float], None],
+         whole: bool = False, flip: bool = False) -> tuple[torch.Tensor, str | list[int]]:
+    """The network's output on ``x`` and how it ran: "slices" (2D), "whole", or the window."""
     caps = model.capabilities
     spatial_mode = model.config.train.spatial
     if spatial_mode == "2d":
-        return synthesize_slices(model, x, request, progress=progress)
-    if window is None:
+        out = synthesize_slices(model, x, request, progress=progress)
+        if flip:  # the mirrored pass, mirrored back: input (B, C, X, ...), output (K, B, C, X, ...)
+            out = (out + synthesize_slices(model, x.flip(2), request).flip(3)) / 2
+        return out, "slices"
+    voxels = int(np.prod(x.shape[2:]))
+    needed_mb = voxels * model_bytes_per_voxel(model) / 2**20  # samples are drawn one at a time
+    if window is None and not (whole and needed_mb <= budget_mb):
         # A model trained on patches runs in windows of its patch: its normalisation
         # layers then see the field of view they were trained on (validation does the same).
         window = patch_window(model.config.train)
-    voxels = int(np.prod(x.shape[2:]))
-    needed_mb = voxels * model_bytes_per_voxel(model) / 2**20  # samples are drawn one at a time
+
+    def synthesize(w: torch.Tensor) -> torch.Tensor:
+        y = model.synthesize(w, request)
+        if flip:  # the mirrored pass, mirrored back: input (B, C, X, ...), output (K, B, C, X, ...)
+            y = (y + model.synthesize(w.flip(2), request).flip(3)) / 2
+        return y
+
     if window is None and needed_mb > budget_mb:
         if not caps.sliding_window:
             raise UserError(
@@ -430,12 +473,11 @@ def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: f
         window = (side, side, side)
     if window is None:
         with torch.no_grad():
-            out = model.synthesize(x, request)
+            out = synthesize(x)
         progress(1.0)
-        return out
+        return out, "whole"
     with torch.no_grad():
-        return sliding_window(lambda w: model.synthesize(w, request), x, window, WINDOW_OVERLAP,
-                              progress)
+        return sliding_window(synthesize, x, window, WINDOW_OVERLAP, progress), list(window)
 
 
 def model_bytes_per_voxel(model: Method) -> float:

@@ -33,10 +33,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from synth_core.errors import ModalityMismatch
-from synth_core.preprocess import LEGACY_CT_WINDOW, fit_normalisation, foreground_mask, normalise
+from synth_core.preprocess import (
+    LEGACY_CT_WINDOW,
+    distance_inside,
+    fit_normalisation,
+    foreground_mask,
+    normalise,
+)
 from synth_core.volume import base_modality
 
 #: Fractions of the foreground at which the fingerprint reads the normalised intensities.
@@ -60,18 +65,19 @@ CT_MIN_AIR = 0.02
 NON_CT_MAX_NEGATIVE = 0.01
 
 
-def fingerprint(data: np.ndarray, modality: str) -> np.ndarray:
+def fingerprint(data: np.ndarray, modality: str, mask: np.ndarray | None = None) -> np.ndarray:
     """The normalised foreground intensities at ``QUANTILES`` and the median of each depth
     shell (``SHELLS``): float64 array (24,).
 
-    ``data`` (X, Y, Z) in the modality's own units; ``modality`` the one it is said to be.
+    ``data`` (X, Y, Z) in the modality's own units; ``modality`` the one it is said to be;
+    ``mask`` its ``foreground_mask`` when the caller has it already.
     """
-    mask = foreground_mask(data, modality)
+    mask = foreground_mask(data, modality) if mask is None else mask
     # A fixed CT window, whatever a checkpoint trained with: the references in the cards
     # were fingerprinted with this one.
     params = fit_normalisation(data, modality, mask=mask, ct_window=LEGACY_CT_WINDOW)
     values = normalise(data.astype(np.float64), params)
-    depth = ndimage.distance_transform_edt(mask)
+    depth = distance_inside(mask)
     depth = depth / max(float(depth.max()), 1e-6)
     shells = []
     for lo, hi in SHELLS:
@@ -100,20 +106,22 @@ def make_reference(volumes: Iterable[np.ndarray], modality: str) -> dict[str, An
     }
 
 
-def score(data: np.ndarray, modality: str, reference: dict[str, Any]) -> float:
+def score(data: np.ndarray, modality: str, reference: dict[str, Any],
+          mask: np.ndarray | None = None) -> float:
     """The largest deviation of the input's fingerprint from the reference, in spreads."""
     spread = np.maximum(np.asarray(reference["spread"], dtype=np.float64), MIN_SPREAD)
-    deviation = np.abs(fingerprint(data, modality) - np.asarray(reference["median"], dtype=np.float64))
+    deviation = np.abs(fingerprint(data, modality, mask)
+                       - np.asarray(reference["median"], dtype=np.float64))
     return float(np.max(deviation / spread))
 
 
 def check_input(data: np.ndarray, modality: str, reference: dict[str, Any] | None,
-                *, name: str = "the input") -> dict[str, Any]:
+                *, name: str = "the input", mask: np.ndarray | None = None) -> dict[str, Any]:
     """Refuse an input that is not ``modality``; return what the sidecar records.
 
     Raises ``ModalityMismatch`` (a one-line ``UserError`` naming the fix) when the
     physics rule or the fingerprint fails. ``data`` (X, Y, Z) in its own units, at the
-    model's voxel size.
+    model's voxel size; ``mask`` its ``foreground_mask`` when the caller has it already.
     """
     base = base_modality(modality) or modality
     air = float(np.mean(data < -500.0))
@@ -133,7 +141,7 @@ def check_input(data: np.ndarray, modality: str, reference: dict[str, Any] | Non
     if reference.get("modality") not in (None, modality):
         record["fingerprint"] = f"skipped: the card's reference is for {reference.get('modality')}"
         return record
-    value = score(data, modality, reference)
+    value = score(data, modality, reference, mask)
     limit = float(reference.get("limit", LIMIT))
     subjects = int(reference.get("n_subjects") or 0)
     enforced = subjects >= MIN_REFERENCE_SUBJECTS

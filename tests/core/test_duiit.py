@@ -332,3 +332,31 @@ def test_translate_from_the_command_line_prints_the_predicted_age(labelled_cohor
     assert "predicted age: " in out.getvalue()
     side = json.loads((tmp_path / "ct.json").read_text())
     assert side["Synthetic"] is True and side["Prediction"]["units"] == "years"
+
+
+def test_heldout_scores_each_source_of_a_several_source_model(duiit_run, monkeypatch):
+    import synth_core.inference as inference
+    from synth_core.heldout import heldout_scores
+
+    # The toy cohort's scans do not look like the phantom's: skip the input check.
+    translate = inference.translate
+    monkeypatch.setattr(inference, "translate",
+                        lambda *a, **k: translate(*a, **k, check_modality=False))
+    entry = heldout_scores(str(duiit_run), "duiit", subjects=1, source="pet")
+    assert entry["direction"] == "pet->ct" and entry["mask"].startswith("head")
+    assert np.isfinite(entry["scores"]["mae"]) and "passes" in entry["floor"]
+    with pytest.raises(UserError, match="not from t2"):
+        heldout_scores(str(duiit_run), "duiit", subjects=1, source="t2")
+
+
+def test_a_ct_models_error_is_broken_down_by_label(duiit_run, monkeypatch):
+    import synth_core.inference as inference
+    from synth_core.benchmark_duiit_ct import label_errors
+
+    translate = inference.translate
+    monkeypatch.setattr(inference, "translate",
+                        lambda *a, **k: translate(*a, **k, check_modality=False))
+    rows = label_errors(str(duiit_run), "pet", seed=3, subjects=1, preset="small")
+    assert set(rows) == {"brain", "skull", "scalp"}
+    assert rows["skull"]["true"] > 500 > rows["brain"]["true"]  # bone is in the skull label
+    assert all(np.isfinite(r["mae"]) and r["mae"] >= 0 for r in rows.values())

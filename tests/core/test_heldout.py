@@ -64,6 +64,10 @@ def test_scores_read_from_a_cohort_folder_equal_the_generated_ones(tmp_path):
     for key in ("mae", "psnr", "ssim", "corrcoef"):
         assert read["scores"][key] == pytest.approx(made["scores"][key], rel=1e-6)
         assert read["noise_floor"][key] == pytest.approx(made["noise_floor"][key], rel=1e-6)
+    assert read["inference"] == {"window": "slices", "flip": False}  # a 2D model
+    mirrored = heldout_scores("bi-dpm-t1-t2-small", "bi-dpm", cohort=data, flip=True)
+    assert mirrored["inference"] == {"window": "slices", "flip": True}
+    assert mirrored["scores"]["ssim"] != read["scores"]["ssim"]
     plain = write_cohort(tmp_path / "noclean", 1, seed=11, preset="small")
     with pytest.raises(UserError, match="--clean"):
         heldout_scores("bi-dpm-t1-t2-small", "bi-dpm", cohort=plain)

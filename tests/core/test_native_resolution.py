@@ -110,6 +110,37 @@ def test_a_patch_trained_model_translates_in_windows_of_its_patch(patch_run, wid
     assert out.volume.shape == vol.shape and np.isfinite(out.volume.data).all()
 
 
+def test_the_cards_inference_block_runs_whole_or_mirrored(patch_run, wide_cohort, tmp_path,
+                                                        monkeypatch):
+    import synth_core.inference as inference
+
+    folder = tmp_path / "whole-flip"
+    shutil.copytree(patch_run.run_dir, folder, ignore=shutil.ignore_patterns("*.ckpt", "*.csv"))
+    card = json.loads((folder / zoo.CARD).read_text(encoding="utf-8"))
+    card["inference"] = {"window": "whole", "flip": True}
+    (folder / zoo.CARD).write_text(json.dumps(card))
+    windows = []
+    real = inference.sliding_window
+    monkeypatch.setattr(inference, "sliding_window",
+                        lambda fn, x, window, *a: windows.append(tuple(window)) or real(fn, x, window, *a))
+    vol = sc.load_volume(wide_cohort / "sub-001" / "sub-001_t1.nii.gz", modality="t1")
+    run = lambda v, **kw: sc.translate(v, method="pix2pix", to="t2", checkpoint=str(folder),  # noqa: E731
+                                       device="cpu", **kw)
+    both = run(vol)
+    assert windows == [] and both.provenance["Parameters"]["window"] == "whole"
+    assert both.provenance["Parameters"]["flip"] is True
+    # The mirrored pass, mirrored back and averaged in: the mean of the two single passes.
+    plain = run(vol, flip=False)
+    mirrored = run(sc.Volume(vol.data[::-1].copy(), vol.affine, modality="t1"), flip=False)
+    assert plain.provenance["Parameters"]["flip"] is False
+    np.testing.assert_allclose(both.volume.data, (plain.volume.data + mirrored.volume.data[::-1]) / 2,
+                               rtol=1e-4, atol=1e-4 * float(np.abs(plain.volume.data).max()))
+    assert not np.allclose(plain.volume.data, mirrored.volume.data[::-1])  # the test can fail
+    # An explicit window wins over the card's "whole".
+    windowed = run(vol, window=(16, 16, 16), flip=False)
+    assert windows == [(16, 16, 16)] and windowed.provenance["Parameters"]["window"] == [16, 16, 16]
+
+
 def test_resolution_is_reported_and_a_coarser_model_warns(patch_run, wide_cohort) -> None:
     vol = sc.load_volume(wide_cohort / "sub-001" / "sub-001_t1.nii.gz", modality="t1")
     same = sc.translate(vol, method="pix2pix", to="t2", checkpoint=str(patch_run.run_dir))
@@ -199,3 +230,12 @@ def test_cli_refuses_a_bad_patch_size_before_any_work(wide_cohort: Path, tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and "runs on whole volumes only" in err and "drop patch_size" in err
     assert not out.exists()
+
+
+def test_cli_train_takes_the_split_seed(wide_cohort: Path, tmp_path) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "--method", "pix2pix", "--preset", "tiny", "--data", str(wide_cohort),
+                 "--from", "t1", "--to", "t2", "--out", str(out), "--set", "patch_size=16",
+                 "--max-steps", "1", "--val-every", "1", "--split-seed", "3", "--no-register"])
+    assert code == 0
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["split_seed"] == 3

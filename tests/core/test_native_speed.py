@@ -77,3 +77,69 @@ def test_a_card_without_upsample_loads_the_transposed_layers():
     inner = flat[0, 0, 4:-4, 4:-4, 4:-4]
     even, odd = inner[::2].mean(), inner[1::2].mean()
     assert abs(float(even - odd)) < 1e-3 * (1 + float(inner.abs().mean()))
+
+
+def _blobs(seed: int) -> np.ndarray:
+    """A 3D mask of a few closed shells (enclosed holes) and loose voxels, some at the border."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices((30, 26, 22)).astype(np.float32)
+    mask = np.zeros((30, 26, 22), dtype=bool)
+    for _ in range(4):
+        centre = rng.uniform([10, 10, 10], [20, 16, 12])[:, None, None, None]
+        radius = np.sqrt(((grid - centre) ** 2).sum(0))
+        outer = rng.uniform(4, 9.5)
+        mask |= (radius < outer) & (radius > outer - rng.uniform(1.5, 3))
+    return mask | (rng.random(mask.shape) < 0.02)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sitk_fill_holes_and_distance_equal_scipy(seed):
+    from synth_core.preprocess import distance_inside, fill_holes
+
+    mask = _blobs(seed)
+    filled = fill_holes(mask)
+    assert filled.sum() > mask.sum()  # the shells enclose holes, so the test can fail
+    np.testing.assert_array_equal(filled, ndimage.binary_fill_holes(mask))
+    expected = ndimage.distance_transform_edt(filled)
+    assert expected.max() > 3
+    np.testing.assert_allclose(distance_inside(filled), expected, atol=1e-4)
+    np.testing.assert_array_equal(fill_holes(mask[:, :, 5]), ndimage.binary_fill_holes(mask[:, :, 5]))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_parallel_gzip_is_one_standard_member(threads, monkeypatch, tmp_path):
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    from synth_core import io
+
+    monkeypatch.setattr(io, "GZIP_PIECE", 1000)  # many pieces, the last one short
+    rng = np.random.default_rng(threads)
+    data = rng.normal(size=5321).astype(np.float32).tobytes() + bytes(7000)
+    packed = io.gzip_parallel(data, threads=threads)
+    assert gzip.decompress(packed) == data
+    # One member: a raw inflater started after the 10-byte header stops exactly at the trailer.
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    assert inflater.decompress(packed[10:]) == data and len(inflater.unused_data) == 8
+    assert gzip.decompress(io.gzip_parallel(b"", threads=threads)) == b""
+    vol = io.Volume(rng.normal(size=(9, 8, 7)).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
+    path = io.save_volume(vol, tmp_path / "v.nii.gz", provenance={"Method": "test"})
+    image = nib.load(path)
+    np.testing.assert_array_equal(np.asarray(image.dataobj), vol.data)
+    np.testing.assert_array_equal(image.affine, vol.affine)
+    assert image.header["descrip"].tobytes().startswith(b"SYNTHETIC")
+
+
+def test_preparation_figures_run_on_a_small_scan(tmp_path):
+    from synth_core import io
+    from synth_core.benchmark_native import preparation_seconds
+
+    grid = np.indices((24, 26, 20)).astype(np.float32)
+    head = (((grid - np.array([12, 13, 10])[:, None, None, None]) ** 2).sum(0) < 64).astype(np.float32)
+    path = io.save_volume(io.Volume(100 * head + 1, np.eye(4)), tmp_path / "t1.nii.gz")
+    figures = preparation_seconds(path, repeats=1)
+    assert {"fill_holes_scipy", "fill_holes_simpleitk", "distance_scipy", "distance_simpleitk",
+            "gzip_1_thread"} <= set(figures)
+    assert all(v > 0 for v in figures.values())

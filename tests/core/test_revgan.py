@@ -75,6 +75,25 @@ def test_gan_weight_zero_leaves_only_the_l1_terms() -> None:
     assert float(out["loss"]) == pytest.approx(100 * float(out["g_l1"]), rel=1e-6)
 
 
+def test_ssim_term_adds_one_minus_ssim_of_each_direction() -> None:
+    from synth_core.metrics import ssim as scoring_ssim
+
+    m = _model(gan_weight=0.0, lambda_ssim=3.0)
+    ctx = _Ctx(m.configure_optimizers())
+    a, b = torch.rand(1, 1, 24, 24, 24) * 2 - 1, torch.rand(1, 1, 24, 24, 24) * 2 - 1
+    with torch.no_grad():  # the scoring's SSIM (scikit-image's, data range 2 here)
+        fake_b, fake_a = m.a_to_b(a), m.b_to_a(b)
+        expected = sum(1.0 - scoring_ssim(f[0, 0].numpy(), t[0, 0].numpy(), 2.0)
+                       for f, t in ((fake_b, b), (fake_a, a)))
+    out = m.adversarial_step({"source": a, "target": b, "paired": torch.tensor([True])}, ctx)
+    assert float(out["g_ssim"]) == pytest.approx(expected, rel=1e-4)
+    assert float(out["loss"]) == pytest.approx(100 * float(out["g_l1"]) + 3 * expected, rel=1e-4)
+    plain = _model(gan_weight=0.0)
+    out = plain.adversarial_step({"source": a, "target": b, "paired": torch.tensor([True])},
+                                 _Ctx(plain.configure_optimizers()))
+    assert "g_ssim" not in out
+
+
 def test_gan_weight_zero_runs_and_trains_no_discriminator() -> None:
     m = _model(gan_weight=0.0)
     ctx = _Ctx(m.configure_optimizers())
@@ -115,7 +134,10 @@ def test_presets() -> None:
     assert (sr.variant, sr.norm, sr.residual, sr.train.lr) == ("srcnn", "none", True, 1e-3)
     assert (sr.train.patch_size, sr.train.max_steps) == ((24, 24, 24), 800)
     cpu = build_config("revgan", "cpu")
-    assert (cpu.train.patch_size, cpu.train.max_steps) == ((32, 32, 32), 300)
+    assert (cpu.variant, cpu.gan_weight, cpu.lambda_ssim) == ("resnet", 0.0, 200.0)
+    assert (cpu.train.patch_size, cpu.train.lr) == (None, 1e-3)  # whole volumes
+    gan = build_config("revgan", "cpu-gan")
+    assert (gan.train.patch_size, gan.train.max_steps, gan.gan_weight) == ((32, 32, 32), 300, 1.0)
 
 
 @pytest.fixture(scope="module")

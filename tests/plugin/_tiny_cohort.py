@@ -17,3 +17,15 @@ def write_tiny_cohort(out: Path) -> Path:
         spec.loader.exec_module(module)
         sys.modules[name] = module
     return sys.modules[name].write_tiny_cohort(out)
+
+
+def write_labelled_cohort(out: Path) -> Path:
+    """tests/core/test_duiit.py's labelled cohort (t1, pet and ct whose images change with age)."""
+    name = "modality_synth_core_test_duiit"
+    if name not in sys.modules:
+        path = Path(__file__).parents[1] / "core" / "test_duiit.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name].write_labelled_cohort(out)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _tiny_cohort import write_tiny_cohort
+from _tiny_cohort import write_labelled_cohort, write_tiny_cohort
 
 from napari_modality_synth.widgets.train import TrainWidget
 from napari_modality_synth.widgets.translate import TranslateWidget
@@ -184,3 +184,56 @@ def test_patch_size_reaches_the_run_and_its_card(make_napari_viewer, qtbot, coho
     qtbot.waitUntil(lambda: widget.result is not None, timeout=120000)
     card = widget.result.model.card
     assert card["patch_size"] == [8, 8, 8] and card["spacing"] == [4.0, 4.0, 4.0]
+
+
+def test_a_several_source_duiit_model_from_the_widget(make_napari_viewer, qtbot, tmp_path,
+                                                      error_messages):
+    """Labelled training takes several sources: boxes replace From, the run trains one
+    translator per ticked modality, and Translate lists the model for each of them."""
+    viewer = make_napari_viewer()
+    widget = _docked(viewer, TrainWidget(viewer))
+    translator = _docked(viewer, TranslateWidget(viewer))
+    widget.method.setCurrentIndex(widget.method.findData("duiit"))
+    assert [widget.mode.itemData(i) for i in range(widget.mode.count())] == ["labelled", "unpaired"]
+    assert widget.source.isHidden() and not widget.sources.isHidden()
+    assert widget.chosen_sources() == ("t1", "pet")  # the paper's MRI and PET, ticked
+    widget.mode.setCurrentIndex(widget.mode.findData("unpaired"))  # one source again
+    assert not widget.source.isHidden() and widget.sources.isHidden()
+    assert widget.chosen_sources() == (widget.source.currentData(),)
+    widget.mode.setCurrentIndex(widget.mode.findData("labelled"))
+    assert widget.source.isHidden() and not widget.sources.isHidden()
+
+    cohort = write_labelled_cohort(tmp_path / "labelled")
+    widget.data.setText(str(cohort))
+    widget.target.setCurrentIndex(widget.target.findData("ct"))
+    widget.preset.setCurrentIndex(widget.preset.findData("tiny"))
+    widget.settings["steps"].setText("3")
+    widget.settings["val_every"].setText("3")
+    widget.device.setCurrentIndex(widget.device.findData("cpu"))
+    widget.out.setText(str(tmp_path / "run"))
+    for box in widget.source_boxes.values():
+        box.setChecked(False)
+    assert widget.start() is None
+    assert "tick at least one source modality" in error_messages()[-1]
+    widget.source_boxes["t1"].setChecked(True)
+    widget.source_boxes["pet"].setChecked(True)
+    request = widget.request()
+    assert (request.source, request.target, request.mode) == ("t1,pet", "ct", "labelled")
+
+    worker = widget.start()
+    qtbot.waitUntil(lambda: widget.result is not None or widget.status.text() == "failed",
+                    timeout=120000)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=5000)
+    assert widget.result is not None and widget.result.steps == 3, widget.status.text()
+    card = widget.result.model.card
+    assert card["capabilities"]["sources"] == ["t1", "pet"]
+    assert card["training_data"]["mode"] == "labelled"
+    assert widget.result.registered.name == "duiit-t1+pet-ct-run"
+    assert "'duiit-t1+pet-ct-run' is listed in Translate" in widget.status.text()
+    # Translate offers the finished model for ct from either source.
+    translator.method.setCurrentIndex(translator.method.findData("duiit"))
+    translator.target.setCurrentIndex(translator.target.findData("ct"))
+    names = [translator.checkpoint.itemText(i) for i in range(translator.checkpoint.count())]
+    assert any(text.startswith("duiit-t1+pet-ct-run") for text in names), names
+    sources = [translator.source.itemData(i) for i in range(translator.source.count())]
+    assert {"t1", "pet"} <= set(sources), sources

@@ -8,6 +8,9 @@ leaves a resumable ``last.ckpt``; Resume continues it (``resume=True``, same out
 folder). A finished run's checkpoint is registered in the user zoo and announced on
 ``workers.checkpoints_changed``, so Translate lists it at once. Closing the widget (or
 the viewer, or quitting the application) stops a running run and waits for it briefly.
+A method that trains on labelled data (DUIIT) takes several source modalities at once: with
+"labelled" pairing, one box per modality replaces From, and the run trains one translator per
+ticked source into the target (``TrainRequest.source`` "t1,pet").
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from typing import Any
 from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -46,6 +51,12 @@ RESUMABLE = "last.ckpt"  # the run folder's Lightning checkpoint (for resume onl
 # Redraw the loss plot at most this often (s): a draw costs the event loop tens of ms.
 PLOT_INTERVAL_S = 1.0
 DEFAULT_RUNS = Path.home() / "modality-synth-runs"
+# Data pairing choices as the user reads them (the engine's key -> label).
+MODE_LABELS = {"partial": "partially paired",
+               "labelled": "labelled (unpaired, labels from participants.tsv)"}
+# The sources ticked when a labelled (several-source) method is chosen: the paper's MRI and PET.
+DEFAULT_SOURCES = ("t1", "pet")
+SOURCE_COLUMNS = 3
 # Form field -> (override key, type, what the user sees): blank means the preset's value.
 SETTINGS: dict[str, tuple[str, type, str]] = {
     "steps": ("max_steps", int, "Steps"),
@@ -95,6 +106,19 @@ class TrainWidget(QWidget):
         self.modalities = QLineEdit("t1,t1ce,t2,flair")
         self.modalities.setToolTip("comma-separated modalities the one model maps among, "
                                    "e.g. t1,t1ce,t2,flair; every subject needs all of them")
+        # Labelled training (DUIIT) translates several source modalities into the target with
+        # one model (the paper's MRI and PET to CT): one box per modality replaces From.
+        self.sources = QWidget()
+        grid = QGridLayout(self.sources)
+        grid.setContentsMargins(0, 0, 0, 0)
+        self.source_boxes: dict[str, QCheckBox] = {}
+        for i, modality in enumerate(ALL_MODALITIES):
+            box = QCheckBox(modality)
+            box.setChecked(modality in DEFAULT_SOURCES)
+            box.setToolTip("train a translator from this modality; the subjects with it are "
+                           "other people than the target's")
+            grid.addWidget(box, i // SOURCE_COLUMNS, i % SOURCE_COLUMNS)
+            self.source_boxes[modality] = box
         self.preset = QComboBox()
         # How the two modalities go together in the data: the kinds the method trains on.
         self.mode = QComboBox()
@@ -127,6 +151,7 @@ class TrainWidget(QWidget):
                                           ("File…", self._browse_manifest)))
         form.addRow("Method", self.method)
         form.addRow("From", self.source)
+        form.addRow("From (one or more)", self.sources)
         form.addRow("To", self.target)
         form.addRow("Modalities", self.modalities)
         form.addRow("Preset", self.preset)
@@ -148,7 +173,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.plot, 1)
 
         self.method.currentIndexChanged.connect(self._fill_presets)
-        self.mode.currentIndexChanged.connect(self._show_fraction)
+        self.mode.currentIndexChanged.connect(self._show_mode_fields)
         self.out.textChanged.connect(self._update_buttons)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
@@ -184,13 +209,15 @@ class TrainWidget(QWidget):
         if not data:
             raise UserError("choose the training data: a folder of subjects or a manifest file")
         modalities = self.chosen_modalities()
+        source = "" if modalities else ",".join(self.chosen_sources())
         if not self.out.text().strip():
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            pair = "any" if modalities else f"{self.source.currentData()}-{self.target.currentData()}"
+            pair = ("any" if modalities
+                    else f"{source.replace(',', '+')}-{self.target.currentData()}")
             self.out.setText(str(DEFAULT_RUNS / f"{self.method.currentData()}-{pair}-{stamp}"))
         return TrainRequest(
             method=self.method.currentData(), data=Path(data).expanduser(),
-            source="" if modalities else self.source.currentData(),
+            source=source,
             target="" if modalities else self.target.currentData(), modalities=modalities,
             out=Path(self.out.text().strip()).expanduser(), preset=self.preset.currentData(),
             overrides=self.overrides(), resume=resume, accelerator=self.device.currentData(),
@@ -201,6 +228,21 @@ class TrainWidget(QWidget):
         """Does the chosen method learn every direction among several modalities?"""
         caps = self.methods.get(self.method.currentData(), {}).get("capabilities", {})
         return bool(caps.get("any_to_any"))
+
+    def several_sources(self) -> bool:
+        """Does the form take several source modalities (labelled training, e.g. DUIIT)?"""
+        return not self.any_to_any() and self.mode.currentData() == "labelled"
+
+    def chosen_sources(self) -> tuple[str, ...]:
+        """The source modalities: the ticked boxes for labelled training (UserError when none
+        is ticked), else the one From choice."""
+        if not self.several_sources():
+            return (self.source.currentData(),)
+        ticked = tuple(m for m, box in self.source_boxes.items() if box.isChecked())
+        if not ticked:
+            raise UserError("From: tick at least one source modality (e.g. t1 and pet) for "
+                            "labelled training")
+        return ticked
 
     def chosen_modalities(self) -> tuple[str, ...]:
         """The Modalities field as a tuple for an any-to-any method, else (); UserError
@@ -257,7 +299,7 @@ class TrainWidget(QWidget):
             return train(request, sink=report, stop=handle.stop)
 
         task = (f"among {', '.join(request.modalities)}" if request.modalities
-                else f"{request.source} -> {request.target}")
+                else f"{request.source.replace(',', ' + ')} -> {request.target}")
         self.status.setText(f"{'resuming' if request.resume else 'starting'} {request.method} "
                             f"{task} in {request.out}")
         self.worker = handle.start(job, interrupt=False, yielded=self._on_events,
@@ -330,16 +372,23 @@ class TrainWidget(QWidget):
         kinds = capabilities.get("data", ())
         self.mode.clear()
         for kind in kinds:
-            if kind in ("paired", "unpaired", "partial"):
-                self.mode.addItem({"partial": "partially paired"}.get(kind, kind), kind)
-        self._show_fraction()
+            if kind in ("paired", "unpaired", "partial", "labelled"):
+                self.mode.addItem(MODE_LABELS.get(kind, kind), kind)
+        self._show_mode_fields()
 
-    def _show_fraction(self, *_: Any) -> None:
+    def _show_mode_fields(self, *_: Any) -> None:
+        """Paired fraction for partially paired data; for labelled data the several-source
+        boxes replace the one From choice (an any-to-any method shows neither)."""
         partial = self.mode.currentData() == "partial"
-        self.paired_fraction.setVisible(partial)
-        label = self._form.labelForField(self.paired_fraction)
-        if label is not None:
-            label.setVisible(partial)
+        several = self.several_sources()
+        many = self.any_to_any()
+        for field, visible in ((self.paired_fraction, partial),
+                               (self.sources, several and not many),
+                               (self.source, not several and not many)):
+            field.setVisible(visible)
+            label = self._form.labelForField(field)
+            if label is not None:
+                label.setVisible(visible)
 
     def _browse_data_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Training data folder")

@@ -68,6 +68,10 @@ class DUIITConfig(AdversarialSettings):
             regresses ``(age - age_mean) / age_std``. Set from the data at training.
         classes: the diagnosis vocabulary (class index -> name), set from the data.
         sources: the source modalities, in the order of the networks; set from the run.
+        final_activation: the generators' last activation: "tanh" (CycleGAN's) bounds the
+            output to the model range [-1, 1] (for CT the card's window: -1200..3200 HU, or
+            -1000..1000 HU for models made before it widened, below the skull's bone at
+            about 1500 HU); "none" leaves it unbounded.
     """
 
     features: int = 64
@@ -87,6 +91,7 @@ class DUIITConfig(AdversarialSettings):
     age_std: float = 1.0
     classes: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    final_activation: str = "tanh"
     train: TrainSettings = field(default_factory=lambda: TrainSettings(
         max_steps=200_000, lr=2e-4, batch_size=1, spatial="2d", multiple=4))
 
@@ -142,7 +147,8 @@ class DUIIT(AdversarialMethod):
             return ResnetGenerator(dims, 1, 1, features=config.features,
                                    n_downsampling=config.n_downsampling, n_blocks=config.n_blocks,
                                    norm=config.norm, outer_kernel=config.outer_kernel,
-                                   upsample=config.upsample)
+                                   upsample=config.upsample,
+                                   final_activation=config.final_activation)
 
         def discriminator() -> PatchDiscriminator:
             return PatchDiscriminator(dims, 1, features=config.disc_features,

@@ -125,7 +125,10 @@ class Pix2Pix(AdversarialMethod):
     capabilities = Capabilities(spatial=("3d", "2d"), data=("paired",), adversarial=True)
     config_class = Pix2PixConfig
     presets = {"cpu": _cpu, "cpu-l1": _cpu_l1, "paper": _paper, "tiny": _tiny}
-    resumable = ("lambda_l1", "lambda_gan", "lambda_ssim", "lambda_regional", "regional_pool")
+    # Loss weights and the learning-rate schedule: none of them changes the network, so a
+    # resumed or fine-tuning run may set them (e.g. --lr 2e-4 --set decay_start=0).
+    resumable = ("lambda_l1", "lambda_gan", "lambda_ssim", "lambda_regional", "regional_pool",
+                 "decay_start")
 
     def __init__(self, config: Pix2PixConfig, source: str, target: str) -> None:
         super().__init__(config, source, target)

@@ -424,7 +424,9 @@ def train(request: TrainRequest, sink: EventSink | None = None,
             export(module, dict(progress.metrics))
         model_info = zoo.CheckpointInfo(run.name, run, json.loads((run / zoo.CARD).read_text(encoding="utf-8")), "path")
         if request.register and not stopped["flag"]:
-            pair = "any" if any_to_any else f"{request.source}-{request.target}"
+            # Several sources (labelled training) join with "+": duiit-t1+pet-ct-run.
+            pair = ("any" if any_to_any
+                    else f"{request.source.replace(',', '+')}-{request.target}")
             name = request.name or f"{request.method}-{pair}-{run.name}"
             registered = zoo.register_user_checkpoint(run, name)
         sink(ProgressEvent(kind="stopped" if stopped["flag"] else "done", step=module.batches_done,
