@@ -143,3 +143,11 @@ def test_preparation_figures_run_on_a_small_scan(tmp_path):
     assert {"fill_holes_scipy", "fill_holes_simpleitk", "distance_scipy", "distance_simpleitk",
             "gzip_1_thread"} <= set(figures)
     assert all(v > 0 for v in figures.values())
+
+
+def test_a_translation_imports_no_training_stack(tmp_path):
+    loaded = _modules_after("from synth_core import cli\nfrom synth_core.inference import translate\n"
+                            "from synth_core.methods import get_method_class\n"
+                            "get_method_class('pix2pix')", str(tmp_path))
+    assert "synth_core.inference" in loaded
+    assert not {"lightning", "pytorch_lightning", "synth_core.training", "monai"} & loaded
