@@ -188,17 +188,17 @@ def test_resume_skips_done_and_recomputes_stale(cohort, tmp_path, trained, capsy
 
 _KILLER = textwrap.dedent("""
     import os, signal, sys
-    import nibabel
-    real_save = nibabel.save
+    from synth_core import io
+    real_write = io._write_image
     calls = {"n": 0}
-    def save(image, path):
+    def write(image, path, **kw):
         calls["n"] += 1
         if calls["n"] == 3:  # the third output: half a file, then killed
             with open(path, "wb") as handle:
                 handle.write(b"\\x1f\\x8b half a volume")
             os.kill(os.getpid(), signal.SIGKILL)
-        real_save(image, path)
-    nibabel.save = save
+        real_write(image, path, **kw)
+    io._write_image = write
     from synth_core.cli import main
     sys.exit(main(sys.argv[1:]))
 """)

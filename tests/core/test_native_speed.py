@@ -107,23 +107,18 @@ def test_sitk_fill_holes_and_distance_equal_scipy(seed):
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_parallel_gzip_is_one_standard_member(threads, monkeypatch, tmp_path):
+def test_gzip_bytes_is_standard_gzip_that_nibabel_reads(threads, tmp_path, monkeypatch):
     import gzip
-    import zlib
 
     import nibabel as nib
 
     from synth_core import io
 
-    monkeypatch.setattr(io, "GZIP_PIECE", 1000)  # many pieces, the last one short
     rng = np.random.default_rng(threads)
-    data = rng.normal(size=5321).astype(np.float32).tobytes() + bytes(7000)
-    packed = io.gzip_parallel(data, threads=threads)
-    assert gzip.decompress(packed) == data
-    # One member: a raw inflater started after the 10-byte header stops exactly at the trailer.
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    assert inflater.decompress(packed[10:]) == data and len(inflater.unused_data) == 8
-    assert gzip.decompress(io.gzip_parallel(b"", threads=threads)) == b""
+    data = rng.normal(size=300_000).astype(np.float32).tobytes() + bytes(7000)
+    assert gzip.decompress(io.gzip_bytes(data, threads=threads)) == data
+    assert gzip.decompress(io.gzip_bytes(b"", threads=threads)) == b""
+    monkeypatch.setenv("OMP_NUM_THREADS", str(threads))  # save_volume's default
     vol = io.Volume(rng.normal(size=(9, 8, 7)).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
     path = io.save_volume(vol, tmp_path / "v.nii.gz", provenance={"Method": "test"})
     image = nib.load(path)
@@ -141,5 +136,13 @@ def test_preparation_figures_run_on_a_small_scan(tmp_path):
     path = io.save_volume(io.Volume(100 * head + 1, np.eye(4)), tmp_path / "t1.nii.gz")
     figures = preparation_seconds(path, repeats=1)
     assert {"fill_holes_scipy", "fill_holes_simpleitk", "distance_scipy", "distance_simpleitk",
-            "gzip_1_thread"} <= set(figures)
+            "gzip_zlib_1_thread", "gzip_isal_1_thread"} <= set(figures)
     assert all(v > 0 for v in figures.values())
+
+
+def test_a_translation_imports_no_training_stack(tmp_path):
+    loaded = _modules_after("from synth_core import cli\nfrom synth_core.inference import translate\n"
+                            "from synth_core.methods import get_method_class\n"
+                            "get_method_class('pix2pix')", str(tmp_path))
+    assert "synth_core.inference" in loaded
+    assert not {"lightning", "pytorch_lightning", "synth_core.training", "monai"} & loaded
