@@ -147,10 +147,10 @@ def test_non_finite_model_output_is_an_error_not_a_volume(trained, tiny_cohort, 
 
     from synth_core import inference
 
-    def broken(model, x, request, *args):
+    def broken(model, x, request, *args, **kwargs):
         out = torch.zeros((1, *x.shape))
         out[..., 0, 0, 0] = float("nan")
-        return out
+        return out, "whole"
 
     monkeypatch.setattr(inference, "_run", broken)
     with pytest.raises(UserError, match=r"non-finite values .* check that the input"):
