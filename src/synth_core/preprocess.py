@@ -299,8 +299,8 @@ class NormParams:
 PET_SUVR_MAX = 3.0  # SUVR mapped to +1; FDG grey matter sits near 1-2 with either scaling
 # CT: HU centre and half-width mapped to [-1, 1]. [-1200, 3200] HU holds air and the skull's
 # dense bone (about 1500 HU, more in real cortical bone) well inside the tanh that ends most
-# generators; the earlier [-1000, 1000] capped every synthesis at 1000 HU, which alone cost
-# 10-20 HU of MAE inside a 4 mm phantom head and 25-50 HU at 2 mm.
+# generators; the earlier [-1000, 1000] capped every synthesis at 1000 HU, which alone costs
+# about 9 HU of MAE inside a 4 mm phantom head (docs/methods/duiit.md, CT references).
 CT_WINDOW = (1000.0, 2200.0)
 # Checkpoints whose card records no window were trained with [-1000, 1000] HU.
 LEGACY_CT_WINDOW = (0.0, 1000.0)
