@@ -249,15 +249,14 @@ def preparation_seconds(t1_path: Path, repeats: int = 2) -> dict[str, float]:
     import numpy as np
     from scipy import ndimage
 
-    from synth_core.io import gzip_bytes, load_volume
+    from synth_core.io import default_threads, gzip_bytes, load_volume
     from synth_core.preprocess import distance_inside, fill_holes, foreground_mask
 
     data = load_volume(t1_path, modality="t1").data
     mask = foreground_mask(data, "t1")
     noisy = data + np.random.default_rng(0).normal(0, 0.01 * float(data.max()), data.shape)
     raw = noisy.astype(np.float32).tobytes()
-    cores = os.environ.get("OMP_NUM_THREADS", "")
-    threads = int(cores) if cores.isdigit() and int(cores) > 0 else (os.cpu_count() or 1)
+    threads = default_threads()
     steps = {"fill_holes_scipy": lambda: ndimage.binary_fill_holes(mask),
              "fill_holes_simpleitk": lambda: fill_holes(mask),
              "distance_scipy": lambda: ndimage.distance_transform_edt(mask),

@@ -443,10 +443,8 @@ def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: f
     caps = model.capabilities
     spatial_mode = model.config.train.spatial
     if spatial_mode == "2d":
-        out = synthesize_slices(model, x, request, progress=progress)
-        if flip:  # the mirrored pass, mirrored back: input (B, C, X, ...), output (K, B, C, X, ...)
-            out = (out + synthesize_slices(model, x.flip(2), request).flip(3)) / 2
-        return out, "slices"
+        slices = _flip_averaged(lambda v, **kw: synthesize_slices(model, v, request, **kw), flip)
+        return slices(x, progress=progress), "slices"
     voxels = int(np.prod(x.shape[2:]))
     needed_mb = voxels * model_bytes_per_voxel(model) / 2**20  # samples are drawn one at a time
     if window is None and not (whole and needed_mb <= budget_mb):
@@ -454,12 +452,7 @@ def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: f
         # layers then see the field of view they were trained on (validation does the same).
         window = patch_window(model.config.train)
 
-    def synthesize(w: torch.Tensor) -> torch.Tensor:
-        y = model.synthesize(w, request)
-        if flip:  # the mirrored pass, mirrored back: input (B, C, X, ...), output (K, B, C, X, ...)
-            y = (y + model.synthesize(w.flip(2), request).flip(3)) / 2
-        return y
-
+    synthesize = _flip_averaged(lambda w: model.synthesize(w, request), flip)
     if window is None and needed_mb > budget_mb:
         if not caps.sliding_window:
             raise UserError(
@@ -478,6 +471,19 @@ def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: f
         return out, "whole"
     with torch.no_grad():
         return sliding_window(synthesize, x, window, WINDOW_OVERLAP, progress), list(window)
+
+
+def _flip_averaged(run: Callable[..., torch.Tensor], flip: bool) -> Callable[..., torch.Tensor]:
+    """``run`` itself, or (with ``flip``) the mean of ``run`` on the input and, mirrored back,
+    on the left-right mirrored input: input (B, C, X, ...), output (K, B, C, X, ...). Extra
+    keywords (a progress callback) go to the first pass only."""
+    if not flip:
+        return run
+
+    def averaged(x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return (run(x, **kwargs) + run(x.flip(2)).flip(3)) / 2
+
+    return averaged
 
 
 def model_bytes_per_voxel(model: Method) -> float:

@@ -283,6 +283,12 @@ def _write_image(image: nib.Nifti1Image, path: Path, *, gzipped: bool) -> None:
         nib.save(image, path)
 
 
+def default_threads() -> int:
+    """The threads a parallel step may use: ``OMP_NUM_THREADS`` when set, else every core."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+
+
 def gzip_bytes(data: bytes, threads: int | None = None) -> bytes:
     """``data`` as a standard gzip file (level 1, as nibabel writes), compressed by ISA-L
     (the ``isal`` package), several times faster than zlib on one core, and on
@@ -292,9 +298,7 @@ def gzip_bytes(data: bytes, threads: int | None = None) -> bytes:
 
     from isal import igzip, igzip_threaded
 
-    if threads is None:
-        env = os.environ.get("OMP_NUM_THREADS", "")
-        threads = int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+    threads = default_threads() if threads is None else threads
     if threads <= 1:
         return igzip.compress(data, compresslevel=1)
     buffer = _io.BytesIO()

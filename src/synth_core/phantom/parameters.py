@@ -48,7 +48,6 @@ PRESETS: dict[str, PhantomPreset] = {
 }
 
 
-
 def nearest_preset(spacing_mm: Sequence[float] | None) -> str:
     """The preset whose voxel size is nearest the mean of ``spacing_mm`` (``small``, 4 mm,
     when no spacing is given): the grid a checkpoint is scored on at its own resolution."""
