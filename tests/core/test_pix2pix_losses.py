@@ -81,3 +81,20 @@ def test_cpu_l1_preset_is_l1_only_on_64_cubed_patches():
     assert config.lambda_gan == 0.0 and config.lambda_ssim == 0.0
     assert tuple(config.train.patch_size) == (64, 64, 64) and config.train.lr == 1e-3
     assert config.features == 16 and config.upsample == "transpose"
+
+
+def test_cpu_fine_preset_is_the_recipe_of_the_bundled_1mm_t1_t2_model():
+    # The preset names the settings the bundled 1 mm T1 -> T2 checkpoint was trained with
+    # (cpu-l1 + SSIM 200 + EMA + 96^3 patches): a change to either shows here.
+    import dataclasses
+    import json
+    from importlib.resources import files
+
+    config = build_config("pix2pix", "cpu-fine")
+    card = json.loads(files("synth_core").joinpath(
+        "checkpoints/pix2pix-t1-t2-fine/model.json").read_text())
+    recorded = card["config"]
+    preset = json.loads(json.dumps(dataclasses.asdict(config)))
+    assert preset == recorded
+    assert config.lambda_gan == 0.0 and config.lambda_ssim == 200.0
+    assert tuple(config.train.patch_size) == (96, 96, 96) and config.train.ema_decay == 0.999
