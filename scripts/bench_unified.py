@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from synth_core import benchmark_unified as bench
+from synth_core.cli import parse_settings
 from synth_core.errors import UserError
 
 
@@ -36,14 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--subjects", type=int, default=8)
     p.add_argument("--lesion-fraction", type=float, default=0.75)
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="a training setting for the unified, ablation and pairwise runs alike "
+                        "(as train --set), e.g. --set ema_decay=0.999")
     args = p.parse_args(argv)
+    settings = parse_settings(args.settings)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.stage in ("unified", "ablation"):
-        entry = bench.train_unified(args.data, args.out, args.steps, ablation=args.stage == "ablation")
+        entry = bench.train_unified(args.data, args.out, args.steps, ablation=args.stage == "ablation",
+                                    settings=settings)
         print(entry)
     elif args.stage == "pairwise":
         unified = json.loads((args.out / "unified" / "bench_run.json").read_text())
-        entry = bench.train_pairwise(args.data, args.out, unified["seconds"])
+        entry = bench.train_pairwise(args.data, args.out, unified["seconds"], settings=settings)
         (args.out / "pairwise.json").write_text(json.dumps(entry, indent=2))
     elif args.stage == "segmenter":
         print(bench.train_segmenter(args.data, args.out / "segmenter", args.steps))

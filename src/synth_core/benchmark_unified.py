@@ -84,10 +84,11 @@ def _train(out: Path, **request: Any) -> dict[str, Any]:
     return entry
 
 
-def train_unified(data: Path, out: Path, steps: int, *, ablation: bool = False) -> dict[str, Any]:
+def train_unified(data: Path, out: Path, steps: int, *, ablation: bool = False,
+                  settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The unified model (``cpu`` preset, 2D) for ``steps`` steps; with ``ablation`` the
-    disentanglement weight is 0."""
-    overrides: dict[str, Any] = {"max_steps": steps}
+    disentanglement weight is 0. ``settings`` (as ``train --set``) apply on top."""
+    overrides: dict[str, Any] = {"max_steps": steps} | (settings or {})
     if ablation:
         overrides["lambda_disentangle"] = 0.0
     return _train(out / ("ablation" if ablation else "unified"), method="unified", data=data,
@@ -102,17 +103,20 @@ PAIRWISE = {"spatial": "2d", "batch_size": BATCH, "val_every": 100_000, "lr": 1e
 
 
 def train_pairwise(data: Path, out: Path, total_seconds: float,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+                   log: Callable[[str], None] = print,
+                   settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Twelve pix2pix models (2D, the unified model's backbone and batch) sharing
-    ``total_seconds`` of training: steps each = total / 12 / the measured step time."""
-    per_step = seconds_per_step("pix2pix", PAIRWISE)
+    ``total_seconds`` of training: steps each = total / 12 / the measured step time.
+    ``settings`` (as ``train --set``, for example the weight average) apply to each."""
+    settings = PAIRWISE | (settings or {})
+    per_step = seconds_per_step("pix2pix", settings)
     steps = max(1, int(total_seconds / len(directions()) / per_step))
     log(f"pix2pix: {per_step:.3f} s a step -> {steps} steps for each of {len(directions())} models")
     runs = {}
     for source, target in directions():
         runs[f"{source}->{target}"] = _train(
             out / f"pix2pix-{source}-{target}", method="pix2pix", data=data, source=source,
-            target=target, preset="cpu", overrides=PAIRWISE | {"max_steps": steps})
+            target=target, preset="cpu", overrides=settings | {"max_steps": steps})
         log(f"pix2pix {source} -> {target}: {runs[f'{source}->{target}']}")
     return {"seconds_per_step": per_step, "steps_each": steps, "runs": runs}
 

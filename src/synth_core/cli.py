@@ -309,7 +309,7 @@ def _train(args: argparse.Namespace) -> int:
         "max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "val_every": args.val_every, "checkpoint_every": args.checkpoint_every,
     }
-    overrides |= _parse_settings(args.settings)
+    overrides |= parse_settings(args.settings)
     modalities = tuple(m.strip() for m in (args.modalities or "").split(",") if m.strip())
     if args.modalities is not None and (args.source or args.target):
         raise UserError("give either --modalities (an any-to-any method) or --from and --to, "
@@ -350,7 +350,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_settings(items: list[str]) -> dict[str, Any]:
+def parse_settings(items: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs; a VALUE that reads as JSON (numbers, true, lists) is taken as such."""
     out: dict[str, Any] = {}
     for item in items:

@@ -408,3 +408,20 @@ def test_brain_and_ssim_terms_enter_the_loss_only_when_weighted():
     losses = weighted.adversarial_step(batch, _Ctx(weighted.configure_optimizers()))
     assert abs(float(losses["brain_l1"]) - expected) < 1e-5
     assert 0.0 < float(losses["ssim_loss"]) <= 2.0
+
+
+def test_benchmark_settings_reach_the_unified_and_every_pairwise_run(monkeypatch, tmp_path: Path):
+    # `bench_unified.py --set KEY=VALUE` (e.g. the weight average) must change both sides of
+    # the comparison alike, or the table compares different recipes.
+    from synth_core import benchmark_unified as bench
+
+    seen: list[tuple[str, dict]] = []
+    monkeypatch.setattr(bench, "_train", lambda out, **kw: seen.append((kw["method"], kw["overrides"])) or {})
+    monkeypatch.setattr(bench, "seconds_per_step", lambda method, overrides, *a, **k: 0.1)
+    extra = {"ema_decay": 0.999, "ema_warmup": True}
+    bench.train_unified(tmp_path, tmp_path, 10, settings=extra)
+    bench.train_pairwise(tmp_path, tmp_path, 12.0, log=lambda _: None, settings=extra)
+    assert [m for m, _ in seen] == ["unified"] + ["pix2pix"] * 12
+    assert all(o["ema_decay"] == 0.999 and o["ema_warmup"] is True for _, o in seen)
+    assert seen[0][1]["max_steps"] == 10 and all(o["max_steps"] == 10 for _, o in seen[1:])
+    assert all(o["lambda_gan"] == 0.0 for _, o in seen[1:])  # the pairwise recipe is kept
