@@ -9,7 +9,8 @@ translates the subject's source scan with ``translate`` (the 4 mm one runs on it
 its result comes back to 1 mm, as for any user). The figure shows one axial slice and a 4x
 enlarged crop of it: the source, the 1 mm result, the 4 mm result, and the acquired target, each
 titled with the slice's SSIM in the brain (the project's scoring, ``metrics.evaluate``) where it
-is a synthesis. Written atomically.
+is a synthesis (for ``--to ct``: MAE in HU inside the head, CT panels in a fixed -200..1600 HU
+window). Written atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+CT_WINDOW = (-200.0, 1600.0)  # HU: soft tissue dark grey, bone white
 
 
 def _panel(ax, image: np.ndarray, title: str, lo: float, hi: float) -> None:
@@ -56,15 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     scan = load_volume(folder / f"{sid}_{args.source}.nii.gz", modality=args.source)
     truth = load_volume(folder / f"{sid}_{args.target}.nii.gz", modality=args.target)
     brain = load_volume(folder / f"{sid}_brainmask.nii.gz").data > 0
+    ct = args.target == "ct"
+    # CT is scored as the project scores it (MAE in HU inside the head: phantom labels > 0) and
+    # shown in a fixed window that holds both brain and bone; MR by SSIM inside the brain.
+    head = load_volume(folder / f"{sid}_labels.nii.gz").data > 0 if ct else None
     results = []
     for spec in (args.fine, args.coarse):
         name, method = spec.rsplit(":", 1)
         info = resolve(name, method=method, source=args.source, target=args.target)
         out = translate(scan, method, args.target, source=args.source, checkpoint=name, device="cpu")
         spacing = "x".join(f"{v:g}" for v in info.card.get("spacing") or (4, 4, 4))
-        ssim = evaluate(out.volume, truth, mask=brain, normalise=True)["ssim"]
-        results.append((f"{method} at {spacing} mm\nSSIM {ssim:.3f} (brain, whole volume)",
-                        out.volume.data))
+        if ct:
+            mae = evaluate(out.volume, truth, mask=head, normalise=True)["mae"]
+            score = f"MAE {mae:.0f} HU (head, whole volume)"
+        else:
+            ssim = evaluate(out.volume, truth, mask=brain, normalise=True)["ssim"]
+            score = f"SSIM {ssim:.3f} (brain, whole volume)"
+        results.append((f"{method} at {spacing} mm\n{score}", out.volume.data))
     z = args.slice if args.slice is not None else int(np.mean(np.nonzero(brain.any(axis=(0, 1)))))
     grid = "x".join(f"{v:g}" for v in scan.spacing)
     rows = [(f"{args.source.upper()} input ({grid} mm)", scan.data)] + results + [
@@ -77,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     fig, axes = plt.subplots(2, len(rows), figsize=(3.0 * len(rows), 6.4))
     for col, (title, data) in enumerate(rows):
         image = data[:, :, z]
-        lo, hi = np.percentile(data[brain], [1, 99.5])
+        lo, hi = CT_WINDOW if ct and col > 0 else np.percentile(data[brain], [1, 99.5])
         _panel(axes[0, col], image, title, lo, hi)
         _panel(axes[1, col], image[crop], "enlarged: the yellow 48 x 48 mm square", lo, hi)
         axes[0, col].add_patch(matplotlib.patches.Rectangle(
