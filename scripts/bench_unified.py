@@ -21,11 +21,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from synth_core import benchmark_unified as bench
 from synth_core.cli import parse_settings
 from synth_core.errors import UserError
+
+
+def _trained(out: Path, names: tuple[str, ...]) -> dict[str, Callable[[str, str], str]]:
+    """The runs of ``names`` (in that order) that OUT holds: each as the run folder of a
+    direction (source, target); the unified model and its ablation answer every one."""
+    folders: dict[str, Callable[[str, str], str]] = {
+        "unified": lambda s, t: str(out / "unified"),
+        "ablation": lambda s, t: str(out / "ablation"),
+        "pix2pix": lambda s, t: str(out / f"pix2pix-{s}-{t}")}
+    return {k: folders[k] for k in names if Path(folders[k]("t1", "t2")).is_dir()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,20 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         print(bench.train_segmenter(args.data, args.out / "segmenter", args.steps))
     elif args.stage == "dice":
         cohort = bench.heldout_cohort(args.seed, args.subjects, args.lesion_fraction)
-        models = {"unified": lambda s, t: str(args.out / "unified"),
-                  "pix2pix": lambda s, t: str(args.out / f"pix2pix-{s}-{t}"),
-                  "ablation": lambda s, t: str(args.out / "ablation")}
-        models = {k: v for k, v in models.items() if Path(v("t1", "t2")).is_dir()}
+        models = _trained(args.out, ("unified", "pix2pix", "ablation"))
         dice = bench.score_segmentation(args.out / "segmenter", models, cohort)
         dice["cohort"] = {"seed": args.seed, "subjects": args.subjects,
                           "lesion_fraction": args.lesion_fraction}
         print(bench.dice_report(dice, args.out).read_text())
     else:
         cohort = bench.heldout_cohort(args.seed, args.subjects, args.lesion_fraction)
-        models = {"unified": lambda s, t: str(args.out / "unified"),
-                  "ablation": lambda s, t: str(args.out / "ablation"),
-                  "pix2pix": lambda s, t: str(args.out / f"pix2pix-{s}-{t}")}
-        models = {k: v for k, v in models.items() if Path(v("t1", "t2")).is_dir()}
+        models = _trained(args.out, ("unified", "ablation", "pix2pix"))
         scores = bench.score_models(models, cohort)
         runs = {k: json.loads((Path(v("t1", "t2")) / "bench_run.json").read_text())
                 for k, v in models.items()}
