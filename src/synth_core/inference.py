@@ -30,7 +30,7 @@ from synth_core.methods import (
     patch_window,
     synthesize_slices,
 )
-from synth_core.nn.sliding_window import sliding_window
+from synth_core.nn.sliding_window import sliding_window, window_starts
 from synth_core.preprocess import (
     NormParams,
     card_ct_window,
@@ -301,8 +301,10 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
 
     report(0.2, "synthesizing")
     window, whole, flip = inference_settings(card, window, whole, flip)
-    out, ran_on = _run(model, tensor, request, memory_budget_mb, window,
-                       lambda f: report(0.2 + 0.7 * f, "synthesizing"), whole=whole, flip=flip)
+    foreground, _ = pad_to_multiple(mask.astype(np.uint8), int(card.get("multiple", 16)), value=0)
+    out, ran_on, region = _run(model, tensor, request, memory_budget_mb, window,
+                               lambda f: report(0.2 + 0.7 * f, "synthesizing"), whole=whole,
+                               flip=flip, foreground=foreground.astype(bool))
     out = out[:, 0, 0].float().cpu().numpy()  # (K, X, Y, Z)
     finite = np.isfinite(out)
     if not finite.all():
@@ -322,7 +324,7 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
         reference = card["normalisation"]["source_references"][to]  # a model of several sources
     target_params = NormParams.from_dict(reference) if reference else params
     out_modality = to
-    mean_n = out.mean(0)
+    mean_n = out[0] if out.shape[0] == 1 else out.mean(0)
     mean = denormalise(unpad(mean_n, pad_info), target_params)
     std = None
     if out.shape[0] > 1:
@@ -337,6 +339,7 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
                              device=str(dev), seed=seed, ood=ood, source_from=source_from,
                              defaulted=defaulted, input_check=input_check,
                              window=ran_on, flip=flip,
+                             **({"window_region": region} if region is not None else {}),
                              **({"target_code": target_code} if target_code is not None else {}))
     provenance["Resolution"] = grids
     prediction = None if runs_reverse else _prediction(model, mean_n, mask, card, dev)
@@ -438,13 +441,18 @@ def inference_settings(card: dict[str, Any], window: tuple[int, int, int] | None
 
 def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: float,
          window: tuple[int, int, int] | None, progress: Callable[[float], None],
-         whole: bool = False, flip: bool = False) -> tuple[torch.Tensor, str | list[int]]:
-    """The network's output on ``x`` and how it ran: "slices" (2D), "whole", or the window."""
+         whole: bool = False, flip: bool = False, foreground: np.ndarray | None = None
+         ) -> tuple[torch.Tensor, str | list[int], dict[str, Any] | None]:
+    """The network's output on ``x``, how it ran ("slices" (2D), "whole", or the window),
+    and where the windows ran when not over the whole volume.
+
+    With ``foreground`` (the input's head mask on ``x``'s grid), windows cover only the
+    head's bounding box and a margin of air (``windowed_on_foreground``)."""
     caps = model.capabilities
     spatial_mode = model.config.train.spatial
     if spatial_mode == "2d":
         slices = _flip_averaged(lambda v, **kw: synthesize_slices(model, v, request, **kw), flip)
-        return slices(x, progress=progress), "slices"
+        return slices(x, progress=progress), "slices", None
     voxels = int(np.prod(x.shape[2:]))
     needed_mb = voxels * model_bytes_per_voxel(model) / 2**20  # samples are drawn one at a time
     if window is None and not (whole and needed_mb <= budget_mb):
@@ -468,9 +476,75 @@ def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: f
         with torch.no_grad():
             out = synthesize(x)
         progress(1.0)
-        return out, "whole"
+        return out, "whole", None
     with torch.no_grad():
-        return sliding_window(synthesize, x, window, WINDOW_OVERLAP, progress), list(window)
+        box = None if foreground is None else foreground_box(foreground, window)
+        if box is None:
+            return sliding_window(synthesize, x, window, WINDOW_OVERLAP, progress), list(window), None
+        out = windowed_on_foreground(synthesize, x, foreground, window, progress, box=box)
+        region = {"box_voxels": [[b.start, b.stop] for b in box],
+                  "Description": "windows ran over the head's bounding box and "
+                                 f"{FOREGROUND_MARGIN} voxels of air around it, on the model's "
+                                 "padded grid; beyond it, the median of the model's output "
+                                 "on the air inside the box"}
+        return out, list(window), region
+
+
+#: Voxels of air kept around the head's bounding box when windows skip the rest.
+FOREGROUND_MARGIN = 8
+
+
+def foreground_box(foreground: np.ndarray, window: tuple[int, ...],
+                   margin: int = FOREGROUND_MARGIN) -> tuple[slice, ...] | None:
+    """The head's bounding box in ``foreground`` (X, Y, Z), widened by ``margin`` voxels and
+    to at least one window per axis, or None when it would not spare a single window (or
+    the mask is empty)."""
+    if not foreground.any():
+        return None
+    spatial = foreground.shape
+    box = []
+    for axis, (size, side) in enumerate(zip(spatial, window, strict=True)):
+        other = tuple(a for a in range(len(spatial)) if a != axis)
+        hits = np.flatnonzero(foreground.any(axis=other))
+        lo, hi = max(0, int(hits[0]) - margin), min(size, int(hits[-1]) + 1 + margin)
+        short = min(side, size) - (hi - lo)
+        if short > 0:  # a window's field of view, as the model was trained on
+            lo = max(0, lo - (short + 1) // 2)
+            hi = min(size, lo + min(side, size))
+            lo = hi - min(side, size)
+        box.append(slice(lo, hi))
+
+    def count(shape: tuple[int, ...]) -> int:
+        sides = [min(w, n) for n, w in zip(shape, window, strict=True)]
+        return math.prod(len(window_starts(n, w, max(1, int(w * (1 - WINDOW_OVERLAP)))))
+                         for n, w in zip(shape, sides, strict=True))
+
+    cropped = tuple(b.stop - b.start for b in box)
+    if count(cropped) >= count(spatial) or not (~foreground[tuple(box)]).any():
+        return None  # no window spared, or no air inside the box to take the background from
+    return tuple(box)
+
+
+def windowed_on_foreground(synthesize: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                           foreground: np.ndarray, window: tuple[int, int, int],
+                           progress: Callable[[float], None],
+                           box: tuple[slice, ...] | None = None) -> torch.Tensor:
+    """``sliding_window`` over the head's bounding box (``foreground_box``) alone.
+
+    The windows keep the size the model was trained on, so each sees the field of view it
+    expects; beyond the box (air only, at least ``FOREGROUND_MARGIN`` voxels from the head)
+    the output takes the median of what the network made of the air inside the box, per
+    sample. On a 1 mm head in 96^3 windows this runs 12 windows instead of 27."""
+    box = box or foreground_box(foreground, window)
+    air = None if box is None else ~foreground[box]
+    if box is None or not air.any():
+        return sliding_window(synthesize, x, window, WINDOW_OVERLAP, progress)
+    inner = sliding_window(synthesize, x[(slice(None), slice(None), *box)], window,
+                           WINDOW_OVERLAP, progress)
+    background = inner[..., torch.from_numpy(air).to(inner.device)].median(dim=-1).values
+    out = background[..., None, None, None].expand(*inner.shape[:3], *x.shape[2:]).clone()
+    out[(slice(None), slice(None), slice(None), *box)] = inner
+    return out
 
 
 def _flip_averaged(run: Callable[..., torch.Tensor], flip: bool) -> Callable[..., torch.Tensor]:
@@ -501,7 +575,7 @@ def model_bytes_per_voxel(model: Method) -> float:
 
 def _back_to_input(data: np.ndarray, work: Volume, ras: Volume, orientation: Any, modality: str,
                    provenance: dict[str, Any]) -> Volume:
-    out = Volume(data.astype(np.float32), work.affine, modality, {"provenance": provenance})
+    out = Volume(data.astype(np.float32, copy=False), work.affine, modality, {"provenance": provenance})
     if out.shape != ras.shape or not np.allclose(out.affine, ras.affine):
         out = resample_to_grid(out, ras.shape, ras.affine, order=1)
     out = restore_orientation(out, orientation)

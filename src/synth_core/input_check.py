@@ -51,6 +51,9 @@ SHELLS = ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0))
 #: The smallest spread of a value across training subjects (normalised units, where the
 #: foreground spans about [-1, 1]): a few training subjects can agree by chance.
 MIN_SPREAD = 0.03
+#: Volumes of more voxels than this (a 1 mm head; a 2 mm one has about a million) are
+#: fingerprinted on every second voxel along each axis.
+SUBSAMPLE_ABOVE = 4_000_000
 #: The largest deviation accepted, in spreads. Against phantom references of 6 and 10
 #: subjects, subjects of seeds the reference never saw scored at most 2.8 as their true
 #: modality, and at least 4.5 given as T1 when they were T2, PET or CT (table and command
@@ -76,8 +79,13 @@ def fingerprint(data: np.ndarray, modality: str, mask: np.ndarray | None = None)
     # A fixed CT window, whatever a checkpoint trained with: the references in the cards
     # were fingerprinted with this one.
     params = fit_normalisation(data, modality, mask=mask, ct_window=LEGACY_CT_WINDOW)
-    values = normalise(data.astype(np.float64), params)
     depth = distance_inside(mask)
+    if data.size > SUBSAMPLE_ABOVE:
+        # Percentiles and shell medians of a 1 mm head are read as well from every second
+        # voxel along each axis (the depth map stays the full grid's: one computed on the
+        # coarser grid moved the shell medians by up to 0.02), in half the time (tested).
+        data, mask, depth = data[::2, ::2, ::2], mask[::2, ::2, ::2], depth[::2, ::2, ::2]
+    values = normalise(data.astype(np.float64), params)
     depth = depth / max(float(depth.max()), 1e-6)
     shells = []
     for lo, hi in SHELLS:

@@ -224,20 +224,41 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim not in (2, 3) or min(mask.shape) < 2:
         return ndimage.binary_fill_holes(mask)
-    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    box = _box_with_border(mask)
+    if box is None:
+        return mask.copy()
+    image = sitk.GetImageFromArray(mask[box].astype(np.uint8))
     filled = sitk.BinaryFillhole(image, fullyConnected=False, foregroundValue=1)
-    return sitk.GetArrayFromImage(filled).astype(bool)
+    out = np.zeros_like(mask)
+    out[box] = sitk.GetArrayFromImage(filled).astype(bool)
+    return out
+
+
+def _box_with_border(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of ``mask`` widened by one voxel on each side, within the array, or
+    None for an empty mask. Filling holes and measuring the distance to the outside give
+    the same answer on this box as on the whole array (beyond the box all is outside, and
+    the border layer is outside wherever the box does not reach the array's edge), and a
+    head fills about half of its volume's voxels."""
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append(slice(max(0, int(hits[0]) - 1), min(mask.shape[axis], int(hits[-1]) + 2)))
+    return tuple(box)
 
 
 def distance_inside(mask: np.ndarray) -> np.ndarray:
     """``scipy.ndimage.distance_transform_edt(mask)`` (each voxel's Euclidean distance in
     voxels to the nearest voxel outside ``mask``; 0 outside) on SimpleITK's Maurer distance
-    map: the same to 1e-5 (tested), about 6 times faster on a 1 mm head (6 s with scipy)."""
+    map: the same to 1e-5 (tested), about 6 times faster on a 1 mm head (6 s with scipy).
+    Float32 (scipy's is float64): half the memory to write on a 1 mm head."""
     import SimpleITK as sitk
 
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim not in (2, 3) or mask.all() or not mask.any():
-        return ndimage.distance_transform_edt(mask)
+        return ndimage.distance_transform_edt(mask).astype(np.float32)
     # Distance from the outside: every voxel of the mask gets its distance to the nearest
     # outside voxel (all voxels are unit-sized, so the array's axis order does not matter).
     distance = sitk.SignedMaurerDistanceMapImageFilter()
@@ -245,8 +266,13 @@ def distance_inside(mask: np.ndarray) -> np.ndarray:
     distance.SetSquaredDistance(False)
     distance.SetUseImageSpacing(False)
     distance.SetBackgroundValue(0)
-    out = sitk.GetArrayFromImage(distance.Execute(sitk.GetImageFromArray((~mask).astype(np.uint8))))
-    return np.where(mask, out, 0.0).astype(np.float64)
+    box = _box_with_border(mask)
+    inside = mask[box]
+    near = sitk.GetArrayFromImage(distance.Execute(sitk.GetImageFromArray((~inside).astype(np.uint8))))
+    near[~inside] = 0.0
+    out = np.zeros(mask.shape, dtype=np.float32)
+    out[box] = near
+    return out
 
 
 # ---------------------------------------------------------------- normalisation
@@ -379,13 +405,25 @@ def fit_normalisation(
 def normalise(data: np.ndarray, params: NormParams) -> np.ndarray:
     """Map modality units to the model's range: float32, same shape; no clipping."""
     centre, half = (params.hi + params.lo) / 2, (params.hi - params.lo) / 2
-    return ((np.asarray(data, dtype=np.float64) - centre) / half).astype(np.float32)
+    data = np.asarray(data)
+    if data.dtype == np.float64:
+        return ((data - centre) / half).astype(np.float32)
+    # Single precision throughout for single-precision volumes (a 1 mm head: 0.05 s instead
+    # of 0.25 s through float64); the rounding stays within float32's own (tested).
+    out = np.subtract(data, np.float32(centre), dtype=np.float32)
+    out *= np.float32(1.0 / half)
+    return out
 
 
 def denormalise(data: np.ndarray, params: NormParams) -> np.ndarray:
     """Exact inverse of ``normalise``: model range back to modality units, float32."""
     centre, half = (params.hi + params.lo) / 2, (params.hi - params.lo) / 2
-    return (np.asarray(data, dtype=np.float64) * half + centre).astype(np.float32)
+    data = np.asarray(data)
+    if data.dtype == np.float64:
+        return (data * half + centre).astype(np.float32)
+    out = np.multiply(data, np.float32(half), dtype=np.float32)
+    out += np.float32(centre)
+    return out
 
 
 def _check_mask(mask: np.ndarray, data: np.ndarray, what: str) -> np.ndarray:

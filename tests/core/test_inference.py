@@ -150,7 +150,7 @@ def test_non_finite_model_output_is_an_error_not_a_volume(trained, tiny_cohort, 
     def broken(model, x, request, *args, **kwargs):
         out = torch.zeros((1, *x.shape))
         out[..., 0, 0, 0] = float("nan")
-        return out, "whole"
+        return out, "whole", None
 
     monkeypatch.setattr(inference, "_run", broken)
     with pytest.raises(UserError, match=r"non-finite values .* check that the input"):

@@ -110,6 +110,30 @@ def test_a_patch_trained_model_translates_in_windows_of_its_patch(patch_run, wid
     assert out.volume.shape == vol.shape and np.isfinite(out.volume.data).all()
 
 
+def test_windows_skip_the_air_around_a_small_head_and_the_sidecar_says_so(patch_run, wide_cohort,
+                                                                          monkeypatch):
+    import synth_core.inference as inference
+
+    calls = []
+    real = inference.sliding_window
+    monkeypatch.setattr(inference, "sliding_window",
+                        lambda fn, x, window, *a: calls.append(tuple(x.shape[2:])) or real(fn, x, window, *a))
+    vol = sc.load_volume(wide_cohort / "sub-001" / "sub-001_t1.nii.gz", modality="t1")
+    wide = np.zeros((64, 64, 64), np.float32)  # the same head with 32 voxels of air beside it
+    wide[:32, 16:48, 16:48] = vol.data
+    out = sc.translate(sc.Volume(wide, vol.affine, modality="t1"), method="pix2pix", to="t2",
+                       checkpoint=str(patch_run.run_dir), device="cpu")
+    region = out.provenance["Parameters"]["window_region"]
+    (x0, x1), (y0, y1), (z0, z1) = region["box_voxels"]
+    assert calls == [(x1 - x0, y1 - y0, z1 - z0)] and x1 - x0 < 64  # fewer windows than 64^3 needs
+    assert "head's bounding box" in region["Description"]
+    data = out.volume.data
+    outside = np.ones(data.shape, bool)
+    outside[x0:x1, y0:y1, z0:z1] = False
+    assert outside.any() and np.ptp(data[outside]) < 1e-5 * max(1.0, float(np.abs(data).max()))
+    assert np.isfinite(data).all() and np.ptp(data[~outside]) > 0
+
+
 def test_the_cards_inference_block_runs_whole_or_mirrored(patch_run, wide_cohort, tmp_path,
                                                         monkeypatch):
     import synth_core.inference as inference

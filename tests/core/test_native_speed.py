@@ -104,6 +104,12 @@ def test_sitk_fill_holes_and_distance_equal_scipy(seed):
     assert expected.max() > 3
     np.testing.assert_allclose(distance_inside(filled), expected, atol=1e-4)
     np.testing.assert_array_equal(fill_holes(mask[:, :, 5]), ndimage.binary_fill_holes(mask[:, :, 5]))
+    # the same inside a larger array, where both work on the mask's bounding box alone
+    wide = np.zeros((40, 31, 27), bool)
+    wide[7:7 + mask.shape[0], 3:3 + mask.shape[1], 0:mask.shape[2]] = mask  # touches one face
+    filled = fill_holes(wide)
+    np.testing.assert_array_equal(filled, ndimage.binary_fill_holes(wide))
+    np.testing.assert_allclose(distance_inside(filled), ndimage.distance_transform_edt(filled), atol=1e-4)
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -146,3 +152,75 @@ def test_a_translation_imports_no_training_stack(tmp_path):
                             "get_method_class('pix2pix')", str(tmp_path))
     assert "synth_core.inference" in loaded
     assert not {"lightning", "pytorch_lightning", "synth_core.training", "monai"} & loaded
+
+
+def _head(shape: tuple[int, int, int], centre: tuple[float, float, float],
+          radii: tuple[float, float, float]) -> np.ndarray:
+    grid = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), -1)
+    return (((grid - np.asarray(centre)) / np.asarray(radii)) ** 2).sum(-1) <= 1.0
+
+
+def test_foreground_box_covers_the_head_and_its_margin_and_spares_windows():
+    from synth_core.inference import FOREGROUND_MARGIN, foreground_box
+
+    head = _head((96, 112, 96), (50, 60, 40), (20, 25, 18))
+    box = foreground_box(head, (32, 32, 32))
+    assert box is not None
+    hits = np.argwhere(head)
+    for axis, part in enumerate(box):
+        assert part.start <= max(0, hits[:, axis].min() - FOREGROUND_MARGIN)
+        assert part.stop >= min(head.shape[axis], hits[:, axis].max() + 1 + FOREGROUND_MARGIN)
+        assert part.stop - part.start >= 32
+    # a head filling the volume spares no window; an empty mask gives no box
+    assert foreground_box(np.ones((64, 64, 64), bool), (32, 32, 32)) is None
+    assert foreground_box(np.zeros((64, 64, 64), bool), (32, 32, 32)) is None
+    # a box narrower than a window is widened to one window, inside the volume
+    small = _head((96, 96, 96), (4, 48, 90), (3, 3, 3))
+    widened = foreground_box(small, (48, 48, 48))
+    assert widened is not None
+    assert all(p.stop - p.start == 48 and 0 <= p.start and p.stop <= 96 for p in widened)
+
+
+def test_windows_on_the_head_equal_windows_on_its_box_and_fill_the_air():
+    from synth_core.inference import WINDOW_OVERLAP, foreground_box, windowed_on_foreground
+    from synth_core.nn.sliding_window import sliding_window
+
+    torch.manual_seed(0)
+    head = _head((80, 96, 80), (40, 44, 38), (16, 20, 14))
+    x = torch.where(torch.from_numpy(head), 1.0, -1.0)[None, None] + 0.1 * torch.randn(1, 1, 80, 96, 80)
+    calls: list[tuple[int, ...]] = []
+
+    def fn(w: torch.Tensor) -> torch.Tensor:  # a window's own statistics, as instance norm
+        calls.append(tuple(w.shape[2:]))
+        return torch.stack([(w - w.mean()) * 2.0, w + 3.0])  # K = 2 samples
+
+    out = windowed_on_foreground(fn, x, head, (32, 32, 32), lambda f: None)
+    box = foreground_box(head, (32, 32, 32))
+    assert box is not None and all(c == (32, 32, 32) for c in calls)
+    full_windows = len(calls)
+    inner = sliding_window(fn, x[(slice(None), slice(None), *box)], (32, 32, 32), WINDOW_OVERLAP)
+    assert full_windows == len(calls) - full_windows  # the same windows, and no others
+    torch.testing.assert_close(out[(slice(None), slice(None), slice(None), *box)], inner)
+    outside = np.ones(head.shape, bool)
+    outside[box] = False
+    for k in range(2):  # outside the box: the median of that sample's output on the air inside it
+        air = inner[k, 0, 0][torch.from_numpy(~head[box])]
+        assert torch.all(out[k, 0, 0][torch.from_numpy(outside)] == air.median())
+    assert len(calls) - full_windows < len(list(np.ndindex(3, 3, 3)))  # fewer than the whole grid's 27
+
+
+def test_a_1mm_fingerprint_read_on_every_second_voxel_matches_the_full_one(monkeypatch):
+    from synth_core import input_check
+
+    rng = np.random.default_rng(3)
+    shape = (168, 200, 168)  # over SUBSAMPLE_ABOVE voxels, as a 1 mm head
+    assert np.prod(shape) > input_check.SUBSAMPLE_ABOVE
+    head = _head(shape, (84, 100, 84), (70, 88, 72))
+    core = _head(shape, (84, 100, 84), (40, 50, 42))
+    ventricles = _head(shape, (84, 100, 84), (8, 14, 8))
+    data = np.where(head, 300.0, 0.0) + np.where(core, 200.0, 0.0) - np.where(ventricles, 350.0, 0.0)
+    data = (data + rng.normal(0.0, 20.0, shape)).clip(0).astype(np.float32)
+    sub = input_check.fingerprint(data, "t1")
+    monkeypatch.setattr(input_check, "SUBSAMPLE_ABOVE", 10**12)
+    full = input_check.fingerprint(data, "t1")
+    np.testing.assert_allclose(sub, full, atol=0.01)

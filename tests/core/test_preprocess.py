@@ -199,6 +199,22 @@ def test_normalise_then_denormalise_is_exact(modality):
     np.testing.assert_allclose(back, data, rtol=1e-5, atol=1e-6 * np.abs(data).max())
 
 
+@pytest.mark.parametrize("modality", ["t1", "pet", "ct"])
+def test_single_precision_volumes_normalise_as_double_ones_do(modality):
+    data, _ = _scan(modality)
+    params = fit_normalisation(data, modality)
+    single = data.astype(np.float32)
+    y32, y64 = normalise(single, params), normalise(single.astype(np.float64), params)
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, y64, rtol=1e-6, atol=1e-6)
+    back32, back64 = denormalise(y32, params), denormalise(y32.astype(np.float64), params)
+    assert back32.dtype == np.float32
+    np.testing.assert_allclose(back32, back64, rtol=1e-6, atol=1e-6 * np.abs(data).max())
+    np.testing.assert_allclose(normalise(data.astype(np.int16), params),
+                               normalise(data.astype(np.int16).astype(np.float64), params),
+                               rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("modality", ["t2", "dwi"])
 def test_mr_foreground_maps_onto_minus_one_one(modality):
     data, head = _scan(modality)

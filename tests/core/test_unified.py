@@ -410,6 +410,23 @@ def test_brain_and_ssim_terms_enter_the_loss_only_when_weighted():
     assert 0.0 < float(losses["ssim_loss"]) <= 2.0
 
 
+@pytest.mark.parametrize("weights", [{}, {"beta": 0.0, "lambda1": 0.0}])
+def test_the_discriminator_trains_only_while_its_terms_weigh_in(weights):
+    torch.manual_seed(0)
+    x = _toy_images(2)
+    codes = torch.tensor([0, 1])
+    batch = {"source": x, "target": -x, "source_code": codes, "target_code": codes.flip(0)}
+    method = get_method_class("unified")(build_config("unified", "tiny", weights), "t1", "t2")
+    before = [p.detach().clone() for p in method.discriminator.parameters()]
+    coder = [p.detach().clone() for p in method.autoencoder.parameters()]
+    losses = method.adversarial_step(batch, _Ctx(method.configure_optimizers()))
+    moved = any(not torch.equal(a, b) for a, b in zip(before, method.discriminator.parameters()))
+    assert moved == bool(weights == {}) and ("d_adv" in losses) == moved
+    assert any(not torch.equal(a, b) for a, b in zip(coder, method.autoencoder.parameters()))
+    if not moved:
+        assert float(losses["g_adv"]) == 0.0 and float(losses["g_mc"]) == 0.0
+
+
 def test_benchmark_settings_reach_the_unified_and_every_pairwise_run(monkeypatch, tmp_path: Path):
     # `bench_unified.py --set KEY=VALUE` (e.g. the weight average) must change both sides of
     # the comparison alike, or the table compares different recipes.

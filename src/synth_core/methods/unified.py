@@ -131,8 +131,8 @@ def _cpu() -> UnifiedConfig:
     # few thousand steps, and runs with the GAN and classifier terms on (even with L1 at 100)
     # ignored the target code from T2. Here L1 weighs 100 (pix2pix's), 1 - SSIM 200 (as the
     # pix2pix fine-resolution recipe), the cycle 10, eq. 5 10; the adversarial and
-    # classification terms are 0 (the discriminator still trains, so a run can be resumed
-    # with them on: --resume --set beta=0.5 --set lambda1=1). The learning rate decays
+    # classification terms are 0, and the discriminator then does not train (a run can be
+    # resumed with them on: --resume --set beta=0.5 --set lambda1=1). The learning rate decays
     # linearly over the second half; the FiLM gain is 1 (10 scored no better).
     return UnifiedConfig(
         features=16, depth=4, disc_features=16, lambda_l1=100.0, lambda_ssim=200.0,
@@ -221,21 +221,31 @@ class Unified(Method):
         enc_x = self.autoencoder.encoder(x)
         fake = self.autoencoder.decoder(enc_x, m_y)
 
-        # Eq. 7: real against synthesized, and the modality of real images.
-        self.discriminator.requires_grad_(True)
-        real_score, real_class = self.discriminator.classify(x)
-        fake_score, fake_class = self.discriminator.classify(fake.detach())
-        loss_adv_d = 0.5 * (self.gan_loss(real_score, True) + self.gan_loss(fake_score, False))
-        loss_mc_d = F.cross_entropy(real_class, src)
-        if c.dis_classifies_fakes:
-            loss_mc_d = loss_mc_d + F.cross_entropy(fake_class, tgt)
-        ctx.optimize(1, loss_adv_d + c.lambda2 * loss_mc_d)
+        # The discriminator trains only while its terms weigh in the autoencoder's loss: with
+        # beta and lambda1 both 0 (the cpu presets) it would cost a third of each step and
+        # change nothing the autoencoder learns. Resuming with them on starts it from there.
+        uses_dis = c.beta > 0 or c.lambda1 > 0
+        logs: dict[str, torch.Tensor] = {}
+        loss_adv = loss_mc = fake.new_zeros(())
+        if uses_dis:
+            # Eq. 7: real against synthesized, and the modality of real images.
+            self.discriminator.requires_grad_(True)
+            real_score, real_class = self.discriminator.classify(x)
+            fake_score, fake_class = self.discriminator.classify(fake.detach())
+            loss_adv_d = 0.5 * (self.gan_loss(real_score, True) + self.gan_loss(fake_score, False))
+            loss_mc_d = F.cross_entropy(real_class, src)
+            if c.dis_classifies_fakes:
+                loss_mc_d = loss_mc_d + F.cross_entropy(fake_class, tgt)
+            ctx.optimize(1, loss_adv_d + c.lambda2 * loss_mc_d)
+            with torch.no_grad():
+                logs = {"d_adv": loss_adv_d.detach(), "d_mc": loss_mc_d.detach(),
+                        "d_accuracy": (real_class.argmax(1) == src).float().mean()}
 
-        # Eq. 6 and 5, with gradients through Dis but not into its weights.
-        self.discriminator.requires_grad_(False)
-        score, logits = self.discriminator.classify(fake)
-        loss_adv = self.gan_loss(score, True)
-        loss_mc = F.cross_entropy(logits, tgt)
+            # Eq. 6 and 5, with gradients through Dis but not into its weights.
+            self.discriminator.requires_grad_(False)
+            score, logits = self.discriminator.classify(fake)
+            loss_adv = self.gan_loss(score, True)
+            loss_mc = F.cross_entropy(logits, tgt)
         loss_l1 = F.l1_loss(fake, y)
         loss_brain = fake.new_zeros(())
         if c.lambda_brain > 0 and "mask" in batch:
@@ -252,14 +262,11 @@ class Unified(Method):
                 + c.lambda1 * loss_mc + c.lambda_disentangle * loss_disen)
         ctx.optimize(0, loss)
         self.discriminator.requires_grad_(True)
-        with torch.no_grad():
-            accuracy = (real_class.argmax(1) == src).float().mean()
         return {"loss": loss.detach(), "l1": loss_l1.detach(), "brain_l1": loss_brain.detach(),
                 "ssim_loss": loss_ssim.detach(),
                 "cycle": loss_cycle.detach(),
                 "g_adv": loss_adv.detach(), "g_mc": loss_mc.detach(),
-                "disentangle": loss_disen.detach(), "d_adv": loss_adv_d.detach(),
-                "d_mc": loss_mc_d.detach(), "d_accuracy": accuracy}
+                "disentangle": loss_disen.detach(), **logs}
 
     def target_index(self, request: SynthesisRequest) -> int:
         """The target's index into ``modalities`` (the request's ``target_code``)."""

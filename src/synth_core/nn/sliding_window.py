@@ -18,7 +18,9 @@ from itertools import product
 import torch
 
 
-def _starts(size: int, window: int, step: int) -> list[int]:
+def window_starts(size: int, window: int, step: int) -> list[int]:
+    """Where windows of ``window`` voxels, ``step`` apart, start along an axis of ``size``
+    (the last one flush with the end)."""
     if size <= window:
         return [0]
     starts = list(range(0, size - window, step))
@@ -53,7 +55,7 @@ def sliding_window(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     spatial = x.shape[2:]
     window = tuple(min(w, s) for w, s in zip(window, spatial, strict=False))
     steps = [max(1, int(w * (1 - overlap))) for w in window]
-    origins = list(product(*(_starts(s, w, st) for s, w, st in zip(spatial, window, steps, strict=False))))
+    origins = list(product(*(window_starts(s, w, st) for s, w, st in zip(spatial, window, steps, strict=False))))
     weight = _tent(window, x.device)
     out: torch.Tensor | None = None
     norm = torch.zeros(spatial, device=x.device)
