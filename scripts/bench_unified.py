@@ -4,6 +4,7 @@
     python scripts/bench_unified.py unified  --data DATA --out OUT --steps 2400
     python scripts/bench_unified.py ablation --data DATA --out OUT --steps 2400
     python scripts/bench_unified.py pairwise --data DATA --out OUT
+    (add --spatial 3d to the training stages for whole volumes instead of 2D slices)
     python scripts/bench_unified.py score    --out OUT [--seed 1000 --subjects 8 --lesion-fraction 0.75]
     python scripts/bench_unified.py segmenter --data DATA --out OUT --steps 600
     python scripts/bench_unified.py dice     --out OUT [--seed 1000 --subjects 8 --lesion-fraction 0.75]
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=2400)
+    p.add_argument("--spatial", choices=("2d", "3d"), default="2d",
+                   help="train on 2D axial slices (the paper's setting) or whole 3D volumes")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--subjects", type=int, default=8)
     p.add_argument("--lesion-fraction", type=float, default=0.75)
@@ -56,11 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.stage in ("unified", "ablation"):
         entry = bench.train_unified(args.data, args.out, args.steps, ablation=args.stage == "ablation",
-                                    settings=settings)
+                                    settings=settings, spatial=args.spatial)
         print(entry)
     elif args.stage == "pairwise":
         unified = json.loads((args.out / "unified" / "bench_run.json").read_text())
-        entry = bench.train_pairwise(args.data, args.out, unified["seconds"], settings=settings)
+        entry = bench.train_pairwise(args.data, args.out, unified["seconds"], settings=settings,
+                                     spatial=args.spatial)
         (args.out / "pairwise.json").write_text(json.dumps(entry, indent=2))
     elif args.stage == "segmenter":
         print(bench.train_segmenter(args.data, args.out / "segmenter", args.steps))

@@ -2,8 +2,9 @@
 
 One unified model (``modality-synth train --method unified --modalities t1,t1ce,t2,flair``),
 its ablation without the disentanglement loss (eq. 5), and one pix2pix model per direction
-(12 for four contrasts) of the same spatial mode and backbone (the same U-Net, 2D axial slices,
-batch 8), the twelve sharing the unified model's training time: each gets the steps that fit a
+(12 for four contrasts) of the same spatial mode and backbone (the same U-Net; 2D axial slices,
+batch 8, or with ``spatial="3d"`` whole volumes, batch 1), the twelve sharing the unified
+model's training time: each gets the steps that fit a
 twelfth of it at the step time measured here for each method. Every model is scored on
 held-out phantom subjects (a cohort seed none was trained on, tumours in a stated share of
 them) in every direction: MAE (L1), PSNR and SSIM inside the brain mask in the project's
@@ -37,10 +38,10 @@ def directions(modalities: tuple[str, ...] = MODALITIES) -> list[tuple[str, str]
     return [(a, b) for a in modalities for b in modalities if a != b]
 
 
-def seconds_per_step(method: str, overrides: dict[str, Any], shape: tuple[int, int] = (48, 64),
+def seconds_per_step(method: str, overrides: dict[str, Any], shape: tuple[int, ...] = (48, 64),
                      steps: int = 6) -> float:
-    """A training step's wall time (s) on random slices of ``shape``, after two warm-up steps:
-    how the pairwise models' step counts are set to the unified model's time."""
+    """A training step's wall time (s) on random slices (or volumes) of ``shape``, after two
+    warm-up steps: how the pairwise models' step counts are set to the unified model's time."""
     import torch
 
     from synth_core.methods import build_config, get_method_class
@@ -84,15 +85,23 @@ def _train(out: Path, **request: Any) -> dict[str, Any]:
     return entry
 
 
+#: Per spatial mode: the unified preset, and the pix2pix batch and step-timing shape (the
+#: `small` phantom's 48 x 64 slices or 48 x 64 x 48 volumes).
+SPATIAL = {"2d": {"preset": "cpu", "batch_size": BATCH, "shape": (48, 64)},
+           "3d": {"preset": "cpu-3d", "batch_size": 1, "shape": (48, 64, 48)}}
+
+
 def train_unified(data: Path, out: Path, steps: int, *, ablation: bool = False,
-                  settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The unified model (``cpu`` preset, 2D) for ``steps`` steps; with ``ablation`` the
-    disentanglement weight is 0. ``settings`` (as ``train --set``) apply on top."""
+                  settings: dict[str, Any] | None = None, spatial: str = "2d") -> dict[str, Any]:
+    """The unified model (``cpu`` preset for 2D, ``cpu-3d`` for 3D) for ``steps`` steps; with
+    ``ablation`` the disentanglement weight is 0. ``settings`` (as ``train --set``) apply on
+    top."""
     overrides: dict[str, Any] = {"max_steps": steps} | (settings or {})
     if ablation:
         overrides["lambda_disentangle"] = 0.0
     return _train(out / ("ablation" if ablation else "unified"), method="unified", data=data,
-                  source="", target="", modalities=MODALITIES, preset="cpu", overrides=overrides)
+                  source="", target="", modalities=MODALITIES, preset=SPATIAL[spatial]["preset"],
+                  overrides=overrides)
 
 
 #: The pairwise models' settings: the unified ``cpu`` preset's backbone, batch, learning
@@ -104,12 +113,13 @@ PAIRWISE = {"spatial": "2d", "batch_size": BATCH, "val_every": 100_000, "lr": 1e
 
 def train_pairwise(data: Path, out: Path, total_seconds: float,
                    log: Callable[[str], None] = print,
-                   settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Twelve pix2pix models (2D, the unified model's backbone and batch) sharing
+                   settings: dict[str, Any] | None = None, spatial: str = "2d") -> dict[str, Any]:
+    """Twelve pix2pix models (the unified model's spatial mode, backbone and batch) sharing
     ``total_seconds`` of training: steps each = total / 12 / the measured step time.
     ``settings`` (as ``train --set``, for example the weight average) apply to each."""
-    settings = PAIRWISE | (settings or {})
-    per_step = seconds_per_step("pix2pix", settings)
+    mode = SPATIAL[spatial]
+    settings = PAIRWISE | {"spatial": spatial, "batch_size": mode["batch_size"]} | (settings or {})
+    per_step = seconds_per_step("pix2pix", settings, shape=mode["shape"])
     steps = max(1, int(total_seconds / len(directions()) / per_step))
     log(f"pix2pix: {per_step:.3f} s a step -> {steps} steps for each of {len(directions())} models")
     runs = {}

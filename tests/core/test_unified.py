@@ -442,3 +442,23 @@ def test_benchmark_settings_reach_the_unified_and_every_pairwise_run(monkeypatch
     assert all(o["ema_decay"] == 0.999 and o["ema_warmup"] is True for _, o in seen)
     assert seen[0][1]["max_steps"] == 10 and all(o["max_steps"] == 10 for _, o in seen[1:])
     assert all(o["lambda_gan"] == 0.0 for _, o in seen[1:])  # the pairwise recipe is kept
+
+
+def test_benchmark_3d_mode_trains_both_sides_on_whole_volumes(monkeypatch, tmp_path: Path):
+    from synth_core import benchmark_unified as bench
+
+    seen: list[tuple[str, str, dict]] = []
+    timed: list[tuple[int, ...]] = []
+    monkeypatch.setattr(bench, "_train", lambda out, **kw: seen.append(
+        (kw["method"], kw["preset"], kw["overrides"])) or {})
+    monkeypatch.setattr(bench, "seconds_per_step",
+                        lambda method, overrides, shape=(48, 64), **k: timed.append(shape) or 0.1)
+    bench.train_unified(tmp_path, tmp_path, 10, spatial="3d")
+    bench.train_pairwise(tmp_path, tmp_path, 12.0, log=lambda _: None, spatial="3d")
+    assert seen[0][:2] == ("unified", "cpu-3d")
+    assert build_config("unified", "cpu-3d", {}).train.spatial == "3d"
+    assert all(o["spatial"] == "3d" and o["batch_size"] == 1 for _, _, o in seen[1:])
+    assert timed == [(48, 64, 48)] and len(seen) == 13
+    # and a real 3D pix2pix step can be timed on such a volume
+    assert bench.seconds_per_step("pix2pix", bench.PAIRWISE | {"spatial": "3d", "batch_size": 1},
+                                  shape=(16, 16, 16), steps=1) > 0
