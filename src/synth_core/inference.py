@@ -273,7 +273,7 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
         input_check = check_input(work.data, in_modality,
                                   (card.get("input_reference") or {}).get(in_modality),
                                   name=f"the input (taken as {in_modality}, {source_from})",
-                                  mask=mask)
+                                  mask=mask, upsampled=upsampled_input(ras, work))
     else:
         input_check = {"modality": in_modality, "skipped": "at the user's request"}
 
@@ -412,6 +412,12 @@ def resolution_report(ras: Volume, work: Volume) -> dict[str, Any]:
     return {"ModelGrid": {"spacing_mm": model_mm, "shape": list(work.shape)},
             "InputGrid": {"spacing_mm": input_mm, "shape": list(ras.shape)},
             "ModelCoarserThanInput": bool(any(coarser)), "Warning": warning}
+
+
+def upsampled_input(ras: Volume, work: Volume) -> bool:
+    """Whether the model's grid (``work``) is finer than the input's (``ras``) along any axis
+    by more than 1 %: the input was interpolated onto it."""
+    return any(m * 1.01 < i for m, i in zip(work.spacing, ras.spacing, strict=True))
 
 
 def _mm(spacing: list[float]) -> str:

@@ -40,6 +40,27 @@ def test_true_inputs_pass_and_mislabelled_ones_are_refused(phantom, claimed, oth
             check_input(held_out.volumes[actual].data, claimed, reference)
 
 
+def test_an_input_from_a_coarser_grid_gets_twice_the_limit_and_a_pet_is_still_refused(phantom):
+    from synth_core.input_check import UPSAMPLED_LIMIT_FACTOR
+
+    reference_subjects, held_out = phantom
+    reference = make_reference([s.volumes["t1"].data for s in reference_subjects], "t1")
+    tight = dict(reference, limit=0.5)  # a true T1 above this limit: refused on its own grid
+    with pytest.raises(ModalityMismatch):
+        check_input(held_out.volumes["t1"].data, "t1", tight)
+    record = check_input(held_out.volumes["t1"].data, "t1", dict(reference, limit=reference["limit"]),
+                         upsampled=True)
+    assert record["limit"] == LIMIT * UPSAMPLED_LIMIT_FACTOR and "coarser grid" in record["limit_why"]
+    with pytest.raises(ModalityMismatch):
+        check_input(held_out.volumes["pet"].data, "t1", reference, upsampled=True)
+    score = check_input(held_out.volumes["t1"].data, "t1", dict(reference, limit=100.0))["score"]
+    assert 0.5 < score  # so the tight limit above refused a true T1, and twice it ...
+    halfway = dict(reference, limit=score / 1.5)
+    with pytest.raises(ModalityMismatch):
+        check_input(held_out.volumes["t1"].data, "t1", halfway)
+    assert check_input(held_out.volumes["t1"].data, "t1", halfway, upsampled=True)["score"] == score
+
+
 def test_without_a_reference_only_the_physics_rule_runs_and_says_so(phantom):
     _, held_out = phantom
     record = check_input(held_out.volumes["pet"].data, "t1", None)

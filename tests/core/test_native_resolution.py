@@ -181,6 +181,12 @@ def test_resolution_is_reported_and_a_coarser_model_warns(patch_run, wide_cohort
     assert grids["ModelCoarserThanInput"]
     assert any("coarser than the input's 2 x 2 x 4 mm" in w for w in finer.warnings)
     assert finer.volume.shape == fine.shape
+    assert "limit_why" not in finer.provenance["InputCheck"]  # a finer input keeps the limit
+
+    coarse = resample(vol, (8.0, 4.0, 4.0), order=1)  # interpolated up onto the model's grid
+    up = sc.translate(coarse, method="pix2pix", to="t2", checkpoint=str(patch_run.run_dir))
+    check = up.provenance["InputCheck"]
+    assert "coarser grid" in check["limit_why"] and check["limit"] == 2 * same.provenance["InputCheck"]["limit"]
 
 
 def test_cli_states_both_grids_and_warns_on_stderr(patch_run, wide_cohort, tmp_path, capsys):
