@@ -425,6 +425,8 @@ def test_the_discriminator_trains_only_while_its_terms_weigh_in(weights):
     assert any(not torch.equal(a, b) for a, b in zip(coder, method.autoencoder.parameters()))
     if not moved:
         assert float(losses["g_adv"]) == 0.0 and float(losses["g_mc"]) == 0.0
+    # the engine counts one optimiser step a batch then, so max_steps stays batches
+    assert type(method).optimizer_steps_per_batch(method.config) == (2 if moved else 1)
 
 
 def test_benchmark_settings_reach_the_unified_and_every_pairwise_run(monkeypatch, tmp_path: Path):
@@ -462,3 +464,19 @@ def test_benchmark_3d_mode_trains_both_sides_on_whole_volumes(monkeypatch, tmp_p
     # and a real 3D pix2pix step can be timed on such a volume
     assert bench.seconds_per_step("pix2pix", bench.PAIRWISE | {"spatial": "3d", "batch_size": 1},
                                   shape=(16, 16, 16), steps=1) > 0
+
+
+def test_a_run_without_the_discriminator_trains_exactly_max_steps_batches(mc_cohort: Path, tmp_path: Path):
+    import csv
+
+    from synth_core.training import TrainRequest, train
+
+    result = train(TrainRequest(method="unified", data=mc_cohort, source="", target="",
+                                out=tmp_path / "no-dis", preset="tiny", modalities=MODS,
+                                overrides={"beta": 0.0, "lambda1": 0.0, "max_steps": 5,
+                                           "val_every": 5, "checkpoint_every": 5},
+                                register=False))
+    assert result.steps == 5
+    with open(tmp_path / "no-dis" / "metrics.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("train_loss")]
+    assert len(rows) == 5 and not any(r.get("train_d_adv") for r in rows)

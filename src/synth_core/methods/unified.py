@@ -224,7 +224,7 @@ class Unified(Method):
         # The discriminator trains only while its terms weigh in the autoencoder's loss: with
         # beta and lambda1 both 0 (the cpu presets) it would cost a third of each step and
         # change nothing the autoencoder learns. Resuming with them on starts it from there.
-        uses_dis = c.beta > 0 or c.lambda1 > 0
+        uses_dis = self.optimizer_steps_per_batch(c) == 2
         logs: dict[str, torch.Tensor] = {}
         loss_adv = loss_mc = fake.new_zeros(())
         if uses_dis:
@@ -267,6 +267,12 @@ class Unified(Method):
                 "cycle": loss_cycle.detach(),
                 "g_adv": loss_adv.detach(), "g_mc": loss_mc.detach(),
                 "disentangle": loss_disen.detach(), **logs}
+
+    @classmethod
+    def optimizer_steps_per_batch(cls, config: UnifiedConfig) -> int:
+        """Two (autoencoder, discriminator), or one while the discriminator's terms weigh
+        nothing in the autoencoder's loss (``beta`` and ``lambda1`` 0) and it sits out."""
+        return 2 if config.beta > 0 or config.lambda1 > 0 else 1
 
     def target_index(self, request: SynthesisRequest) -> int:
         """The target's index into ``modalities`` (the request's ``target_code``)."""
