@@ -54,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cohort", type=Path, help="a phantom cohort folder")
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the outputs")
-    parser.add_argument("--checkpoint", default="pix2pix-t1-pet-small")
+    parser.add_argument("--checkpoint", default="pix2pix-t1-pet-full")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=False)
     print(f"threads per process: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "

@@ -12,8 +12,9 @@ from synth_core import zoo
 from synth_core.methods import build_config, get_method_class
 
 # (checkpoint, source, target): mean, sd, and two voxels of the output, from the code before.
-# Only checkpoints whose weights are still those of that time count: pix2pix-t1-pet-small was
-# retrained since (new sha256), the others are no longer bundled, so the cases skip.
+# Only checkpoints whose weights are still those of that time count: none of these is bundled
+# any more (retired below the floor, or, for T1 to PET, retrained and then replaced by a 2 mm
+# model), so the cases skip.
 BEFORE = {
     ("pix2pix-t1-t2-small", "t1", "t2"): (423.51097189283206, 366.82160684414475,
                                           580.8948364257812, 671.34619140625),

@@ -10,7 +10,8 @@ import synth_core.validity_suite as suite
 from synth_core.cli import main
 from synth_core.zoo import list_checkpoints
 
-KEPT = ("bi-dpm-t1-t2-small", "pix2pix-t1-pet-small")
+KEPT = ("bi-dpm-t1-t2-small", "pix2pix-t1-pet-full")
+PET = "pix2pix-t1-pet-full"
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,10 @@ def test_report_schema(report):
     assert data["cohort"]["disease_subjects"] == suite.SuiteSettings.for_run(True).disease
     assert [c["name"] for c in data["checkpoints"]] == sorted(KEPT)
     mr_entry, pet_entry = data["checkpoints"]
+    # Each checkpoint runs at the phantom grid of its own voxel size.
+    assert (mr_entry["preset"], mr_entry["voxel_mm"]) == ("small", 4.0)
+    assert (pet_entry["preset"], pet_entry["voxel_mm"]) == ("full", 2.0)
     for entry in (mr_entry, pet_entry):
-        assert entry["preset"] == "small" and entry["voxel_mm"] == 4.0
         for direction in entry["directions"]:
             for key in ("scores", "scores_sd", "noise_floor", "noise_floor_sd"):
                 assert set(direction[key]) == set(suite.METRICS)
@@ -59,26 +62,31 @@ def test_report_schema(report):
         assert set(mr["lesions"]) <= set(suite.LESIONS) and "tumour" in mr["lesions"]
         assert mr["lesions"]["tumour"]["contrast_true"] != 0.0
 
-    (section,) = data["disease_signal"]
-    assert section["preset"] == "small" and section["goal_gap"] == suite.GAP_GOAL
+    # The references at the cohort's own grid, and the 2 mm PET model at its grid.
+    references, section = data["disease_signal"]
+    assert (references["preset"], section["preset"]) == ("small", "full")
+    assert references["gaps"] == [] and section["goal_gap"] == suite.GAP_GOAL
+    assert [e["name"] for e in references["inputs"]] == ["true_pet", "anatomy", "t1", "age", "control"]
     names = [entry["name"] for entry in section["inputs"]]
-    assert names == ["true_pet", "anatomy", "t1", "age", "control",
-                     "synthetic:pix2pix-t1-pet-small"]
-    for entry in section["inputs"]:
+    assert names == ["true_pet", "anatomy", "t1", "age", "control", f"synthetic:{PET}"]
+    for entry in section["inputs"] + references["inputs"]:
         lo, hi = entry["interval"]
         assert 0.0 <= lo <= entry["balanced_accuracy"] <= hi <= 1.0
     by_name = {entry["name"]: entry for entry in section["inputs"]}
     # The true PET carries the phantom's AD effect: it separates AD from CN.
     assert by_name["true_pet"]["balanced_accuracy"] > 0.8
     (gap,) = section["gaps"]
-    assert gap["checkpoint"] == "pix2pix-t1-pet-small"
+    assert gap["checkpoint"] == PET
     assert gap["gap"] == pytest.approx(by_name["t1"]["balanced_accuracy"]
-                                       - by_name["synthetic:pix2pix-t1-pet-small"]["balanced_accuracy"])
+                                       - by_name[f"synthetic:{PET}"]["balanced_accuracy"])
     assert gap["meets_goal"] == (gap["gap"] <= suite.GAP_GOAL)
-    n = section["subjects"]
-    assert n["ad"] + n["cn"] + n["mci_left_out"] == data["cohort"]["disease_subjects"]
+    presets = data["cohort"]["presets"]
+    for part in (references, section):
+        n = part["subjects"]
+        assert n["ad"] + n["cn"] + n["mci_left_out"] == presets[part["preset"]]["disease_subjects"]
     # Figures: the accuracy bars and the lesion ratios (no age-conditioned model here).
-    assert "validity-figures/disease-signal-small.png" in data["figures"]
+    assert {"validity-figures/disease-signal-small.png",
+            "validity-figures/disease-signal-full.png"} <= set(data["figures"])
     for name in data["figures"]:
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -92,8 +100,9 @@ def test_markdown_shows_the_json_figures(report):
     assert f"{tumour['ratio']:.2f} (true {tumour['contrast_true']:+.2f})" in page
     assert "no checkpoint here is age-conditioned" in page
     assert data["command"] in page
-    for entry in data["disease_signal"][0]["inputs"]:
-        assert f"| {entry['label']} | {entry['balanced_accuracy']:.3f} |" in page
+    for section in data["disease_signal"]:
+        for entry in section["inputs"]:
+            assert f"| {entry['label']} | {entry['balanced_accuracy']:.3f} |" in page
     # The method pages link to the per-method headings.
     assert "## `pix2pix`" in page and "## `bi-dpm`" in page
     for name in data["figures"]:
