@@ -3,6 +3,7 @@
     python scripts/bundle_checkpoint.py bundle RUN_DIR NAME "the commands" --seed S [--preset P]
         [--parent TEXT]
     python scripts/bundle_checkpoint.py tidy NAME --seed S [--preset P]
+    python scripts/bundle_checkpoint.py reference NAME DATA
 
 ``bundle`` copies the run's weights as float16 (``zoo.export_copy``) into
 ``synth_core/checkpoints/NAME``; compare the held-out figures of the run folder and of the
@@ -46,6 +47,32 @@ def shipped_card(card: dict[str, Any], seed: int, preset: str) -> dict[str, Any]
     return out
 
 
+def refresh_reference(name: str, data: Path) -> dict[str, Any]:
+    """Recompute a bundled card's ``input_reference`` with today's input check, from the same
+    training subjects training read: DATA's subjects with the card's modalities, split with
+    the card's split seed, checked against the card's fingerprint of its training split
+    (a one-line error if DATA is not the data it was trained on). Weights untouched."""
+    from synth_core.data import discover_subjects, split_subjects, subjects_fingerprint
+    from synth_core.training.run import _input_references
+
+    card_path = bundled_dir() / name / CARD
+    if not card_path.is_file():
+        raise UserError(f"no bundled checkpoint {name!r}: see `modality-synth models`")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    data_card = card.get("training_data") or {}
+    modalities = list(card.get("input_reference") or {})
+    needed = card.get("modalities") if card.get("any_to_any") else [card["source"], card["target"]]
+    records = [r for r in discover_subjects(data) if all(m in r.paths for m in needed)]
+    split = split_subjects(records, seed=int(data_card.get("split_seed", 0)))
+    expected = ((data_card.get("splits") or {}).get("train") or {}).get("subjects_sha256")
+    if subjects_fingerprint([r.subject_id for r in split.train]) != expected:
+        raise UserError(f"{data} is not the data {name} was trained on (its training subjects' "
+                        "fingerprint differs); pass the phantom cohort its card names")
+    card["input_reference"] = _input_references(list(split.train), modalities, card.get("spacing"))
+    atomic_write_text(card_path, json.dumps(card, indent=2) + "\n", overwrite=True)
+    return card["input_reference"]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -57,10 +84,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="the checkpoint the run started from (name, sha256, its training data)")
     t = sub.add_parser("tidy")
     t.add_argument("name")
+    r = sub.add_parser("reference", help="recompute the card's input reference from its training data")
+    r.add_argument("name")
+    r.add_argument("data", type=Path)
     for q in (b, t):
         q.add_argument("--seed", type=int, required=True, help="the training cohort's phantom seed")
         q.add_argument("--preset", default="small")
     args = p.parse_args(argv)
+    if args.command == "reference":
+        for modality, ref in refresh_reference(args.name, args.data).items():
+            print(f"{args.name}: {modality} reference from {ref['n_subjects']} training subjects")
+        return 0
     destination = bundled_dir() / args.name
     if args.command == "bundle":
         info = export_copy(args.run, destination, dtype="float16",

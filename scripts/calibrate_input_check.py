@@ -46,8 +46,8 @@ def _on_model_grid(subject: Path, actual: str, claimed: str,
     from synth_core.inference import model_input, upsampled_input
 
     volume = load_volume(subject / f"{subject.name}_{actual}.nii.gz", modality=claimed)
-    _, (ras, _, work, _, _, mask) = model_input(volume, card, claimed)
-    return work.data, mask, upsampled_input(ras, work)
+    _, (ras, _, work, _, _, _, head) = model_input(volume, card, claimed)
+    return work.data, head, upsampled_input(ras, work)
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from synth_core.preprocess import (
     card_ct_window,
     denormalise,
     fit_normalisation,
-    foreground_mask,
+    foreground_masks,
     normalise,
     pad_to_multiple,
     reorient_to_ras,
@@ -268,12 +268,12 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
 
     report(0.05, "preparing volume")
     _check_size(volume, card)
-    padded, (ras, orientation, work, params, pad_info, mask) = model_input(volume, card, in_modality)
+    padded, (ras, orientation, work, params, pad_info, mask, head) = model_input(volume, card, in_modality)
     if check_modality:
         input_check = check_input(work.data, in_modality,
                                   (card.get("input_reference") or {}).get(in_modality),
                                   name=f"the input (taken as {in_modality}, {source_from})",
-                                  mask=mask, upsampled=upsampled_input(ras, work))
+                                  mask=head, upsampled=upsampled_input(ras, work))
     else:
         input_check = {"modality": in_modality, "skipped": "at the user's request"}
 
@@ -301,7 +301,7 @@ def translate(volume: Volume, method: str, to: str, *, source: str | None = None
 
     report(0.2, "synthesizing")
     window, whole, flip = inference_settings(card, window, whole, flip)
-    foreground, _ = pad_to_multiple(mask.astype(np.uint8), int(card.get("multiple", 16)), value=0)
+    foreground, _ = pad_to_multiple(head.astype(np.uint8), int(card.get("multiple", 16)), value=0)
     out, ran_on, region = _run(model, tensor, request, memory_budget_mb, window,
                                lambda f: report(0.2 + 0.7 * f, "synthesizing"), whole=whole,
                                flip=flip, foreground=foreground.astype(bool))
@@ -358,16 +358,17 @@ def model_input(volume: Volume, card: dict[str, Any], modality: str) -> tuple[np
     """A scan as the model sees it: RAS, the card's voxel size, normalised in its own
     foreground, padded to the card's multiple. Returns the (X, Y, Z) float32 array and what
     undoing it needs: (ras, orientation, resampled volume, normalisation, padding), then the
-    foreground mask of the resampled volume (the input check reuses it)."""
+    foreground mask of the resampled volume the normalisation used and the whole head's
+    (``preprocess.foreground_masks``: the input check and the windows read the head)."""
     ras, orientation = reorient_to_ras(volume)
     spacing = tuple(card.get("spacing") or ras.spacing)
     work = ras if np.allclose(ras.spacing, spacing, rtol=1e-3) else resample(ras, spacing, order=1)
-    mask = foreground_mask(work.data, modality)
+    mask, head = foreground_masks(work.data, modality)
     params = fit_normalisation(work.data, modality, mask=mask, ct_window=card_ct_window(card))
     x = normalise(work.data, params).astype(np.float32)
     background = float(normalise(np.zeros(1, dtype=np.float32), params)[0])
     padded, pad_info = pad_to_multiple(x, int(card.get("multiple", 16)), value=background)
-    return padded, (ras, orientation, work, params, pad_info, mask)
+    return padded, (ras, orientation, work, params, pad_info, mask, head)
 
 
 def _prediction(model: Method, synthesis: np.ndarray, foreground: np.ndarray,

@@ -39,7 +39,7 @@ from synth_core.preprocess import (
     LEGACY_CT_WINDOW,
     distance_inside,
     fit_normalisation,
-    foreground_mask,
+    foreground_masks,
     normalise,
 )
 from synth_core.volume import base_modality
@@ -78,9 +78,11 @@ def fingerprint(data: np.ndarray, modality: str, mask: np.ndarray | None = None)
     shell (``SHELLS``): float64 array (24,).
 
     ``data`` (X, Y, Z) in the modality's own units; ``modality`` the one it is said to be;
-    ``mask`` its ``foreground_mask`` when the caller has it already.
+    ``mask`` its whole head (``preprocess.foreground_masks``' second mask) when the caller has
+    it already: the head, not the largest component, so the fingerprint does not depend on
+    whether the scalp and the brain joined at the threshold.
     """
-    mask = foreground_mask(data, modality) if mask is None else mask
+    mask = foreground_masks(data, modality)[1] if mask is None else mask
     # A fixed CT window, whatever a checkpoint trained with: the references in the cards
     # were fingerprinted with this one.
     params = fit_normalisation(data, modality, mask=mask, ct_window=LEGACY_CT_WINDOW)
@@ -135,7 +137,7 @@ def check_input(data: np.ndarray, modality: str, reference: dict[str, Any] | Non
 
     Raises ``ModalityMismatch`` (a one-line ``UserError`` naming the fix) when the
     physics rule or the fingerprint fails. ``data`` (X, Y, Z) in its own units, at the
-    model's voxel size; ``mask`` its ``foreground_mask`` when the caller has it already.
+    model's voxel size; ``mask`` its head mask (see ``fingerprint``) when the caller has it.
     ``upsampled``: the input was interpolated onto the model's grid from a coarser one; its
     intensities are then smoother than the training inputs', and the limit is
     ``UPSAMPLED_LIMIT_FACTOR`` times the card's.

@@ -390,3 +390,23 @@ def test_coregister_affine_recovers_a_scaling():
     box = np.array(np.meshgrid([-12.0, 12.0], [-9.0, 9.0], [-6.0, 6.0], indexing="ij"))
     points = np.c_[box.reshape(3, -1).T, np.ones(8)]
     assert np.abs(points @ (transform - np.linalg.inv(motion)).T).max() < 2.0
+
+
+def test_the_head_mask_keeps_a_scalp_that_the_threshold_cut_off_from_the_brain():
+    from synth_core.preprocess import foreground_mask, foreground_masks
+
+    grid = np.indices((40, 44, 40)).astype(np.float32)
+    r = np.sqrt(((grid - np.array([20, 22, 20])[:, None, None, None]) ** 2).sum(0))
+    brain = r < 12
+    # a shell open at the neck, cut off from the brain by a dark gap (skull, CSF), smaller
+    # than the brain: the largest component is then the brain, as in a 1 mm head
+    scalp = (r > 15) & (r < 16.2) & (grid[2] > 12)
+    data = np.where(brain, 600.0, 0.0) + np.where(scalp, 900.0, 0.0)
+    data += np.random.default_rng(0).normal(0, 5.0, data.shape)
+    largest, head = foreground_masks(data, "t1")
+    assert np.array_equal(largest, foreground_mask(data, "t1"))
+    assert scalp.sum() < brain.sum() and largest[20, 22, 20] and not largest[scalp].any()
+    assert head[scalp].all() and head[brain].all()
+    joined = data + np.where((r >= 12) & (r <= 15), 700.0, 0.0)  # no gap: one component
+    a, b = foreground_masks(joined, "t1")
+    assert np.array_equal(a, b) and a[scalp].all()
