@@ -420,9 +420,9 @@ def test_the_discriminator_trains_only_while_its_terms_weigh_in(weights):
     before = [p.detach().clone() for p in method.discriminator.parameters()]
     coder = [p.detach().clone() for p in method.autoencoder.parameters()]
     losses = method.adversarial_step(batch, _Ctx(method.configure_optimizers()))
-    moved = any(not torch.equal(a, b) for a, b in zip(before, method.discriminator.parameters()))
+    moved = any(not torch.equal(a, b) for a, b in zip(before, method.discriminator.parameters(), strict=True))
     assert moved == bool(weights == {}) and ("d_adv" in losses) == moved
-    assert any(not torch.equal(a, b) for a, b in zip(coder, method.autoencoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(coder, method.autoencoder.parameters(), strict=True))
     if not moved:
         assert float(losses["g_adv"]) == 0.0 and float(losses["g_mc"]) == 0.0
     # the engine counts one optimiser step a batch then, so max_steps stays batches
