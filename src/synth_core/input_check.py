@@ -53,8 +53,8 @@ SHELLS = ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0))
 MIN_SPREAD = 0.03
 #: An input interpolated onto a finer model grid (a 4 mm scan through a 2 mm model) is
 #: smoother than the training inputs, and its fingerprint drifts: true T1s of the `small`
-#: phantom through a 2 mm model scored 2.0-5.2, T2 and PET given as T1 10.6-17.9 (FLAIR
-#: 4.0-14.0), so the limit is doubled for such inputs (user guide, input check).
+#: phantom through the 2 mm T1 -> PET model scored 2.6-5.7, T2, PET and CT given as T1
+#: 8.7-19.5 (FLAIR 4.4-15.3), so the limit is doubled for such inputs (user guide).
 UPSAMPLED_LIMIT_FACTOR = 2.0
 #: Volumes of more voxels than this (a 1 mm head; a 2 mm one has about a million) are
 #: fingerprinted on every second voxel along each axis.

@@ -223,7 +223,7 @@ class Unified(Method):
 
         # The discriminator trains only while its terms weigh in the autoencoder's loss: with
         # beta and lambda1 both 0 (the cpu presets) it would cost a third of each step and
-        # change nothing the autoencoder learns. Resuming with them on starts it from there.
+        # change nothing the autoencoder learns. Resumed with them on, it starts untrained.
         uses_dis = self.optimizer_steps_per_batch(c) == 2
         logs: dict[str, torch.Tensor] = {}
         loss_adv = loss_mc = fake.new_zeros(())
