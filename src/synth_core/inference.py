@@ -30,9 +30,10 @@ from synth_core.methods import (
     patch_window,
     synthesize_slices,
 )
-from synth_core.nn.sliding_window import sliding_window, window_starts
+from synth_core.nn.sliding_window import sliding_window, window_origins
 from synth_core.preprocess import (
     NormParams,
+    bounding_box,
     card_ct_window,
     denormalise,
     fit_normalisation,
@@ -488,7 +489,7 @@ def _run(model: Method, x: torch.Tensor, request: SynthesisRequest, budget_mb: f
         box = None if foreground is None else foreground_box(foreground, window)
         if box is None:
             return sliding_window(synthesize, x, window, WINDOW_OVERLAP, progress), list(window), None
-        out = windowed_on_foreground(synthesize, x, foreground, window, progress, box=box)
+        out = windowed_on_foreground(synthesize, x, foreground, box, window, progress)
         region = {"box_voxels": [[b.start, b.stop] for b in box],
                   "Description": "windows ran over the head's bounding box and "
                                  f"{FOREGROUND_MARGIN} voxels of air around it, on the model's "
@@ -506,14 +507,13 @@ def foreground_box(foreground: np.ndarray, window: tuple[int, ...],
     """The head's bounding box in ``foreground`` (X, Y, Z), widened by ``margin`` voxels and
     to at least one window per axis, or None when it would not spare a single window (or
     the mask is empty)."""
-    if not foreground.any():
-        return None
     spatial = foreground.shape
+    head = bounding_box(foreground, margin)
+    if head is None:
+        return None
     box = []
-    for axis, (size, side) in enumerate(zip(spatial, window, strict=True)):
-        other = tuple(a for a in range(len(spatial)) if a != axis)
-        hits = np.flatnonzero(foreground.any(axis=other))
-        lo, hi = max(0, int(hits[0]) - margin), min(size, int(hits[-1]) + 1 + margin)
+    for part, size, side in zip(head, spatial, window, strict=True):
+        lo, hi = part.start, part.stop
         short = min(side, size) - (hi - lo)
         if short > 0:  # a window's field of view, as the model was trained on
             lo = max(0, lo - (short + 1) // 2)
@@ -522,9 +522,7 @@ def foreground_box(foreground: np.ndarray, window: tuple[int, ...],
         box.append(slice(lo, hi))
 
     def count(shape: tuple[int, ...]) -> int:
-        sides = [min(w, n) for n, w in zip(shape, window, strict=True)]
-        return math.prod(len(window_starts(n, w, max(1, int(w * (1 - WINDOW_OVERLAP)))))
-                         for n, w in zip(shape, sides, strict=True))
+        return len(window_origins(shape, window, WINDOW_OVERLAP))
 
     cropped = tuple(b.stop - b.start for b in box)
     if count(cropped) >= count(spatial) or not (~foreground[tuple(box)]).any():
@@ -533,19 +531,17 @@ def foreground_box(foreground: np.ndarray, window: tuple[int, ...],
 
 
 def windowed_on_foreground(synthesize: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                           foreground: np.ndarray, window: tuple[int, int, int],
-                           progress: Callable[[float], None],
-                           box: tuple[slice, ...] | None = None) -> torch.Tensor:
-    """``sliding_window`` over the head's bounding box (``foreground_box``) alone.
+                           foreground: np.ndarray, box: tuple[slice, ...],
+                           window: tuple[int, int, int],
+                           progress: Callable[[float], None]) -> torch.Tensor:
+    """``sliding_window`` over ``box`` alone (``foreground_box`` of ``foreground``).
 
     The windows keep the size the model was trained on, so each sees the field of view it
     expects; beyond the box (air only, at least ``FOREGROUND_MARGIN`` voxels from the head)
     the output takes the median of what the network made of the air inside the box, per
-    sample. On a 1 mm head in 96^3 windows this runs 12 windows instead of 27."""
-    box = box or foreground_box(foreground, window)
-    air = None if box is None else ~foreground[box]
-    if box is None or not air.any():
-        return sliding_window(synthesize, x, window, WINDOW_OVERLAP, progress)
+    sample. On the 1 mm MNI152 T1 (a brain with little around it) in 96^3 windows this runs 12
+    windows instead of 27."""
+    air = ~foreground[box]
     inner = sliding_window(synthesize, x[(slice(None), slice(None), *box)], window,
                            WINDOW_OVERLAP, progress)
     background = inner[..., torch.from_numpy(air).to(inner.device)].median(dim=-1).values

@@ -212,8 +212,8 @@ def foreground_masks(data: np.ndarray, modality: str | None = None,
     thresholded volume at least ``HEAD_COMPONENT_FRACTION`` of the largest, holes filled.
 
     Where the largest component is the head (scalp and brain joined, as at 4 mm) the two are
-    the same; where the scalp is a component of its own (one 2 mm phantom subject in ten,
-    every 1 mm one) the first is the brain and the second still the head. The input check
+    the same; where the scalp is a component of its own (5 of 64 2 mm phantom subjects, both
+    1 mm ones looked at) the first is the brain and the second still the head. The input check
     reads the head, so its fingerprint does not depend on which way that fell. ``head``
     False skips the second (None).
     """
@@ -251,7 +251,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim not in (2, 3) or min(mask.shape) < 2:
         return ndimage.binary_fill_holes(mask)
-    box = _box_with_border(mask)
+    box = bounding_box(mask)
     if box is None:
         return mask.copy()
     image = sitk.GetImageFromArray(mask[box].astype(np.uint8))
@@ -261,18 +261,19 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _box_with_border(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The bounding box of ``mask`` widened by one voxel on each side, within the array, or
-    None for an empty mask. Filling holes and measuring the distance to the outside give
-    the same answer on this box as on the whole array (beyond the box all is outside, and
-    the border layer is outside wherever the box does not reach the array's edge), and a
-    head fills about half of its volume's voxels."""
+def bounding_box(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
+    """The bounding box of ``mask`` widened by ``margin`` voxels on each side, within the
+    array, or None for an empty mask. With the default one voxel, filling holes and measuring
+    the distance to the outside give the same answer on this box as on the whole array
+    (beyond the box all is outside, and the border layer is outside wherever the box does not
+    reach the array's edge), and a head fills about half of its volume's voxels."""
     box = []
     for axis in range(mask.ndim):
         hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         if hits.size == 0:
             return None
-        box.append(slice(max(0, int(hits[0]) - 1), min(mask.shape[axis], int(hits[-1]) + 2)))
+        box.append(slice(max(0, int(hits[0]) - margin),
+                         min(mask.shape[axis], int(hits[-1]) + 1 + margin)))
     return tuple(box)
 
 
@@ -293,7 +294,7 @@ def distance_inside(mask: np.ndarray) -> np.ndarray:
     distance.SetSquaredDistance(False)
     distance.SetUseImageSpacing(False)
     distance.SetBackgroundValue(0)
-    box = _box_with_border(mask)
+    box = bounding_box(mask)
     inside = mask[box]
     near = sitk.GetArrayFromImage(distance.Execute(sitk.GetImageFromArray((~inside).astype(np.uint8))))
     near[~inside] = 0.0
@@ -435,8 +436,8 @@ def normalise(data: np.ndarray, params: NormParams) -> np.ndarray:
     data = np.asarray(data)
     if data.dtype == np.float64:
         return ((data - centre) / half).astype(np.float32)
-    # Single precision throughout for single-precision volumes (a 1 mm head: 0.05 s instead
-    # of 0.25 s through float64); the rounding stays within float32's own (tested).
+    # Single precision throughout for single-precision volumes: float64 temporaries of a 1 mm
+    # head cost up to 0.4 s a call on one thread; the rounding stays within float32's (tested).
     out = np.subtract(data, np.float32(centre), dtype=np.float32)
     out *= np.float32(1.0 / half)
     return out

@@ -108,8 +108,8 @@ class SuiteSettings:
             return self
         # 2 mm: 8 times the voxels; 1 mm: 64 times (and seconds per subject to draw), so
         # two healthy subjects and one with lesions there (one and one with --quick). The
-        # disease signal keeps half its subjects at 2 mm (about a second each to draw): with
-        # a quarter, a fifth of them AD, its intervals were too wide to judge a PET model by.
+        # disease signal keeps half its subjects at 2 mm (about a second each to draw): a
+        # quarter would leave about a dozen AD subjects to judge a PET model by.
         scale = 4 if preset == "full" else 16
         return SuiteSettings(
             healthy=max(min(2, self.healthy), self.healthy // scale),

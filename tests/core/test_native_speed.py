@@ -194,9 +194,10 @@ def test_windows_on_the_head_equal_windows_on_its_box_and_fill_the_air():
         calls.append(tuple(w.shape[2:]))
         return torch.stack([(w - w.mean()) * 2.0, w + 3.0])  # K = 2 samples
 
-    out = windowed_on_foreground(fn, x, head, (32, 32, 32), lambda f: None)
     box = foreground_box(head, (32, 32, 32))
-    assert box is not None and all(c == (32, 32, 32) for c in calls)
+    assert box is not None
+    out = windowed_on_foreground(fn, x, head, box, (32, 32, 32), lambda f: None)
+    assert all(c == (32, 32, 32) for c in calls)
     full_windows = len(calls)
     inner = sliding_window(fn, x[(slice(None), slice(None), *box)], (32, 32, 32), WINDOW_OVERLAP)
     assert full_windows == len(calls) - full_windows  # the same windows, and no others

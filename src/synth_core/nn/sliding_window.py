@@ -28,6 +28,16 @@ def window_starts(size: int, window: int, step: int) -> list[int]:
     return starts
 
 
+def window_origins(spatial: tuple[int, ...], window: tuple[int, ...],
+                   overlap: float) -> list[tuple[int, ...]]:
+    """Where ``sliding_window`` places its windows on a volume of ``spatial`` voxels (each
+    window at most the volume's size along each axis)."""
+    sides = [min(w, s) for w, s in zip(window, spatial, strict=False)]
+    steps = [max(1, int(w * (1 - overlap))) for w in sides]
+    return list(product(*(window_starts(s, w, st)
+                          for s, w, st in zip(spatial, sides, steps, strict=False))))
+
+
 def _tent(window: tuple[int, ...], device: torch.device) -> torch.Tensor:
     weight = torch.ones((), device=device)
     for axis, n in enumerate(window):
@@ -54,8 +64,7 @@ def sliding_window(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     """
     spatial = x.shape[2:]
     window = tuple(min(w, s) for w, s in zip(window, spatial, strict=False))
-    steps = [max(1, int(w * (1 - overlap))) for w in window]
-    origins = list(product(*(window_starts(s, w, st) for s, w, st in zip(spatial, window, steps, strict=False))))
+    origins = window_origins(tuple(spatial), window, overlap)
     weight = _tent(window, x.device)
     out: torch.Tensor | None = None
     norm = torch.zeros(spatial, device=x.device)
