@@ -114,9 +114,13 @@ def test_classify_needs_the_head():
         PatchDiscriminator(2, 1, features=4, n_layers=1).classify(torch.zeros(1, 1, 16, 16))
 
 
-def test_self_reconstruction_is_near_identity_after_a_few_steps():
+BACKBONES = ({"backbone": "unet"}, {"backbone": "resunet", "mults": [1, 2], "blocks": 1})
+
+
+@pytest.mark.parametrize("backbone", BACKBONES, ids=lambda b: b["backbone"])
+def test_self_reconstruction_is_near_identity_after_a_few_steps(backbone):
     torch.manual_seed(0)
-    config = build_config("unified", "tiny", {"features": 8})
+    config = build_config("unified", "tiny", {"features": 8, **backbone})
     method = get_method_class("unified")(config, "t1", "t1ce")
     ctx = _Ctx(method.configure_optimizers())
     x = _toy_images(64, 16, seed=1)
@@ -132,12 +136,14 @@ def test_self_reconstruction_is_near_identity_after_a_few_steps():
     assert error < 0.08 and error < 0.25 * before, (before, error)
 
 
-def test_one_model_learns_opposite_directions_by_code():
+@pytest.mark.parametrize("backbone", BACKBONES, ids=lambda b: b["backbone"])
+def test_one_model_learns_opposite_directions_by_code(backbone):
     """Two toy contrasts of one anatomy ``a`` in [0.2, 1]: ``t1 = a``, ``t2 = -a``. One
     network learns both directions and the self-reconstructions; the code alone decides the
     output's sign."""
     torch.manual_seed(0)
-    config = build_config("unified", "tiny", {"features": 8, "modalities": ["t1", "t2"]})
+    config = build_config("unified", "tiny", {"features": 8, "modalities": ["t1", "t2"],
+                                              **backbone})
     method = get_method_class("unified")(config, "t1", "t2")
     ctx = _Ctx(method.configure_optimizers())
     anatomy = 0.6 + 0.4 * _toy_images(64, 16, seed=2)
@@ -328,9 +334,10 @@ def test_benchmark_report_tables(tmp_path: Path):
     assert json.loads((tmp_path / "unified.json").read_text())["scores"] == scores
 
 
-def test_3d_model_steps_and_answers_each_code():
+@pytest.mark.parametrize("backbone", BACKBONES, ids=lambda b: b["backbone"])
+def test_3d_model_steps_and_answers_each_code(backbone):
     torch.manual_seed(0)
-    config = build_config("unified", "tiny", {"spatial": "3d"})
+    config = build_config("unified", "tiny", {"spatial": "3d", **backbone})
     method = get_method_class("unified")(config, "t1", "t1ce")
     ctx = _Ctx(method.configure_optimizers())
     x = torch.rand(2, 1, 16, 16, 16) * 2 - 1
@@ -344,6 +351,12 @@ def test_3d_model_steps_and_answers_each_code():
     assert float((outs[1] - outs[2]).abs().max()) > 0
     with pytest.raises(synth_core_errors.UserError, match="needs a target"):
         method.synthesize(x[:1], SynthesisRequest())
+
+
+def test_an_unknown_backbone_is_a_user_error():
+    config = build_config("unified", "tiny", {"backbone": "transformer"})
+    with pytest.raises(synth_core_errors.UserError, match="unet or resunet"):
+        get_method_class("unified")(config, "t1", "t1ce")
 
 
 def test_dice_scores_are_monai_dice_per_label_and_nan_without_truth():

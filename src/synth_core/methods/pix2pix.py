@@ -29,6 +29,7 @@ from synth_core.methods.base import (
     register,
 )
 from synth_core.nn import GANLoss, PatchDiscriminator, UNet, init_weights
+from synth_core.nn.conditional_autoencoder import ResidualConditionalAutoencoder
 from synth_core.nn.ssim import ssim
 
 
@@ -43,6 +44,11 @@ class Pix2PixConfig(AdversarialSettings):
         depth: U-Net levels; the input is padded to a multiple of 2**depth. The paper's
             U-Net-256 has 8 levels for 256x256 images; 3D brain volumes of 64-128
             voxels take 4 (written down in docs/methods/pix2pix.md).
+        backbone: the generator, "unet" (the paper's) or "resunet" (a residual U-Net,
+            ``synth_core.nn.conditional_autoencoder.ResidualConditionalAutoencoder`` without
+            a code: the unified model's residual backbone, so the two compare on one network;
+            ``features`` is its width, ``mults`` and ``blocks`` its levels; no dropout).
+        mults, blocks: the residual U-Net's width multiplier per level and blocks a level.
         lambda_l1: weight of the L1 term (paper: 100).
         gan_mode: "vanilla" (the paper's; the shared default is CycleGAN's "lsgan").
         dropout: decoder dropout (paper: 0.5, its only source of noise).
@@ -67,6 +73,9 @@ class Pix2PixConfig(AdversarialSettings):
 
     features: int = 64
     depth: int = 4
+    backbone: str = "unet"
+    mults: tuple[int, ...] = (1, 1, 2, 2)
+    blocks: int = 1
     lambda_l1: float = 100.0
     gan_mode: str = "vanilla"
     dropout: float = 0.5
@@ -148,12 +157,19 @@ class Pix2Pix(AdversarialMethod):
     def __init__(self, config: Pix2PixConfig, source: str, target: str) -> None:
         super().__init__(config, source, target)
         dims = 3 if config.train.spatial == "3d" else 2
-        self.generator = UNet(dims, 1, 1, features=config.features, depth=config.depth,
-                              norm=config.norm, dropout=config.dropout,
-                              upsample=config.upsample)
+        if config.backbone == "resunet":
+            self.generator: torch.nn.Module = ResidualConditionalAutoencoder(
+                dims, 1, 1, 0, features=config.features, mults=tuple(config.mults),
+                blocks=config.blocks)
+        elif config.backbone == "unet":
+            self.generator = UNet(dims, 1, 1, features=config.features, depth=config.depth,
+                                  norm=config.norm, dropout=config.dropout,
+                                  upsample=config.upsample)
+            init_weights(self.generator)  # the residual U-Net keeps PyTorch's default
+        else:
+            raise UserError(f"unknown pix2pix backbone {config.backbone!r}: use unet or resunet")
         self.discriminator = PatchDiscriminator(dims, 2, features=config.disc_features,
                                                 n_layers=config.disc_layers, norm=config.norm)
-        init_weights(self.generator)
         init_weights(self.discriminator)
         self.gan_loss = GANLoss(config.gan_mode)
         if min(config.lambda_gan, config.lambda_ssim, config.lambda_l1,

@@ -42,7 +42,10 @@ from synth_core.methods.base import (
     register,
 )
 from synth_core.nn import GANLoss, PatchDiscriminator, init_weights
-from synth_core.nn.conditional_autoencoder import ConditionalAutoencoder
+from synth_core.nn.conditional_autoencoder import (
+    ConditionalAutoencoder,
+    ResidualConditionalAutoencoder,
+)
 from synth_core.nn.ssim import ssim
 
 BRAIN_MR = ("t1", "t1ce", "t2", "flair")
@@ -55,8 +58,14 @@ class UnifiedConfig:
     Attributes:
         modalities: the M modalities, in the order of the one-hot code (paper: T1, T1ce,
             T2, FLAIR of BraTS'18).
-        features, depth, upsample: the U-Net backbone split into Enc and Dec (as pix2pix;
-            the paper's 2D backbone on 256x256 slices has 8 levels).
+        backbone: "unet", the pix2pix U-Net split into Enc and Dec (the paper's "Pix2Pix
+            basenet"), or "resunet", a residual U-Net (``ResidualConditionalAutoencoder``:
+            two 3x3 convolutions in each residual block, the design of the velocity network
+            of Bi-DPM) whose decoder takes the code at every block.
+        features, depth, upsample: the U-Net backbone (as pix2pix; the paper's 2D backbone
+            on 256x256 slices has 8 levels). ``features`` is also the residual U-Net's width.
+        mults, blocks: the residual U-Net's width multiplier per level and residual blocks
+            a level.
         norm: "instance".
         film_gain: how fast the decoder's per-target scales and shifts learn
             (``synth_core.nn.conditional_autoencoder.FiLM``; not in the paper, whose decoder
@@ -90,9 +99,12 @@ class UnifiedConfig:
     """
 
     modalities: tuple[str, ...] = BRAIN_MR
+    backbone: str = "unet"
     features: int = 64
     depth: int = 8
     upsample: str = "transpose"
+    mults: tuple[int, ...] = (1, 1, 2, 2)
+    blocks: int = 1
     norm: str = "instance"
     film_gain: float = 10.0
     disc_features: int = 64
@@ -184,14 +196,22 @@ class Unified(Method):
         self.modalities = tuple(config.modalities)
         dims = 3 if config.train.spatial == "3d" else 2
         m = len(self.modalities)
-        self.autoencoder = ConditionalAutoencoder(dims, 1, 1, m, features=config.features,
-                                                  depth=config.depth, norm=config.norm,
-                                                  upsample=config.upsample,
-                                                  film_gain=config.film_gain)
+        if config.backbone == "resunet":
+            self.autoencoder: torch.nn.Module = ResidualConditionalAutoencoder(
+                dims, 1, 1, m, features=config.features, mults=tuple(config.mults),
+                blocks=config.blocks)
+        elif config.backbone == "unet":
+            self.autoencoder = ConditionalAutoencoder(dims, 1, 1, m, features=config.features,
+                                                      depth=config.depth, norm=config.norm,
+                                                      upsample=config.upsample,
+                                                      film_gain=config.film_gain)
+        else:
+            raise UserError(f"unknown unified backbone {config.backbone!r}: use unet or resunet")
         self.discriminator = PatchDiscriminator(dims, 1, features=config.disc_features,
                                                 n_layers=config.disc_layers, norm=config.norm,
                                                 n_classes=m)
-        init_weights(self.autoencoder)
+        if config.backbone == "unet":  # pix2pix's N(0, 0.02); the residual U-Net keeps
+            init_weights(self.autoencoder)  # PyTorch's fan-in default, as Bi-DPM's network
         init_weights(self.discriminator)
         self.gan_loss = GANLoss(config.gan_mode)
 

@@ -17,8 +17,11 @@ next level's convolution mixes channels before normalising.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from synth_core.nn.blocks import (
     LEAKY_SLOPE,
@@ -33,6 +36,7 @@ from synth_core.nn.blocks import (
 )
 from synth_core.nn.subpixel import subpixel_conv_transpose_nd
 from synth_core.nn.unet import SUBPIXEL_MAX_CHANNELS
+from synth_core.nn.velocity import TimeResBlock
 
 
 class FiLM(nn.Module):
@@ -167,4 +171,134 @@ class ConditionalAutoencoder(nn.Module):
                                           film_gain=film_gain)
 
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x), code)
+
+
+class ResidualEncoder(nn.Module):
+    """A residual U-Net's down path (the design of ``synth_core.nn.velocity.VelocityUNet``:
+    group norm, SiLU, 3x3(x3) convolutions in residual blocks, stride-2 down-sampling),
+    without any code: ``(B, C_in, *S) -> [stem, every block's and down-sampler's output, ...,
+    bottleneck]``, the last entry the bottleneck, the others the decoder's skips."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, features: int,
+                 mults: tuple[int, ...], blocks: int) -> None:
+        super().__init__()
+        conv = conv_nd(spatial_dims)
+        self.spatial_dims, self.levels = spatial_dims, len(mults)
+        self.stem = conv(in_channels, features, 3, padding=1)
+        self.stages = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        self.skip_widths = [features]
+        c = features
+        for level, mult in enumerate(mults):
+            stage = nn.ModuleList()
+            for _ in range(blocks):
+                stage.append(TimeResBlock(spatial_dims, c, features * mult, 0))
+                c = features * mult
+                self.skip_widths.append(c)
+            self.stages.append(stage)
+            if level < self.levels - 1:
+                self.downsample.append(conv(c, c, 3, stride=2, padding=1))
+                self.skip_widths.append(c)
+        self.mid = TimeResBlock(spatial_dims, c, c, 0)
+        self.width = c
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** (self.levels - 1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        check_spatial_size(x, self.spatial_dims, multiple=self.multiple,
+                           context=f"for {self.levels} levels")
+        h = self.stem(x)
+        features = [h]
+        for level, stage in enumerate(self.stages):
+            for block in stage:
+                h = block(h)
+                features.append(h)
+            if level < self.levels - 1:
+                h = self.downsample[level](h)
+                features.append(h)
+        features.append(self.mid(h))
+        return features
+
+
+class ResidualDecoder(nn.Module):
+    """The residual U-Net's up path, conditioned on a one-hot code: the code is replicated
+    over space and concatenated with the bottleneck (the paper's conditioning) and, through a
+    small embedding, scales and shifts every residual block's second norm (see
+    ``TimeResBlock``): ``(encoder features, code (B, M)) -> (B, C_out, *S)``. With
+    ``code_size`` 0 it takes no code (a plain residual U-Net, pix2pix's ``resunet``)."""
+
+    def __init__(self, spatial_dims: int, out_channels: int, code_size: int,
+                 encoder: ResidualEncoder, features: int, mults: tuple[int, ...], blocks: int,
+                 final_activation: str | None = "tanh") -> None:
+        super().__init__()
+        conv = conv_nd(spatial_dims)
+        self.spatial_dims, self.code_size, self.levels = spatial_dims, code_size, len(mults)
+        emb = 4 * features if code_size else 0
+        self.embed = (nn.Sequential(nn.Linear(code_size, emb), nn.SiLU(), nn.Linear(emb, emb))
+                      if code_size else None)
+        skips = list(encoder.skip_widths)
+        c = encoder.width
+        self.mid = TimeResBlock(spatial_dims, c + code_size, c, emb, scale_shift=True)
+        self.stages = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(mults))):
+            stage = nn.ModuleList()
+            for _ in range(blocks + 1):
+                stage.append(TimeResBlock(spatial_dims, c + skips.pop(), features * mult, emb,
+                                          scale_shift=True))
+                c = features * mult
+            self.stages.append(stage)
+            if level > 0:
+                self.upsample.append(conv(c, c, 3, padding=1))
+        self.out_norm = nn.GroupNorm(math.gcd(8, c), c)
+        self.out = conv(c, out_channels, 3, padding=1)
+        self.tail = make_activation(final_activation)
+
+    def forward(self, features: list[torch.Tensor],
+                code: torch.Tensor | None = None) -> torch.Tensor:
+        bottleneck = features[-1]
+        if self.embed is None:
+            emb, h = None, self.mid(bottleneck)
+        else:
+            if code is None or code.shape != (bottleneck.shape[0], self.code_size):
+                shape = None if code is None else tuple(code.shape)
+                raise ValueError(f"code must be (B, {self.code_size}), got {shape}")
+            emb = self.embed(code.to(bottleneck.dtype))
+            planes = code.view(*code.shape, *([1] * self.spatial_dims)).expand(
+                *code.shape, *bottleneck.shape[2:])
+            h = self.mid(torch.cat([bottleneck, planes.to(bottleneck.dtype)], dim=1), emb)
+        skips = list(features[:-1])
+        for i, stage in enumerate(self.stages):
+            for block in stage:
+                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            if i < self.levels - 1:
+                h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return self.tail(self.out(F.silu(self.out_norm(h))))
+
+
+class ResidualConditionalAutoencoder(nn.Module):
+    """``Dec(Enc(x), m_y)`` on a residual U-Net (:class:`ResidualEncoder`,
+    :class:`ResidualDecoder`): ``(B, C_in, *S), code (B, M) -> (B, C_out, *S)``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels, out_channels: image channels (1 for one MR contrast).
+        code_size: M, the number of modalities (0: no code, an unconditioned U-Net).
+        features: width at full resolution; ``mults`` the width multiplier per level
+            (``len(mults) - 1`` down-samplings); ``blocks`` residual blocks a level.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, code_size: int,
+                 features: int = 16, mults: tuple[int, ...] = (1, 1, 2, 2),
+                 blocks: int = 1) -> None:
+        super().__init__()
+        mults = tuple(int(m) for m in mults)
+        self.encoder = ResidualEncoder(spatial_dims, in_channels, features, mults, blocks)
+        self.decoder = ResidualDecoder(spatial_dims, out_channels, code_size, self.encoder,
+                                       features, mults, blocks)
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(self.encoder(x), code)

@@ -48,24 +48,42 @@ class TimeEmbedding(nn.Module):
 
 
 class TimeResBlock(nn.Module):
-    """``x + conv(act(norm(conv(act(norm(x))) + proj(emb))))`` with a 1x1 skip when widths differ."""
+    """``x + conv(act(norm(conv(act(norm(x))) + proj(emb))))`` with a 1x1 skip when widths differ.
 
-    def __init__(self, spatial_dims: int, c_in: int, c_out: int, emb_dim: int) -> None:
+    ``emb_dim`` 0 makes a plain residual block (no embedding; ``forward(x)``). With
+    ``scale_shift`` the embedding scales and shifts the second norm's output instead,
+    ``norm(h) * (1 + s) + b`` (the conditioning of Dhariwal and Nichol's U-Net), which a
+    following norm does not undo the way it removes a per-channel offset; the unified model's
+    decoder uses it to condition on the target modality.
+    """
+
+    def __init__(self, spatial_dims: int, c_in: int, c_out: int, emb_dim: int,
+                 scale_shift: bool = False) -> None:
         super().__init__()
         conv = conv_nd(spatial_dims)
         self.norm1 = nn.GroupNorm(_groups(c_in), c_in)
         self.conv1 = conv(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, c_out)
+        self.scale_shift = scale_shift and emb_dim > 0
+        self.emb = nn.Linear(emb_dim, (2 if self.scale_shift else 1) * c_out) if emb_dim > 0 else None
         self.norm2 = nn.GroupNorm(_groups(c_out), c_out)
         self.conv2 = conv(c_out, c_out, 3, padding=1)
         self.skip = conv(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         self.spatial_dims = spatial_dims
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(emb).view(*emb.shape[:1], -1, *([1] * self.spatial_dims))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
+        if self.emb is None:
+            h = self.norm2(h)
+        else:
+            if emb is None:
+                raise ValueError("this block is conditioned: give its embedding")
+            e = self.emb(emb).view(*emb.shape[:1], -1, *([1] * self.spatial_dims))
+            if self.scale_shift:
+                scale, shift = e.chunk(2, dim=1)
+                h = self.norm2(h) * (1 + scale) + shift
+            else:
+                h = self.norm2(h + e)
+        return self.skip(x) + self.conv2(F.silu(h))
 
 
 class VelocityUNet(nn.Module):

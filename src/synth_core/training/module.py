@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Any
 
 import lightning.pytorch as pl
@@ -125,9 +126,15 @@ class SynthesisModule(pl.LightningModule):
             losses = self.method.adversarial_step(batch, ctx)
             problem = "non-finite losses" if ctx.skipped else None
             schedulers = self.lr_schedulers()
-            for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
-                if sched is not None:
-                    sched.step()
+            with warnings.catch_warnings():
+                # An optimiser that sits out (the unified model's discriminator while its
+                # terms weigh 0) keeps its schedule in step for a resume that turns it on;
+                # PyTorch warns that it has not stepped, which is intended here.
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step",
+                                        category=UserWarning)
+                for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
+                    if sched is not None:
+                        sched.step()
         if problem is not None:
             self.bad_in_a_row += 1
             if self.bad_in_a_row >= self.nan_patience:
