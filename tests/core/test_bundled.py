@@ -3,6 +3,7 @@ their target's units, and above the quality floor on subjects they never saw."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -29,18 +30,35 @@ SCALE_SUBJECTS = 5  # the first subjects of the held-out cohort: a median over d
 SCALE_SUBJECTS_BY_PRESET = {"small": SCALE_SUBJECTS, "full": 2, "fine": 1}
 
 
-def _directions(info: zoo.CheckpointInfo) -> list[bool]:
-    """Reverse flags of the directions a checkpoint serves (both for bidirectional ones)."""
-    return [False, True] if get_method_class(info.method).capabilities.bidirectional else [False]
+def _directions(info: zoo.CheckpointInfo) -> list[tuple[str, str]]:
+    """The (source, target) pairs a checkpoint serves: both ways for a bidirectional one,
+    every ordered pair of its modalities for an any-to-any one."""
+    if info.any_to_any:
+        return [(a, b) for a in info.modalities for b in info.modalities if a != b]
+    pairs = [(info.source, info.target)]
+    if get_method_class(info.method).capabilities.bidirectional:
+        pairs.append((info.target, info.source))
+    return pairs
 
 
-DIRECTIONS = [(c, r) for c in BUNDLED for r in _directions(c)]
+DIRECTIONS = [(c, src, tgt) for c in BUNDLED for src, tgt in _directions(c)]
 
 
 def _direction_id(value):
-    if isinstance(value, bool):
-        return "reverse" if value else "forward"
+    if isinstance(value, str):
+        return value
     return value.name
+
+
+@functools.lru_cache(maxsize=32)
+def _heldout_subject(index: int, preset: str, subjects: int, lesion_fraction: float):
+    """Subject ``index`` of the held-out cohort as ``heldout.score_checkpoint`` draws it
+    (tumours, for an any-to-any card scored with them, planned over the cohort's size)."""
+    from synth_core.phantom import generate_subject
+    from synth_core.phantom.cohort import _lesion_plan
+
+    lesion = _lesion_plan(subjects, HELDOUT_SEED, lesion_fraction, 0.0)[index]
+    return generate_subject(index, seed=HELDOUT_SEED, preset=preset, lesion=lesion)
 
 
 def test_bundles_are_small():
@@ -67,11 +85,10 @@ def test_bundled_card_is_intact_path_free_and_states_its_use(info):
     assert all(p.dtype.is_floating_point for p in method.parameters())
 
 
-@pytest.mark.parametrize("info, reverse", DIRECTIONS, ids=_direction_id)
-def test_bundled_card_heldout_scores_pass_the_floor(info, reverse):
+@pytest.mark.parametrize("info, src, tgt", DIRECTIONS, ids=_direction_id)
+def test_bundled_card_heldout_scores_pass_the_floor(info, src, tgt):
     """The card's held-out figures belong to these weights and pass the floor (the verdict is
     recomputed from the figures, not read from the card)."""
-    src, tgt = (info.target, info.source) if reverse else (info.source, info.target)
     entry = info.card["heldout"]["directions"][f"{src}->{tgt}"]
     assert entry["checkpoint_sha256"] == info.sha256
     assert entry["cohort"]["seed"] == HELDOUT_SEED
@@ -80,22 +97,20 @@ def test_bundled_card_heldout_scores_pass_the_floor(info, reverse):
     assert verdict["passes"], (entry["scores"], entry["noise_floor"], entry["scale"], verdict)
 
 
-@pytest.mark.parametrize("info, reverse", DIRECTIONS, ids=_direction_id)
-def test_bundled_output_is_in_its_targets_units(info, reverse):
+@pytest.mark.parametrize("info, src, tgt", DIRECTIONS, ids=_direction_id)
+def test_bundled_output_is_in_its_targets_units(info, src, tgt):
     """On held-out subjects the synthetic brain median over the true one has a median within
     0.8-1.25 (CT: the median difference within 10 HU inside the head), and the card's
     per-subject SSIM is what the weights give now."""
-    from synth_core.phantom import generate_subject
-
-    src, tgt = (info.target, info.source) if reverse else (info.source, info.target)
-    rows = {r["subject"]: r for r in
-            (info.card.get("heldout") or {}).get("directions", {}).get(f"{src}->{tgt}", {})
-            .get("rows", [])}
+    entry = (info.card.get("heldout") or {}).get("directions", {}).get(f"{src}->{tgt}", {})
+    rows = {r["subject"]: r for r in entry.get("rows", [])}
+    cohort = entry.get("cohort") or {}
     conditions = get_method_class(info.method).capabilities.conditions
     preset = heldout_preset(info.card)
     scales = []
     for index in range(SCALE_SUBJECTS_BY_PRESET[preset]):
-        subject = generate_subject(index, seed=HELDOUT_SEED, preset=preset)
+        subject = _heldout_subject(index, preset, int(cohort.get("subjects", 8)),
+                                   float(cohort.get("lesion_fraction", 0.0)))
         mask = score_mask(subject, tgt)
         result = translate(subject.volumes[src], info.method, tgt, source=src,
                            checkpoint=str(info.directory), device="cpu",
