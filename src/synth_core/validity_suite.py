@@ -150,6 +150,8 @@ def preset_for(info: CheckpointInfo) -> str:
 
 
 def _directions(info: CheckpointInfo) -> list[tuple[str, str]]:
+    if info.any_to_any:  # one model, every ordered pair of its modalities
+        return [(a, b) for a in info.modalities for b in info.modalities if a != b]
     pairs = [(info.source, info.target)]
     if (info.card.get("capabilities") or {}).get("bidirectional"):
         pairs.append((info.target, info.source))

@@ -209,6 +209,14 @@ def test_training_writes_an_any_to_any_card(unified_run):
     assert not zoo._fits(info, "t1", "pet")
 
 
+def test_the_validity_suite_judges_every_direction_of_an_any_to_any_checkpoint(unified_run):
+    from synth_core.validity_suite import _directions
+
+    pairs = _directions(zoo.locate("tiny-unified"))
+    assert len(pairs) == 12 and len(set(pairs)) == 12
+    assert all(a != b and a in MODS and b in MODS for a, b in pairs)
+
+
 def test_one_checkpoint_answers_all_12_directions(unified_run, mc_cohort: Path):
     from synth_core.inference import _cached_method, translate
     from synth_core.io import load_volume
