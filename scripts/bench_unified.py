@@ -1,10 +1,11 @@
 """Unified any-to-any against 12 pairwise pix2pix models and the ablation without eq. 5.
 
     modality-synth phantom DATA --subjects 24 --seed 40 --lesion-fraction 0.75
-    python scripts/bench_unified.py unified  --data DATA --out OUT --steps 2400
-    python scripts/bench_unified.py ablation --data DATA --out OUT --steps 2400
+    python scripts/bench_unified.py unified  --data DATA --out OUT --steps 10000
+    python scripts/bench_unified.py ablation --data DATA --out OUT --steps 10000
     python scripts/bench_unified.py pairwise --data DATA --out OUT
-    (add --spatial 3d to the training stages for whole volumes instead of 2D slices)
+    (add --spatial 3d to the training stages for whole volumes instead of 2D slices, --set
+    backbone=resunet to give the pairwise models the cpu preset's residual U-Net)
     python scripts/bench_unified.py score    --out OUT [--seed 1000 --subjects 8 --lesion-fraction 0.75]
     python scripts/bench_unified.py segmenter --data DATA --out OUT --steps 600
     python scripts/bench_unified.py dice     --out OUT [--seed 1000 --subjects 8 --lesion-fraction 0.75]
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2400)
     p.add_argument("--spatial", choices=("2d", "3d"), default="2d",
                    help="train on 2D axial slices (the paper's setting) or whole 3D volumes")
+    p.add_argument("--preset", default=None,
+                   help="the unified and ablation runs' preset (default cpu, or cpu-3d with "
+                        "--spatial 3d; cpu-unet is the earlier pix2pix-U-Net recipe)")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--subjects", type=int, default=8)
     p.add_argument("--lesion-fraction", type=float, default=0.75)
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.stage in ("unified", "ablation"):
         entry = bench.train_unified(args.data, args.out, args.steps, ablation=args.stage == "ablation",
-                                    settings=settings, spatial=args.spatial)
+                                    settings=settings, spatial=args.spatial, preset=args.preset)
         print(entry)
     elif args.stage == "pairwise":
         unified = json.loads((args.out / "unified" / "bench_run.json").read_text())

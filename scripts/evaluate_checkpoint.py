@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="average in the left-right mirrored pass; with --write-card the card's "
                         "inference block then says so, so translate runs the way it was scored")
     p.add_argument("--write-card", action="store_true")
+    p.add_argument("--card-field", default="heldout", choices=("heldout", "heldout_tumour"),
+                   help="the card field --write-card fills: heldout (the floor's cohort, "
+                        "printed by `models`) or heldout_tumour (an any-to-any MR model's "
+                        "scores on a cohort with tumours, --lesion-fraction)")
     args = p.parse_args(argv)
     info = locate(args.checkpoint)
     directions: list = [False, True] if args.both else [args.reverse]
@@ -82,18 +86,19 @@ def main(argv: list[str] | None = None) -> int:
         verdict = entry["floor"]
         print(f"  floor ({verdict['rule']}; threshold {verdict['threshold']:.3f}): "
               f"{'PASS' if verdict['passes'] else 'FAIL'}")
-        heldout = card.setdefault("heldout", {"directions": {}})
+        heldout = card.setdefault(args.card_field, {"directions": {}})
         heldout["directions"][entry["direction"]] = entry
     if args.write_card:
         if args.flip:
             card["inference"] = {**card.get("inference", {}), "flip": True}
-        card["heldout"]["command"] = (
+        card[args.card_field]["command"] = (
             "python scripts/evaluate_checkpoint.py NAME " + ("--both " if args.both else "")
             + ("--cohort heldout " if args.cohort else "")
             + (f"--lesion-fraction {args.lesion_fraction:g} " if args.lesion_fraction else "")
             + (f"--from {args.source} " if args.source else "")
             + ("--flip " if args.flip else "")
-            + "--write-card")
+            + "--write-card"
+            + (f" --card-field {args.card_field}" if args.card_field != "heldout" else ""))
         atomic_write_text(card_path, json.dumps(card, indent=2) + "\n", overwrite=True)
         print(f"wrote the held-out scores into {info.name}'s card")
     return 0

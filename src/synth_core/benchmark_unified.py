@@ -92,15 +92,17 @@ SPATIAL = {"2d": {"preset": "cpu", "batch_size": BATCH, "shape": (48, 64)},
 
 
 def train_unified(data: Path, out: Path, steps: int, *, ablation: bool = False,
-                  settings: dict[str, Any] | None = None, spatial: str = "2d") -> dict[str, Any]:
-    """The unified model (``cpu`` preset for 2D, ``cpu-3d`` for 3D) for ``steps`` steps; with
-    ``ablation`` the disentanglement weight is 0. ``settings`` (as ``train --set``) apply on
-    top."""
+                  settings: dict[str, Any] | None = None, spatial: str = "2d",
+                  preset: str | None = None) -> dict[str, Any]:
+    """The unified model (``preset``, by default ``cpu`` for 2D and ``cpu-3d`` for 3D) for
+    ``steps`` steps; with ``ablation`` the disentanglement weight is 0. ``settings`` (as
+    ``train --set``) apply on top."""
     overrides: dict[str, Any] = {"max_steps": steps} | (settings or {})
     if ablation:
         overrides["lambda_disentangle"] = 0.0
     return _train(out / ("ablation" if ablation else "unified"), method="unified", data=data,
-                  source="", target="", modalities=MODALITIES, preset=SPATIAL[spatial]["preset"],
+                  source="", target="", modalities=MODALITIES,
+                  preset=preset or SPATIAL[spatial]["preset"],
                   overrides=overrides)
 
 

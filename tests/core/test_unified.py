@@ -401,6 +401,11 @@ def test_segmenter_input_and_target_from_phantom_labels():
 def test_cpu_preset_objective_and_learning_rate_decay():
     config = build_config("unified", "cpu", {})
     assert (config.beta, config.lambda1) == (0.0, 0.0) and config.lambda_ssim > 0
+    assert config.backbone == "resunet" and config.train.ema_decay == 0.999
+    for name in ("cpu-unet", "cpu-3d"):  # the earlier recipe, and whole volumes, on the U-Net
+        other = build_config("unified", name, {})
+        assert other.backbone == "unet" and other.train.ema_decay == 0.0
+        assert (other.lambda_l1, other.lambda_ssim, other.alpha) == (100.0, 200.0, 10.0)
     method = get_method_class("unified")(config, "t1", "t2")
     total = config.train.max_steps
     assert method.lr_lambda(0) == 1.0 and method.lr_lambda(total // 2 - 1) == 1.0

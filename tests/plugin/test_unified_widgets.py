@@ -17,6 +17,7 @@ from napari_modality_synth.widgets.translate import TranslateWidget
 from synth_core import Volume
 
 MODS = ["t1", "t1ce", "t2", "flair"]
+BUNDLED_UNIFIED = "unified-mr-small"
 
 
 def _unified_checkpoints(method=None, source=None, target=None) -> list:
@@ -122,3 +123,38 @@ def test_train_widget_shows_modalities_for_unified(make_napari_viewer, tmp_path)
         assert "mri" in str(exc)
     else:
         raise AssertionError("an unknown modality was accepted")
+
+
+def test_the_bundled_unified_checkpoint_completes_a_study_in_the_widget(make_napari_viewer, qtbot):
+    """No stand-ins: the bundled any-to-any checkpoint, listed from the zoo, translates a
+    phantom T1 into the three other contrasts, one layer each, aligned with the input and
+    marked synthetic with the checkpoint's sha256."""
+    from synth_core import zoo
+    from synth_core.phantom import generate_subject
+
+    info = zoo.locate(BUNDLED_UNIFIED)
+    subject = generate_subject(0, seed=1000, preset="small")
+    viewer = make_napari_viewer()
+    widget = TranslateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    data, kwargs, _ = volume_to_layer_data(subject.volumes["t1"], name="sub-001_t1 [t1]",
+                                           as_labels=False)
+    source = viewer.add_image(data, **kwargs)
+    widget.method.setCurrentIndex(widget.method.findData("unified"))
+    assert any(BUNDLED_UNIFIED in t for t in _texts(widget.checkpoint))
+    widget.checkpoint.setCurrentIndex(
+        next(i for i, t in enumerate(_texts(widget.checkpoint)) if BUNDLED_UNIFIED in t))
+    widget.target.setCurrentIndex(widget.target.count() - 1)  # all missing contrasts
+    widget.translate()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 4, timeout=60000)
+    qtbot.waitUntil(lambda: not widget.worker.is_running, timeout=10000)
+    brain = subject.volumes["brainmask"].data > 0
+    for target in ("t1ce", "t2", "flair"):
+        layer = viewer.layers[f"sub-001_t1 [t1] -> {target} (unified)"]
+        np.testing.assert_allclose(layer.affine.affine_matrix, source.affine.affine_matrix,
+                                   atol=1e-9)
+        provenance = layer.metadata["provenance"]
+        assert provenance["Synthetic"] is True and provenance["TargetModality"] == target
+        assert provenance["CheckpointSHA256"] == info.sha256
+        truth = subject.volumes[target].data[brain]
+        assert np.corrcoef(np.asarray(layer.data)[brain], truth)[0, 1] > 0.8
