@@ -239,6 +239,9 @@ def _quality(report: dict[str, Any]) -> list[str]:
         lines += [f"## `{method}`", ""]
         for c in entries:
             arrows = " and ".join(_arrow(d) for d in c["directions"])
+            if len(c["directions"]) > 2:  # an any-to-any checkpoint: its modalities, once
+                names = dict.fromkeys(NAMES.get(d["source"], d["source"]) for d in c["directions"])
+                arrows = f"any of {', '.join(names)} into any other"
             lines += [f"### {c['title']}: {arrows} (`{c['name']}`)", "",
                       f"Checkpoint sha256 `{c['sha256'][:16]}…`; {c['voxel_mm']:g} mm grid; "
                       f"{c['directions'][0]['subjects']} subjects.", "",

@@ -189,3 +189,25 @@ def test_markdown_of_an_age_conditioned_stochastic_model():
     assert "| `glow` | t1->pet | 8 | -0.03 | 0.609 | 0.778 | 3 |" in page
     assert "| `glow` | likelihood | 0.900 | T2 1.00, CT 0.80 | 4 / 8 |" in page
     assert "## `dual-glow`" in page and "Not measured: too few AD or CN" in page
+
+
+def test_markdown_names_an_any_to_any_checkpoints_modalities_once():
+    from synth_core.validity_report import render_markdown
+
+    scores = {k: 0.5 for k in suite.METRICS}
+    mods = ("t1", "t1ce", "t2", "flair")
+    directions = [{"source": a, "target": b, "units": "MR", "subjects": 2,
+                   "normalisation": "mr-p1-p99", "scores": scores, "scores_sd": scores,
+                   "noise_floor": scores, "noise_floor_sd": scores, "hallucination": None,
+                   "lesions": None} for a in mods for b in mods if a != b]
+    entry = {"name": "uni", "method": "unified", "sha256": "cd" * 32, "origin": "path",
+             "title": "Unified", "preset": "small", "voxel_mm": 4.0, "directions": directions,
+             "counterfactual_age": None, "uncertainty": None, "ood": None}
+    report = {"command": "modality-synth benchmark --suite validity --out OUT", "version": "x",
+              "seconds": 60.0, "cohort": {"seed": 11, "preset": "small", "voxel_mm": 4.0,
+                                          "healthy_subjects": 2, "lesioned_subjects": 0,
+                                          "lesions": [], "disease_subjects": 0},
+              "checkpoints": [entry], "disease_signal": [], "figures": [], "not_measured": []}
+    page = render_markdown(report)
+    assert "### Unified: any of T1, T1ce, T2, FLAIR into any other (`uni`)" in page
+    assert page.count("| T1ce → FLAIR |") >= 1
