@@ -165,11 +165,12 @@ class Pix2Pix(AdversarialMethod):
             self.generator = UNet(dims, 1, 1, features=config.features, depth=config.depth,
                                   norm=config.norm, dropout=config.dropout,
                                   upsample=config.upsample)
-            init_weights(self.generator)  # the residual U-Net keeps PyTorch's default
         else:
             raise UserError(f"unknown pix2pix backbone {config.backbone!r}: use unet or resunet")
         self.discriminator = PatchDiscriminator(dims, 2, features=config.disc_features,
                                                 n_layers=config.disc_layers, norm=config.norm)
+        if config.backbone == "unet":  # the residual U-Net keeps PyTorch's default init
+            init_weights(self.generator)  # (after the discriminator: the same random draws)
         init_weights(self.discriminator)
         self.gan_loss = GANLoss(config.gan_mode)
         if min(config.lambda_gan, config.lambda_ssim, config.lambda_l1,
