@@ -158,6 +158,15 @@ def test_cohort_mistakes_exit_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def _one_checkpoint_report(entry: dict) -> dict:
+    """A validity report around one hand-made checkpoint entry (2 healthy subjects, seed 11)."""
+    return {"command": "modality-synth benchmark --suite validity --out OUT", "version": "x",
+            "seconds": 60.0, "cohort": {"seed": 11, "preset": "small", "voxel_mm": 4.0,
+                                        "healthy_subjects": 2, "lesioned_subjects": 0,
+                                        "lesions": [], "disease_subjects": 0},
+            "checkpoints": [entry], "disease_signal": [], "figures": [], "not_measured": []}
+
+
 def test_markdown_of_an_age_conditioned_stochastic_model():
     # The branches the current bundle does not reach (no bundled model is age-conditioned or
     # stochastic), rendered from a hand-made report entry.
@@ -179,12 +188,7 @@ def test_markdown_of_an_age_conditioned_stochastic_model():
                 "likelihood": {"auroc": 0.9, "per_kind": {"t2": 1.0, "ct": 0.8},
                                "inputs": {"t1": 4, "t2": 4, "ct": 4}}},
     }
-    report = {"command": "modality-synth benchmark --suite validity --out OUT", "version": "x",
-              "seconds": 60.0, "cohort": {"seed": 11, "preset": "small", "voxel_mm": 4.0,
-                                          "healthy_subjects": 2, "lesioned_subjects": 0,
-                                          "lesions": [], "disease_subjects": 0},
-              "checkpoints": [entry], "disease_signal": [], "figures": [], "not_measured": []}
-    page = render_markdown(report)
+    page = render_markdown(_one_checkpoint_report(entry))
     assert "| `glow` | 0.78 | 0.61 | 0.42 | 2 |" in page
     assert "| `glow` | t1->pet | 8 | -0.03 | 0.609 | 0.778 | 3 |" in page
     assert "| `glow` | likelihood | 0.900 | T2 1.00, CT 0.80 | 4 / 8 |" in page
@@ -203,11 +207,6 @@ def test_markdown_names_an_any_to_any_checkpoints_modalities_once():
     entry = {"name": "uni", "method": "unified", "sha256": "cd" * 32, "origin": "path",
              "title": "Unified", "preset": "small", "voxel_mm": 4.0, "directions": directions,
              "counterfactual_age": None, "uncertainty": None, "ood": None}
-    report = {"command": "modality-synth benchmark --suite validity --out OUT", "version": "x",
-              "seconds": 60.0, "cohort": {"seed": 11, "preset": "small", "voxel_mm": 4.0,
-                                          "healthy_subjects": 2, "lesioned_subjects": 0,
-                                          "lesions": [], "disease_subjects": 0},
-              "checkpoints": [entry], "disease_signal": [], "figures": [], "not_measured": []}
-    page = render_markdown(report)
+    page = render_markdown(_one_checkpoint_report(entry))
     assert "### Unified: any of T1, T1ce, T2, FLAIR into any other (`uni`)" in page
     assert page.count("| T1ce → FLAIR |") >= 1
